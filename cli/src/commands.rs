@@ -1,0 +1,516 @@
+//! One function per command: open the repository, call the engine, print the result as text
+//! or JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use cairn_engine::archiver::{self, BackupOptions, Parent};
+use cairn_engine::crypto::keys::KdfParams;
+use cairn_engine::progress::Progress;
+use cairn_engine::repository::{InitOptions, Location, Repository};
+use cairn_engine::restorer::{self, RestoreOptions};
+use cairn_engine::snapshot::Snapshot;
+use cairn_engine::tree::{self, Node, NodeKind};
+use cairn_engine::{Id, repair};
+use clap::{Args, Subcommand};
+use indicatif::HumanBytes;
+use serde_json::json;
+
+use crate::progress::Display;
+use crate::{EXIT_PARTIAL, Global, password};
+
+/// `cairn init` options.
+#[derive(Args)]
+pub struct InitArgs {
+    /// zstd compression level for data (0 = off)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=19))]
+    compression: i32,
+    /// Target pack size in MiB
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pack_size: u32,
+    /// Default retention: keep every snapshot younger than this (e.g. 720h, 30days)
+    #[arg(long, default_value = "720h", value_parser = humantime::parse_duration)]
+    keep_within: std::time::Duration,
+}
+
+/// `cairn backup` options.
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Files and folders to back up
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Host name to record [default: this machine's]
+    #[arg(long)]
+    host: Option<String>,
+    /// Compare with this snapshot instead of the newest one with the same host and paths
+    #[arg(long, conflicts_with = "force")]
+    parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot
+    #[arg(long)]
+    force: bool,
+}
+
+/// `cairn ls` options.
+#[derive(Args)]
+pub struct LsArgs {
+    /// Snapshot id prefix or `latest`
+    snapshot: String,
+    /// Only list below this path inside the snapshot
+    path: Option<String>,
+    /// Show type, mode, owner, size and time
+    #[arg(short, long)]
+    long: bool,
+}
+
+/// `cairn restore` options.
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Snapshot id prefix or `latest`
+    snapshot: String,
+    /// Folder to restore into
+    #[arg(short, long)]
+    target: PathBuf,
+    /// Restore only this path of the snapshot (repeatable)
+    #[arg(short, long)]
+    include: Vec<String>,
+    /// Replace existing files instead of skipping them
+    #[arg(long)]
+    overwrite: bool,
+}
+
+/// `cairn key` subcommands.
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Add a password
+    Add(NewPassword),
+    /// List the keys
+    List,
+    /// Remove a key by id prefix
+    Remove {
+        /// Key id (prefix)
+        id: String,
+    },
+    /// Change the password used to open the repository
+    Passwd(NewPassword),
+}
+
+/// Where a new password comes from.
+#[derive(Args)]
+pub struct NewPassword {
+    /// File whose first line is the new password [else CAIRN_NEW_PASSWORD or a prompt]
+    #[arg(long)]
+    new_password_file: Option<PathBuf>,
+}
+
+/// `cairn repair` subcommands.
+#[derive(Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index from the pack headers
+    Index,
+}
+
+/// `cairn cat` subcommands.
+#[derive(Subcommand)]
+pub enum CatCommand {
+    /// The repository config
+    Config,
+    /// A snapshot document
+    Snapshot {
+        /// Snapshot id prefix or `latest`
+        id: String,
+    },
+}
+
+fn cache_base(g: &Global) -> PathBuf {
+    g.cache_dir.clone().unwrap_or_else(|| {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("cairn")
+    })
+}
+
+fn location(g: &Global) -> Result<Location> {
+    Ok(Location::parse(g.repo.as_deref().unwrap_or_default())?)
+}
+
+fn open(g: &Global) -> Result<Repository> {
+    let loc = location(g)?;
+    let pw = password::get(
+        g.password_file.as_deref(),
+        "CAIRN_PASSWORD",
+        "repository password",
+        false,
+    )?;
+    Ok(Repository::open(&loc, &pw, &cache_base(g))?)
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+/// `cairn init`
+pub fn init(g: &Global, a: InitArgs) -> Result<u8> {
+    let loc = location(g)?;
+    let pw = password::get(
+        g.password_file.as_deref(),
+        "CAIRN_PASSWORD",
+        "new repository password",
+        true,
+    )?;
+    let options = InitOptions {
+        compression_level: a.compression,
+        pack_size: a.pack_size * 1024 * 1024,
+        keep_within_secs: a.keep_within.as_secs(),
+        ..InitOptions::default()
+    };
+    let repo = Repository::init(&loc, &pw, options, &cache_base(g))?;
+    if g.json {
+        print_json(
+            &json!({"id": repo.config().id, "location": loc.to_string(), "version": repo.config().version}),
+        );
+    } else {
+        println!(
+            "created Cairn repository {} at {loc}",
+            repo.config().id.short()
+        );
+        println!(
+            "Keep the password safe: without it the data in this repository cannot be read by anyone."
+        );
+    }
+    Ok(0)
+}
+
+/// `cairn backup`
+pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let parent = match (&a.parent, a.force) {
+        (_, true) => Parent::Ignore,
+        (Some(spec), _) => Parent::Given(Snapshot::find(&repo, spec)?.0),
+        (None, false) => Parent::Auto,
+    };
+    let options = BackupOptions {
+        host: a.host.unwrap_or_else(cairn_engine::host_name),
+        tags: a.tag,
+        parent,
+    };
+    let progress = Arc::new(Progress::default());
+    let display = Display::start(progress.clone(), "backed up", !g.quiet && !g.json);
+    let out = archiver::backup(&repo, &a.paths, &options, &progress)?;
+    drop(display);
+    let s = &out.snapshot.summary;
+    if g.json {
+        print_json(
+            &json!({"snapshot_id": out.id, "summary": s, "errors": out.errors, "skipped": out.skipped}),
+        );
+    } else {
+        for w in &out.skipped {
+            eprintln!("warning: {w}");
+        }
+        for e in &out.errors {
+            eprintln!("error: {e}");
+        }
+        println!(
+            "snapshot {} saved: {} files, {} dirs, {} others, {} in {:.1}s; added {} new blobs, {} ({} stored)",
+            out.id.short(),
+            s.files,
+            s.dirs,
+            s.others,
+            HumanBytes(s.bytes),
+            s.seconds,
+            s.new_blobs,
+            HumanBytes(s.new_bytes),
+            HumanBytes(s.stored_bytes)
+        );
+    }
+    if !out.errors.is_empty() {
+        eprintln!(
+            "{} entries could not be read and are not in the snapshot; fix their permissions and back up again",
+            out.errors.len()
+        );
+        return Ok(EXIT_PARTIAL);
+    }
+    Ok(0)
+}
+
+fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).expect("serializable");
+    v["id"] = json!(id);
+    v["short_id"] = json!(id.short());
+    v
+}
+
+/// `cairn snapshots`
+pub fn snapshots(g: &Global) -> Result<u8> {
+    let repo = open(g)?;
+    let all = Snapshot::load_all(&repo)?;
+    if g.json {
+        print_json(
+            &all.iter()
+                .map(|(id, s)| snapshot_json(id, s))
+                .collect::<Vec<_>>(),
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<8}  {:<19}  {:<16}  {:<20}  {:>10}  paths",
+        "id", "time (local)", "host", "tags", "size"
+    );
+    for (id, s) in &all {
+        let time = s
+            .time
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S");
+        let paths: Vec<String> = s.paths.iter().map(|p| p.lossy()).collect();
+        println!(
+            "{:<8}  {time:<19}  {:<16}  {:<20}  {:>10}  {}",
+            id.short(),
+            s.host,
+            s.tags.join(","),
+            HumanBytes(s.summary.bytes).to_string(),
+            paths.join(" ")
+        );
+    }
+    println!("{} snapshots", all.len());
+    Ok(0)
+}
+
+fn mode_string(n: &Node) -> String {
+    let t = match n.kind {
+        NodeKind::File => '-',
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::Chardev => 'c',
+        NodeKind::Blockdev => 'b',
+    };
+    let rwx = (0..9).rev().map(|i| {
+        if n.mode & (1 << i) != 0 {
+            b"rwx"[(8 - i) % 3] as char
+        } else {
+            '-'
+        }
+    });
+    std::iter::once(t).chain(rwx).collect()
+}
+
+/// `cairn ls`
+pub fn ls(g: &Global, a: LsArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (_, snap) = Snapshot::find(&repo, &a.snapshot)?;
+    let below = tree::parse_snapshot_path(a.path.as_deref().unwrap_or("").as_bytes());
+    let mut rows = Vec::new();
+    let mut found = below.is_empty();
+    tree::walk(&repo, &snap.tree, &mut Vec::new(), &mut |path, node| {
+        let n = below.len().min(path.len());
+        if below[..n] != path[..n] {
+            return Ok(false);
+        }
+        found |= path == below.as_slice();
+        if path.len() >= below.len() {
+            rows.push((tree::display_path(path), node.clone()));
+        }
+        Ok(true)
+    })?;
+    if !found {
+        return Err(cairn_engine::Error::PathNotInSnapshot(a.path.unwrap_or_default()).into());
+    }
+    if g.json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|(p, n)| {
+                json!({"path": p, "type": n.kind, "mode": n.mode, "size": n.size, "uid": n.uid, "gid": n.gid,
+                       "mtime_ns": n.mtime_ns, "target": n.target.as_ref().map(|t| t.lossy())})
+            })
+            .collect();
+        print_json(&items);
+        return Ok(0);
+    }
+    for (p, n) in rows {
+        if a.long {
+            let time =
+                chrono::DateTime::from_timestamp_nanos(n.mtime_ns).with_timezone(&chrono::Local);
+            let link = n
+                .target
+                .as_ref()
+                .map(|t| format!(" -> {}", t.lossy()))
+                .unwrap_or_default();
+            let owner = if n.user.is_empty() {
+                n.uid.to_string()
+            } else {
+                n.user.clone()
+            };
+            let group = if n.group.is_empty() {
+                n.gid.to_string()
+            } else {
+                n.group.clone()
+            };
+            println!(
+                "{} {owner:>8} {group:>8} {:>12} {} {p}{link}",
+                mode_string(&n),
+                n.size,
+                time.format("%Y-%m-%d %H:%M:%S")
+            );
+        } else {
+            println!("{p}");
+        }
+    }
+    Ok(0)
+}
+
+/// `cairn restore`
+pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (id, snap) = Snapshot::find(&repo, &a.snapshot)?;
+    let options = RestoreOptions {
+        target: a.target.clone(),
+        includes: a
+            .include
+            .iter()
+            .map(|i| tree::parse_snapshot_path(i.as_bytes()))
+            .collect(),
+        overwrite: a.overwrite,
+        chown: nix::unistd::geteuid().is_root(),
+    };
+    let progress = Arc::new(Progress::default());
+    let display = Display::start(progress.clone(), "restored", !g.quiet && !g.json);
+    let out = restorer::restore(&repo, &snap, &options, &progress)?;
+    drop(display);
+    if g.json {
+        print_json(&json!({"snapshot_id": id, "target": a.target, "outcome": out}));
+    } else {
+        for s in &out.skipped {
+            eprintln!("skipped (already exists): {s}");
+        }
+        for e in &out.errors {
+            eprintln!("error: {e}");
+        }
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} others, {}; {} skipped, {} errors",
+            id.short(),
+            a.target.display(),
+            out.files,
+            out.dirs,
+            out.others,
+            HumanBytes(out.bytes),
+            out.skipped.len(),
+            out.errors.len()
+        );
+    }
+    Ok(if out.errors.is_empty() {
+        0
+    } else {
+        EXIT_PARTIAL
+    })
+}
+
+fn new_password(p: &NewPassword) -> Result<password::Password> {
+    password::get(
+        p.new_password_file.as_deref(),
+        "CAIRN_NEW_PASSWORD",
+        "new password",
+        true,
+    )
+}
+
+/// `cairn key …`
+pub fn key(g: &Global, k: KeyCommand) -> Result<u8> {
+    let mut repo = open(g)?;
+    match k {
+        KeyCommand::Add(p) => {
+            let id = repo.add_key(&new_password(&p)?, KdfParams::default())?;
+            if g.json {
+                print_json(&json!({"id": id}));
+            } else {
+                println!("added key {}", id.short());
+            }
+        }
+        KeyCommand::List => {
+            let keys = repo.list_keys()?;
+            if g.json {
+                let items: Vec<_> = keys
+                    .iter()
+                    .map(|(id, k)| json!({"id": id, "current": *id == repo.key_id(), "created": k.created, "host": k.host, "user": k.user}))
+                    .collect();
+                print_json(&items);
+            } else {
+                println!("  {:<8}  {:<20}  {:<16}  created", "id", "user", "host");
+                for (id, k) in keys {
+                    let mark = if id == repo.key_id() { '*' } else { ' ' };
+                    println!(
+                        "{mark} {:<8}  {:<20}  {:<16}  {}",
+                        id.short(),
+                        k.user,
+                        k.host,
+                        k.created.format("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                }
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let keys = repo.list_keys()?;
+            let matching: Vec<_> = keys
+                .iter()
+                .filter(|(k, _)| k.to_hex().starts_with(&id.to_ascii_lowercase()))
+                .collect();
+            let [(key_id, _)] = matching.as_slice() else {
+                bail!(
+                    "{} keys match {id:?}: give a unique id prefix from `cairn key list`",
+                    matching.len()
+                );
+            };
+            repo.remove_key(key_id)?;
+            if !g.json {
+                println!("removed key {}", key_id.short());
+            }
+        }
+        KeyCommand::Passwd(p) => {
+            let id = repo.change_password(&new_password(&p)?, KdfParams::default())?;
+            if !g.json {
+                println!("password changed: key {} replaces the old one", id.short());
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `cairn repair index`
+pub fn repair(g: &Global, r: RepairCommand) -> Result<u8> {
+    let RepairCommand::Index = r;
+    let repo = open(g)?;
+    let out = repair::rebuild_index(&repo)?;
+    if g.json {
+        print_json(&out);
+    } else {
+        for d in &out.damaged {
+            eprintln!("damaged pack left out: {d}");
+        }
+        println!(
+            "index rebuilt from {} packs ({} blobs); {} old index segments removed; {} damaged packs",
+            out.packs,
+            out.blobs,
+            out.removed_segments,
+            out.damaged.len()
+        );
+    }
+    Ok(if out.damaged.is_empty() { 0 } else { 1 })
+}
+
+/// `cairn cat …`
+pub fn cat(g: &Global, c: CatCommand) -> Result<u8> {
+    let repo = open(g)?;
+    match c {
+        CatCommand::Config => print_json(repo.config()),
+        CatCommand::Snapshot { id } => {
+            let (id, s) = Snapshot::find(&repo, &id).context("cannot read the snapshot")?;
+            print_json(&snapshot_json(&id, &s));
+        }
+    }
+    Ok(0)
+}

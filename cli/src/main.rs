@@ -1,0 +1,114 @@
+//! `cairn`: encrypted, deduplicated backups (restic-style commands). Argument parsing and
+//! output only; the work is done by `cairn-engine`.
+
+mod commands;
+mod password;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code: a backup or restore finished, but some entries were left out (see its warnings).
+pub const EXIT_PARTIAL: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Encrypted, deduplicated backups for Kubernetes and folders"
+)]
+#[command(
+    after_help = "Exit codes: 0 ok; 1 error; 2 wrong usage; 3 done, but some files could not be read or restored."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Repository location (a folder)
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// File whose first line is the repository password
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Base folder for local caches [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn]
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on standard output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print no progress
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log more (repeat for even more)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init(commands::InitArgs),
+    /// Back up files and folders into a new snapshot
+    Backup(commands::BackupArgs),
+    /// List snapshots
+    Snapshots,
+    /// List the files in a snapshot
+    Ls(commands::LsArgs),
+    /// Restore a snapshot (or part of it) into a folder
+    Restore(commands::RestoreArgs),
+    /// Manage the repository's passwords
+    #[command(subcommand)]
+    Key(commands::KeyCommand),
+    /// Repair repository metadata
+    #[command(subcommand)]
+    Repair(commands::RepairCommand),
+    /// Print a repository object as JSON, for debugging
+    #[command(subcommand)]
+    Cat(commands::CatCommand),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let g = &cli.global;
+    let result = match cli.command {
+        Command::Init(a) => commands::init(g, a),
+        Command::Backup(a) => commands::backup(g, a),
+        Command::Snapshots => commands::snapshots(g),
+        Command::Ls(a) => commands::ls(g, a),
+        Command::Restore(a) => commands::restore(g, a),
+        Command::Key(k) => commands::key(g, k),
+        Command::Repair(r) => commands::repair(g, r),
+        Command::Cat(c) => commands::cat(g, c),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cairn: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! Backup: walks folders into trees and file contents into deduplicated, encrypted blobs, then
+//! writes a snapshot.
+//!
+//! Pipeline: the walking thread reads each file, cuts it into chunks and names them (FastCDC and
+//! BLAKE3 are fast enough for one core); chunks not yet in the repository go through a bounded
+//! queue to worker threads that compress, encrypt and pack them, while packs upload in the
+//! background. Memory is bounded by the queue and pack sizes, never by file or data size.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chrono::Utc;
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::blob::BlobKind;
+use crate::error::{Error, Result};
+use crate::fsmeta::{self, OwnerNames};
+use crate::id::Id;
+use crate::packer::Packer;
+use crate::progress::Progress;
+use crate::repository::Repository;
+use crate::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
+use crate::tree::{Node, NodeKind, RawBytes, Tree};
+
+/// Which earlier snapshot a backup compares files with, to skip reading unchanged ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Parent {
+    /// The newest snapshot with the same host and paths.
+    #[default]
+    Auto,
+    /// None: read every file.
+    Ignore,
+    /// This snapshot.
+    Given(Id),
+}
+
+/// Settings of one backup run.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    /// Host name recorded in the snapshot.
+    pub host: String,
+    /// Tags recorded in the snapshot.
+    pub tags: Vec<String>,
+    /// The snapshot to compare with.
+    pub parent: Parent,
+}
+
+/// The result of a backup.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The new snapshot's id.
+    pub id: Id,
+    /// The new snapshot.
+    pub snapshot: Snapshot,
+    /// Entries that could not be read and were left out, with why.
+    pub errors: Vec<String>,
+    /// Entries left out on purpose (sockets), with why.
+    pub skipped: Vec<String>,
+}
+
+type Job = (Id, Vec<u8>);
+
+struct Walk<'a, 'r> {
+    repo: &'r Repository,
+    packer: &'a Packer<'r>,
+    queue: Sender<Job>,
+    failed: &'a Mutex<Option<Error>>,
+    progress: &'a Progress,
+    names: OwnerNames,
+    hardlinks: HashMap<(u64, u64), (Vec<Id>, u64)>,
+    errors: Vec<String>,
+    skipped: Vec<String>,
+    summary: Summary,
+}
+
+/// Backs up `paths` (each becomes one entry of the snapshot's root tree, named by its last
+/// component) and writes a snapshot.
+pub fn backup(
+    repo: &Repository,
+    paths: &[PathBuf],
+    options: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
+    let started = Utc::now();
+    let clock = Instant::now();
+    let roots = root_entries(paths)?;
+    let root_paths: Vec<RawBytes> = roots
+        .iter()
+        .map(|(_, p)| RawBytes::from_os(p.as_os_str()))
+        .collect();
+    let parent = find_parent(repo, options, &root_paths)?;
+    let parent_root = parent
+        .as_ref()
+        .and_then(|(_, snap)| load_parent_tree(repo, &snap.tree));
+    let packer = Packer::new(repo);
+    let failed = Mutex::new(None);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (tx, rx) = bounded::<Job>(workers * 2);
+
+    let walked = std::thread::scope(|s| {
+        for _ in 0..workers {
+            let rx: Receiver<Job> = rx.clone();
+            let (packer, failed) = (&packer, &failed);
+            s.spawn(move || {
+                for (id, data) in rx {
+                    if let Err(e) = packer.save_with_id(BlobKind::Data, id, &data) {
+                        failed.lock().expect("lock").get_or_insert(e);
+                    }
+                }
+            });
+        }
+        let mut walk = Walk {
+            repo,
+            packer: &packer,
+            queue: tx,
+            failed: &failed,
+            progress,
+            names: OwnerNames::default(),
+            hardlinks: HashMap::new(),
+            errors: vec![],
+            skipped: vec![],
+            summary: Summary::default(),
+        };
+        let mut nodes = Vec::new();
+        for (name, path) in &roots {
+            let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+            let before = parent_root.as_ref().and_then(|t| t.find(name));
+            match walk.entry(name.clone(), path, &meta, before)? {
+                Some(node) => nodes.push(node),
+                None => {
+                    let why = walk
+                        .errors
+                        .iter()
+                        .chain(&walk.skipped)
+                        .cloned()
+                        .collect::<Vec<_>>();
+                    return Err(Error::Invalid(why.join("; ")));
+                }
+            }
+        }
+        let root = walk.packer.save(BlobKind::Tree, &Tree { nodes }.encode())?;
+        drop(walk.queue);
+        Ok::<_, Error>((root, walk.errors, walk.skipped, walk.summary))
+    });
+    if let Some(e) = failed.into_inner().expect("lock") {
+        return Err(e);
+    }
+    let (root, errors, skipped, mut summary) = walked?;
+    let stats = packer.finish()?;
+    summary.new_blobs = stats.blobs;
+    summary.new_bytes = stats.raw_bytes;
+    summary.started = started;
+    summary.errors = errors.len() as u64;
+    summary.stored_bytes = stats.stored_bytes;
+    summary.seconds = clock.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time: started,
+        host: options.host.clone(),
+        user: crate::user_name(),
+        paths: root_paths,
+        tags: options.tags.clone(),
+        tree: root,
+        parent: parent.map(|(id, _)| id),
+        summary,
+        program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+    };
+    let id = snapshot.save(repo)?;
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        errors,
+        skipped,
+    })
+}
+
+/// The snapshot to compare with, per `options.parent`.
+fn find_parent(
+    repo: &Repository,
+    options: &BackupOptions,
+    paths: &[RawBytes],
+) -> Result<Option<(Id, Snapshot)>> {
+    Ok(match options.parent {
+        Parent::Ignore => None,
+        Parent::Given(id) => Some((id, Snapshot::load(repo, &id)?)),
+        Parent::Auto => Snapshot::load_all(repo)?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.host == options.host && s.paths == paths),
+    })
+}
+
+/// A tree of the parent snapshot; if it cannot be read, the files below are simply read again.
+fn load_parent_tree(repo: &Repository, id: &Id) -> Option<Tree> {
+    Tree::load(repo, id)
+        .inspect_err(|e| {
+            tracing::warn!("parent snapshot tree unusable, reading its files again: {e}")
+        })
+        .ok()
+}
+
+/// Whether a file is unchanged since `before` was recorded: same size, times and identity.
+fn unchanged(now: &Node, before: &Node) -> bool {
+    before.kind == NodeKind::File
+        && (now.size, now.mtime_ns, now.ctime_ns, now.inode, now.device)
+            == (
+                before.size,
+                before.mtime_ns,
+                before.ctime_ns,
+                before.inode,
+                before.device,
+            )
+}
+
+/// Absolute paths with their entry names in the root tree; names must be distinct.
+fn root_entries(paths: &[PathBuf]) -> Result<Vec<(RawBytes, PathBuf)>> {
+    if paths.is_empty() {
+        return Err(Error::Invalid(
+            "nothing to back up: name at least one path".into(),
+        ));
+    }
+    let mut out: Vec<(RawBytes, PathBuf)> = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+        let abs = normalize(&abs);
+        let name = abs.file_name().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: back up the folders inside it instead of the root itself",
+                p.display()
+            ))
+        })?;
+        out.push((RawBytes::from_os(name), abs));
+    }
+    out.sort();
+    if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Error::Invalid(format!(
+            "{} and {} would both be stored as {:?}: back them up in separate snapshots",
+            w[0].1.display(),
+            w[1].1.display(),
+            w[0].0.lossy()
+        )));
+    }
+    Ok(out)
+}
+
+/// Removes `.` and resolves `..` lexically (without following symlinks).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl Walk<'_, '_> {
+    fn warn(&mut self, path: &Path, what: impl std::fmt::Display) {
+        tracing::debug!(path = %path.display(), "{what}");
+        self.progress
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.errors.push(format!("{}: {what}", path.display()));
+    }
+
+    fn check_workers(&self) -> Result<()> {
+        match self.failed.lock().expect("lock").take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The node of one entry, or `None` (with a warning) if it is left out. `before` is the
+    /// entry of the same name in the parent snapshot, if any.
+    fn entry(
+        &mut self,
+        name: RawBytes,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        before: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        self.progress.set_current(path);
+        let Some(kind) = fsmeta::node_kind(meta) else {
+            self.skipped.push(format!(
+                "{}: socket left out (sockets cannot be restored)",
+                path.display()
+            ));
+            return Ok(None);
+        };
+        let mut node = fsmeta::node_from(name, kind, meta, path, &mut self.names);
+        match kind {
+            NodeKind::File if before.is_some_and(|b| unchanged(&node, b)) => {
+                node.content = before.expect("checked").content.clone();
+                self.progress.add_bytes(node.size);
+                self.summary.files += 1;
+                self.summary.files_unmodified += 1;
+                self.summary.bytes += node.size;
+            }
+            NodeKind::File => match self.file_content(path, &node) {
+                Ok((content, size)) => {
+                    node.content = content;
+                    node.size = size;
+                    self.summary.files += 1;
+                    match before {
+                        Some(_) => self.summary.files_changed += 1,
+                        None => self.summary.files_new += 1,
+                    }
+                    self.summary.bytes += size;
+                }
+                Err(Error::Io { source, .. }) => {
+                    self.warn(path, format!("cannot read: {source}"));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            },
+            NodeKind::Dir => match self.directory(path, before.and_then(|b| b.subtree.as_ref())) {
+                Ok(tree) => {
+                    node.subtree = Some(self.packer.save(BlobKind::Tree, &tree.encode())?);
+                    node.size = 0;
+                    self.summary.dirs += 1;
+                }
+                Err(Error::Io { source, .. }) => {
+                    self.warn(path, format!("cannot list: {source}"));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            },
+            NodeKind::Symlink => match std::fs::read_link(path) {
+                Ok(t) => {
+                    node.target = Some(RawBytes::from_os(t.as_os_str()));
+                    self.summary.others += 1;
+                }
+                Err(e) => {
+                    self.warn(path, format!("cannot read link: {e}"));
+                    return Ok(None);
+                }
+            },
+            _ => self.summary.others += 1,
+        }
+        self.progress
+            .entries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(node))
+    }
+
+    /// The tree of a directory; entries that cannot be read are left out with a warning.
+    /// `before` is the directory's tree in the parent snapshot.
+    fn directory(&mut self, path: &Path, before: Option<&Id>) -> Result<Tree> {
+        let before = before.and_then(|id| load_parent_tree(self.repo, id));
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .and_then(|rd| {
+                rd.map(|e| e.map(|e| e.file_name()))
+                    .collect::<std::io::Result<Vec<_>>>()
+            })
+            .map_err(|e| Error::io(path, e))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            let child = path.join(&name);
+            match std::fs::symlink_metadata(&child) {
+                Ok(meta) => {
+                    let name = RawBytes::from_os(&name);
+                    let old = before.as_ref().and_then(|t| t.find(&name));
+                    nodes.extend(self.entry(name, &child, &meta, old)?)
+                }
+                Err(e) => self.warn(&child, format!("cannot stat: {e}")),
+            }
+        }
+        Ok(Tree { nodes })
+    }
+
+    /// Chunks a file, queueing new chunks; returns its blob ids and the bytes read. A file with
+    /// several hard links is read once.
+    fn file_content(&mut self, path: &Path, node: &Node) -> Result<(Vec<Id>, u64)> {
+        let link_key = (node.device, node.inode);
+        if node.is_hardlinked()
+            && let Some((ids, size)) = self.hardlinks.get(&link_key)
+        {
+            return Ok((ids.clone(), *size));
+        }
+        let file = File::options()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let mut ids = Vec::new();
+        let mut size = 0u64;
+        for chunk in self.repo.config().chunker.chunks(file) {
+            let chunk = chunk.map_err(|e| Error::io(path, e))?;
+            size += chunk.len() as u64;
+            self.progress.add_bytes(chunk.len() as u64);
+            let id = self.repo.keys().blob_id(&chunk);
+            ids.push(id);
+            if !self.packer.has(&id)? {
+                self.queue
+                    .send((id, chunk))
+                    .map_err(|_| Error::Invalid("backup workers stopped".into()))?;
+            }
+        }
+        self.check_workers()?;
+        if node.is_hardlinked() {
+            self.hardlinks.insert(link_key, (ids.clone(), size));
+        }
+        Ok((ids, size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_names_are_basenames_and_must_differ() {
+        let r = root_entries(&[PathBuf::from("/a/b/../c"), PathBuf::from("/x/./y")]).unwrap();
+        assert_eq!(r[0], (RawBytes(b"c".to_vec()), PathBuf::from("/a/c")));
+        assert_eq!(r[1].0, RawBytes(b"y".to_vec()));
+        assert!(root_entries(&[PathBuf::from("/a/z"), PathBuf::from("/b/z")]).is_err());
+        assert!(root_entries(&[PathBuf::from("/")]).is_err());
+        assert!(root_entries(&[]).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Content-defined chunking with FastCDC (2020), streaming from any reader.
+
+use std::io::Read;
+
+use fastcdc::v2020::{Normalization, StreamCDC};
+use serde::{Deserialize, Serialize};
+
+/// Chunker parameters, fixed per repository in its config so that every writer cuts the same
+/// data at the same places (and so deduplicates).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// Smallest chunk, in bytes (except a file's last).
+    pub min_size: u32,
+    /// Target average chunk size in bytes.
+    pub avg_size: u32,
+    /// Largest chunk in bytes.
+    pub max_size: u32,
+    /// Secret seed of the gear table, so chunk boundaries do not reveal known contents.
+    pub gear_seed: u64,
+}
+
+impl ChunkerParams {
+    /// 512 KiB / 1 MiB / 8 MiB with a fresh random seed.
+    pub fn new_default() -> Self {
+        ChunkerParams {
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 8 * 1024 * 1024,
+            gear_seed: u64::from_le_bytes(crate::crypto::random_bytes()),
+        }
+    }
+
+    /// Checks the sizes against FastCDC's limits.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = (64..=67_108_864).contains(&self.min_size)
+            && (256..=268_435_456).contains(&self.avg_size)
+            && (1024..=1_073_741_824).contains(&self.max_size)
+            && self.min_size <= self.avg_size
+            && self.avg_size <= self.max_size;
+        ok.then_some(()).ok_or_else(|| {
+            format!(
+                "chunker sizes {}/{}/{} are outside FastCDC's limits",
+                self.min_size, self.avg_size, self.max_size
+            )
+        })
+    }
+
+    /// Splits everything `source` yields into chunks, holding at most `max_size` bytes at a time.
+    pub fn chunks<R: Read>(&self, source: R) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
+        StreamCDC::with_level_and_seed(
+            source,
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+            Normalization::Level1,
+            self.gear_seed,
+        )
+        .map(|c| c.map(|c| c.data).map_err(std::io::Error::from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn small(seed: u64) -> ChunkerParams {
+        ChunkerParams {
+            min_size: 64,
+            avg_size: 256,
+            max_size: 1024,
+            gear_seed: seed,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_concatenate_to_the_input(data in proptest::collection::vec(any::<u8>(), 0..20_000), seed: u64) {
+            let p = small(seed);
+            let chunks: Vec<Vec<u8>> = p.chunks(&data[..]).map(Result::unwrap).collect();
+            prop_assert_eq!(chunks.concat(), data);
+            for c in &chunks {
+                prop_assert!(c.len() <= 1024);
+            }
+        }
+    }
+
+    #[test]
+    fn an_insertion_changes_few_chunks() {
+        let data: Vec<u8> = (0u32..200_000)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let p = small(7);
+        let before: std::collections::HashSet<Vec<u8>> =
+            p.chunks(&data[..]).map(Result::unwrap).collect();
+        let mut edited = data.clone();
+        edited.splice(100_000..100_000, b"inserted".iter().copied());
+        let after: Vec<Vec<u8>> = p.chunks(&edited[..]).map(Result::unwrap).collect();
+        let changed = after.iter().filter(|c| !before.contains(*c)).count();
+        assert!(changed <= 3, "{changed} of {} chunks changed", after.len());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_sizes_are_refused() {
+        assert!(ChunkerParams::new_default().validate().is_ok());
+        let mut p = ChunkerParams::new_default();
+        p.min_size = p.max_size + 1;
+        assert!(p.validate().is_err());
+    }
+}

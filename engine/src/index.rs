@@ -1,0 +1,311 @@
+//! The index: where each blob is stored. Index segments (`index/<id>`) in the repository are the
+//! truth; a RocksDB database in the cache directory is a local copy of them for fast look-ups,
+//! rebuilt from the segments whenever it is missing, damaged or out of date.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{DB, Options, WriteBatch};
+
+use crate::blob::BlobKind;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::{PackedBlob, Reader};
+
+/// Version of the segment plaintext layout.
+const SEGMENT_VERSION: u32 = 1;
+/// Version of the local cache layout; a cache of another version is rebuilt.
+const CACHE_VERSION: &[u8] = b"cairn-index-cache/1";
+
+/// One index segment: the blobs of some packs, and the older segments it replaces.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IndexSegment {
+    /// Each pack with the blobs its header lists.
+    pub packs: Vec<(Id, Vec<PackedBlob>)>,
+    /// Segments whose content this one includes (written by garbage collection).
+    pub supersedes: Vec<Id>,
+}
+
+impl IndexSegment {
+    /// Binary plaintext form (sealed by the repository).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
+        for (pack, blobs) in &self.packs {
+            out.extend_from_slice(&pack.0);
+            out.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
+            for b in blobs {
+                b.encode(&mut out);
+            }
+        }
+        out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
+        for id in &self.supersedes {
+            out.extend_from_slice(&id.0);
+        }
+        out
+    }
+
+    /// Parses the plaintext form; `None` if it is malformed.
+    pub fn decode(b: &[u8]) -> Option<IndexSegment> {
+        let mut r = Reader(b);
+        if r.u32()? != SEGMENT_VERSION {
+            return None;
+        }
+        let packs = (0..r.u32()?)
+            .map(|_| {
+                let id = r.id()?;
+                let n = r.u32()?;
+                Some((id, r.entries(n)?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let supersedes = (0..r.u32()?).map(|_| r.id()).collect::<Option<Vec<_>>>()?;
+        r.0.is_empty().then_some(IndexSegment { packs, supersedes })
+    }
+}
+
+/// Where a blob is: its pack and its place there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack holding it.
+    pub pack: Id,
+    /// The blob's entry in that pack's header.
+    pub blob: PackedBlob,
+}
+
+impl BlobLocation {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(32 + crate::pack::ENTRY_LEN);
+        v.extend_from_slice(&self.pack.0);
+        self.blob.encode(&mut v);
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<BlobLocation> {
+        Some(BlobLocation {
+            pack: Id::from_slice(v.get(..32)?)?,
+            blob: PackedBlob::decode(v.get(32..)?)?,
+        })
+    }
+}
+
+const BLOB_PREFIX: u8 = b'b';
+const SEGMENT_PREFIX: u8 = b's';
+const VERSION_KEY: &[u8] = b"version";
+
+fn key(prefix: u8, id: &Id) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+/// The local RocksDB copy of the repository's index.
+pub struct LocalIndex {
+    db: DB,
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn db_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    // Keys and values are random hashes: compression would only cost time.
+    o.set_compression_type(rocksdb::DBCompressionType::None);
+    o.set_max_open_files(256);
+    o.set_keep_log_file_num(2);
+    o
+}
+
+impl LocalIndex {
+    /// Opens (or creates) the cache at `path`. A damaged cache or one of another layout is
+    /// deleted and started afresh; one locked by another process is replaced by a temporary
+    /// one for this run.
+    pub fn open(path: &Path) -> Result<LocalIndex> {
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        let db = match DB::open(&db_options(), path) {
+            Ok(db) => db,
+            Err(e) if e.as_ref().contains("lock") => return Self::temporary(),
+            Err(e) => {
+                tracing::warn!(cache = %path.display(), error = %e, "local index cache is damaged; rebuilding it");
+                let _ = DB::destroy(&db_options(), path);
+                let _ = std::fs::remove_dir_all(path);
+                DB::open(&db_options(), path)?
+            }
+        };
+        let index = LocalIndex {
+            db,
+            path: path.to_owned(),
+            _temp: None,
+        };
+        if index.db.get(VERSION_KEY)?.as_deref() != Some(CACHE_VERSION) {
+            index.clear()?;
+        }
+        Ok(index)
+    }
+
+    fn temporary() -> Result<LocalIndex> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        tracing::info!(cache = %dir.path().display(), "local index cache is in use by another process; using a temporary one");
+        let db = DB::open(&db_options(), dir.path())?;
+        let index = LocalIndex {
+            db,
+            path: dir.path().to_owned(),
+            _temp: Some(dir),
+        };
+        index.clear()?;
+        Ok(index)
+    }
+
+    /// Where the cache lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Forgets everything (before a rebuild).
+    pub fn clear(&self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator(rocksdb::IteratorMode::Start) {
+            batch.delete(item?.0);
+        }
+        batch.put(VERSION_KEY, CACHE_VERSION);
+        Ok(self.db.write(batch)?)
+    }
+
+    /// Looks a blob up.
+    pub fn get(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        Ok(self
+            .db
+            .get_pinned(key(BLOB_PREFIX, id))?
+            .and_then(|v| BlobLocation::decode(&v)))
+    }
+
+    /// Whether a blob is indexed (of any kind).
+    pub fn contains(&self, id: &Id) -> Result<bool> {
+        Ok(self.db.get_pinned(key(BLOB_PREFIX, id))?.is_some())
+    }
+
+    /// Adds a stored segment's entries and remembers that the segment is known.
+    pub fn add_segment(&self, segment_id: &Id, segment: &IndexSegment) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (pack, blobs) in &segment.packs {
+            for blob in blobs {
+                let loc = BlobLocation {
+                    pack: *pack,
+                    blob: *blob,
+                };
+                batch.put(key(BLOB_PREFIX, &blob.id), loc.encode());
+            }
+        }
+        batch.put(key(SEGMENT_PREFIX, segment_id), b"");
+        Ok(self.db.write(batch)?)
+    }
+
+    /// The segments already copied into this cache.
+    pub fn known_segments(&self) -> Result<HashSet<Id>> {
+        let mut out = HashSet::new();
+        for item in self.db.prefix_iterator([SEGMENT_PREFIX]) {
+            let (k, _) = item?;
+            if k.first() != Some(&SEGMENT_PREFIX) {
+                break;
+            }
+            if let Some(id) = Id::from_slice(&k[1..]) {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts indexed blobs by kind.
+    pub fn count(&self) -> Result<(u64, u64)> {
+        let (mut data, mut tree) = (0, 0);
+        for item in self.db.prefix_iterator([BLOB_PREFIX]) {
+            let (k, v) = item?;
+            if k.first() != Some(&BLOB_PREFIX) {
+                break;
+            }
+            match BlobLocation::decode(&v).map(|l| l.blob.kind) {
+                Some(BlobKind::Data) => data += 1,
+                Some(BlobKind::Tree) => tree += 1,
+                None => {}
+            }
+        }
+        Ok((data, tree))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8, kind: BlobKind) -> PackedBlob {
+        PackedBlob {
+            kind,
+            id: Id([n; 32]),
+            offset: n as u32 * 10,
+            length: 10,
+            raw_len: 9,
+        }
+    }
+
+    fn segment() -> IndexSegment {
+        IndexSegment {
+            packs: vec![
+                (
+                    Id([1; 32]),
+                    vec![entry(1, BlobKind::Data), entry(2, BlobKind::Tree)],
+                ),
+                (Id([2; 32]), vec![entry(3, BlobKind::Data)]),
+            ],
+            supersedes: vec![Id([9; 32])],
+        }
+    }
+
+    #[test]
+    fn segment_round_trip_and_malformed() {
+        let s = segment();
+        let enc = s.encode();
+        assert_eq!(IndexSegment::decode(&enc).unwrap(), s);
+        assert!(IndexSegment::decode(&enc[..enc.len() - 1]).is_none());
+        let mut longer = enc.clone();
+        longer.push(0);
+        assert!(IndexSegment::decode(&longer).is_none());
+        let mut huge = enc;
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(IndexSegment::decode(&huge).is_none());
+    }
+
+    #[test]
+    fn local_index_add_get_clear_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg_id = Id([7; 32]);
+        {
+            let idx = LocalIndex::open(dir.path()).unwrap();
+            idx.add_segment(&seg_id, &segment()).unwrap();
+            let loc = idx.get(&Id([3; 32])).unwrap().unwrap();
+            assert_eq!(loc.pack, Id([2; 32]));
+            assert_eq!(loc.blob, entry(3, BlobKind::Data));
+            assert_eq!(idx.count().unwrap(), (2, 1));
+        }
+        let idx = LocalIndex::open(dir.path()).unwrap();
+        assert_eq!(idx.known_segments().unwrap(), HashSet::from([seg_id]));
+        idx.clear().unwrap();
+        assert!(!idx.contains(&Id([3; 32])).unwrap());
+        assert!(idx.known_segments().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_garbage_cache_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        LocalIndex::open(dir.path())
+            .unwrap()
+            .add_segment(&Id([7; 32]), &segment())
+            .unwrap();
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let p = f.unwrap().path();
+            std::fs::write(&p, b"garbage").unwrap();
+        }
+        let idx = LocalIndex::open(dir.path()).unwrap();
+        assert!(idx.known_segments().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,45 @@
+//! Cairn's engine: a content-addressed, deduplicating, encrypted backup repository.
+//!
+//! The pipeline, module by module: [`chunker`] cuts data into chunks, [`crypto`] names and
+//! encrypts them, [`blob`] frames them, [`pack`] gathers them into packs that [`packer`] uploads,
+//! [`index`] records where each blob is, [`repository`] holds the objects, [`tree`] and
+//! [`snapshot`] describe what was backed up, [`archiver`] and [`restorer`] run backup and
+//! restore, and [`fsmeta`] reads and applies file metadata. The on-disk format is specified in
+//! `format-spec/`.
+
+pub mod archiver;
+pub mod blob;
+pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod fsmeta;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod packer;
+pub mod progress;
+pub mod repair;
+pub mod repository;
+pub mod restorer;
+pub mod snapshot;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use id::Id;
+
+/// This machine's host name (empty if unknown).
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
+/// The name of the user running this process (empty if unknown).
+pub fn user_name() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default()
+}

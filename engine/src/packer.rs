@@ -1,0 +1,169 @@
+//! The packer: saves blobs for a backup. It deduplicates against the index and against blobs
+//! already saved in this run, gathers sealed blobs into packs (data and trees apart), uploads
+//! full packs in the background, and writes an index segment for stored packs, always after
+//! the packs themselves are stored.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::task::JoinHandle;
+
+use crate::blob::{self, BlobKind};
+use crate::crypto::Domain;
+use crate::error::Result;
+use crate::id::Id;
+use crate::index::IndexSegment;
+use crate::pack::{PackWriter, PackedBlob};
+use crate::repository::{ObjectKind, Repository};
+
+/// Packs uploading at once; bounds memory to about this many packs.
+const MAX_UPLOADS: usize = 4;
+/// Stored packs gathered before an index segment is written.
+const PACKS_PER_SEGMENT: usize = 64;
+
+/// What a packer added to the repository.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PackerStats {
+    /// New blobs.
+    pub blobs: u64,
+    /// Their plaintext bytes.
+    pub raw_bytes: u64,
+    /// Bytes stored (packs and index segments).
+    pub stored_bytes: u64,
+}
+
+type Upload = (Id, Vec<PackedBlob>, JoinHandle<Result<()>>);
+
+#[derive(Default)]
+struct Uploads {
+    running: VecDeque<Upload>,
+    stored: Vec<(Id, Vec<PackedBlob>)>,
+}
+
+/// Saves blobs into a repository; shared by reference between worker threads.
+pub struct Packer<'r> {
+    repo: &'r Repository,
+    seen: Mutex<HashSet<Id>>,
+    open: [Mutex<PackWriter>; 2],
+    uploads: Mutex<Uploads>,
+    blobs: AtomicU64,
+    raw_bytes: AtomicU64,
+    stored_bytes: AtomicU64,
+}
+
+impl<'r> Packer<'r> {
+    /// A packer writing into `repo`.
+    pub fn new(repo: &'r Repository) -> Self {
+        Packer {
+            repo,
+            seen: Mutex::default(),
+            open: Default::default(),
+            uploads: Mutex::default(),
+            blobs: AtomicU64::new(0),
+            raw_bytes: AtomicU64::new(0),
+            stored_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a blob is already in the repository or saved by this run.
+    pub fn has(&self, id: &Id) -> Result<bool> {
+        Ok(self.seen.lock().expect("lock").contains(id) || self.repo.index().contains(id)?)
+    }
+
+    /// Saves one blob whose id the caller computed (e.g. on another thread); returns whether it
+    /// was new. Compression and encryption happen on the calling thread.
+    pub fn save_with_id(&self, kind: BlobKind, id: Id, plaintext: &[u8]) -> Result<bool> {
+        if self.repo.index().contains(&id)? || !self.seen.lock().expect("lock").insert(id) {
+            return Ok(false);
+        }
+        let sealed = blob::seal(
+            self.repo.keys(),
+            Domain::Blob,
+            self.repo.config().compression_level,
+            plaintext,
+        );
+        self.blobs.fetch_add(1, Ordering::Relaxed);
+        self.raw_bytes
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        let full = {
+            let mut open = self.open[kind.to_byte() as usize].lock().expect("lock");
+            open.add(kind, id, &sealed, plaintext.len() as u32);
+            (open.len() >= self.repo.config().pack_size as usize)
+                .then(|| std::mem::take(&mut *open))
+        };
+        if let Some(pack) = full {
+            self.upload(pack)?;
+        }
+        Ok(true)
+    }
+
+    /// Hashes and saves one blob; returns its id.
+    pub fn save(&self, kind: BlobKind, plaintext: &[u8]) -> Result<Id> {
+        let id = self.repo.keys().blob_id(plaintext);
+        self.save_with_id(kind, id, plaintext)?;
+        Ok(id)
+    }
+
+    fn upload(&self, pack: PackWriter) -> Result<()> {
+        let (id, bytes, blobs) = pack.finish(self.repo.keys());
+        self.stored_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let task = self
+            .repo
+            .store()
+            .put_async(ObjectKind::Pack.path(&id), bytes);
+        let mut uploads = self.uploads.lock().expect("lock");
+        uploads.running.push_back((id, blobs, task));
+        while uploads.running.len() > MAX_UPLOADS {
+            self.settle_one(&mut uploads)?;
+        }
+        if uploads.stored.len() >= PACKS_PER_SEGMENT {
+            self.write_segment(&mut uploads)?;
+        }
+        Ok(())
+    }
+
+    fn settle_one(&self, uploads: &mut Uploads) -> Result<()> {
+        if let Some((id, blobs, task)) = uploads.running.pop_front() {
+            self.repo.store().wait(task)?;
+            uploads.stored.push((id, blobs));
+        }
+        Ok(())
+    }
+
+    fn write_segment(&self, uploads: &mut Uploads) -> Result<()> {
+        if uploads.stored.is_empty() {
+            return Ok(());
+        }
+        let segment = IndexSegment {
+            packs: std::mem::take(&mut uploads.stored),
+            supersedes: vec![],
+        };
+        let encoded_len = segment.encode().len() as u64;
+        self.repo.save_index(&segment)?;
+        self.stored_bytes.fetch_add(encoded_len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stores the partly filled packs, waits for every upload and indexes them all. After this
+    /// returns, every blob saved is in the repository's index.
+    pub fn finish(self) -> Result<PackerStats> {
+        for open in &self.open {
+            let pack = std::mem::take(&mut *open.lock().expect("lock"));
+            if !pack.is_empty() {
+                self.upload(pack)?;
+            }
+        }
+        let mut uploads = self.uploads.lock().expect("lock");
+        while !uploads.running.is_empty() {
+            self.settle_one(&mut uploads)?;
+        }
+        self.write_segment(&mut uploads)?;
+        Ok(PackerStats {
+            blobs: self.blobs.load(Ordering::Relaxed),
+            raw_bytes: self.raw_bytes.load(Ordering::Relaxed),
+            stored_bytes: self.stored_bytes.load(Ordering::Relaxed),
+        })
+    }
+}

@@ -1,0 +1,597 @@
+//! The repository: immutable objects in an `object_store`, opened with a password.
+//!
+//! Object names: `config`, `keys/<id>`, `data/<2 hex>/<id>` (packs), `index/<id>`,
+//! `snapshots/<id>`. Every name but `config` is the BLAKE3 hash of the object's stored bytes.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::blob;
+use crate::chunker::ChunkerParams;
+use crate::crypto::keys::{KdfParams, KeyFile};
+use crate::crypto::{Domain, MasterKeys};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{BlobLocation, IndexSegment, LocalIndex};
+
+/// The repository format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// First bytes of the `config` object.
+pub const CONFIG_MAGIC: &[u8; 8] = b"CAIRNCFG";
+
+/// Repository-wide settings, stored encrypted in `config`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    /// Format version (also in the object's plain header, which must agree).
+    pub version: u32,
+    /// Random repository id; names the local cache directory.
+    pub id: Id,
+    /// When the repository was created.
+    pub created: DateTime<Utc>,
+    /// FastCDC parameters.
+    pub chunker: ChunkerParams,
+    /// zstd level for blobs (0 = no compression).
+    pub compression_level: i32,
+    /// Target size of a pack in bytes.
+    pub pack_size: u32,
+    /// Default retention: snapshots younger than this many seconds are always kept.
+    pub keep_within_secs: u64,
+}
+
+/// The default retention: 720 hours (30 days).
+pub const DEFAULT_KEEP_WITHIN_SECS: u64 = 720 * 3600;
+
+/// Options for a new repository.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Chunker parameters (default: 512 KiB / 1 MiB / 8 MiB, random seed).
+    pub chunker: ChunkerParams,
+    /// zstd level (default 3).
+    pub compression_level: i32,
+    /// Pack target size (default 16 MiB).
+    pub pack_size: u32,
+    /// Argon2id cost of the first key.
+    pub kdf: KdfParams,
+    /// Default retention in seconds.
+    pub keep_within_secs: u64,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::new_default(),
+            compression_level: 3,
+            pack_size: 16 * 1024 * 1024,
+            kdf: KdfParams::default(),
+            keep_within_secs: DEFAULT_KEEP_WITHIN_SECS,
+        }
+    }
+}
+
+/// The directories of a repository's objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// `keys/`
+    Key,
+    /// `data/`
+    Pack,
+    /// `index/`
+    Index,
+    /// `snapshots/`
+    Snapshot,
+}
+
+impl ObjectKind {
+    /// The top-level directory of this kind.
+    pub fn dir(self) -> &'static str {
+        match self {
+            ObjectKind::Key => "keys",
+            ObjectKind::Pack => "data",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshots",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Key => "key",
+            ObjectKind::Pack => "pack",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshot",
+        }
+    }
+
+    /// The object name of `id`.
+    pub fn path(self, id: &Id) -> ObjectPath {
+        let hex = id.to_hex();
+        match self {
+            ObjectKind::Pack => ObjectPath::from(format!("data/{}/{hex}", &hex[..2])),
+            _ => ObjectPath::from(format!("{}/{hex}", self.dir())),
+        }
+    }
+}
+
+/// Where a repository lives, as given by `--repo`.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// A local folder.
+    Local(PathBuf),
+}
+
+impl Location {
+    /// Parses a repository location: a folder path, optionally prefixed `local:`.
+    pub fn parse(s: &str) -> Result<Location> {
+        if s.is_empty() {
+            return Err(Error::Invalid(
+                "no repository given: pass --repo or set CAIRN_REPOSITORY".into(),
+            ));
+        }
+        Ok(Location::Local(PathBuf::from(
+            s.strip_prefix("local:").unwrap_or(s),
+        )))
+    }
+
+    fn open_store(&self, create: bool) -> Result<Arc<dyn ObjectStore>> {
+        match self {
+            Location::Local(path) => {
+                if create {
+                    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+                } else if !path.is_dir() {
+                    return Err(Error::NoRepository {
+                        location: self.to_string(),
+                    });
+                }
+                Ok(Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(path)?,
+                ))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Thin synchronous access to the object store (the engine's threads are not async).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl Store {
+    fn new(inner: Arc<dyn ObjectStore>) -> Result<Store> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        Ok(Store {
+            inner,
+            rt: Arc::new(rt),
+        })
+    }
+
+    /// Stores an object (replacing any object of that name).
+    pub fn put(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+        self.rt
+            .block_on(self.inner.put(path, PutPayload::from(bytes)))?;
+        Ok(())
+    }
+
+    /// Starts storing an object in the background.
+    pub fn put_async(
+        &self,
+        path: ObjectPath,
+        bytes: Vec<u8>,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        let inner = self.inner.clone();
+        self.rt.spawn(async move {
+            inner.put(&path, PutPayload::from(bytes)).await?;
+            Ok(())
+        })
+    }
+
+    /// Waits for a background task.
+    pub fn wait<T>(&self, task: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
+        self.rt
+            .block_on(task)
+            .map_err(|e| Error::Invalid(format!("background upload failed: {e}")))?
+    }
+
+    /// Stores an object only if no object of that name exists.
+    pub fn put_new(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+        self.rt.block_on(self.inner.put_opts(
+            path,
+            PutPayload::from(bytes),
+            PutMode::Create.into(),
+        ))?;
+        Ok(())
+    }
+
+    /// Reads a whole object; `None` if it does not exist.
+    pub fn get(&self, path: &ObjectPath) -> Result<Option<Vec<u8>>> {
+        self.rt.block_on(async {
+            match self.inner.get(path).await {
+                Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Reads part of an object.
+    pub fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Vec<u8>> {
+        Ok(self
+            .rt
+            .block_on(self.inner.get_range(path, range))?
+            .to_vec())
+    }
+
+    /// Lists the ids of the objects of one kind, with their sizes.
+    pub fn list(&self, kind: ObjectKind) -> Result<Vec<(Id, u64)>> {
+        let prefix = ObjectPath::from(kind.dir());
+        let metas: Vec<_> = self
+            .rt
+            .block_on(self.inner.list(Some(&prefix)).try_collect::<Vec<_>>())?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| Some((m.location.filename()?.parse().ok()?, m.size)))
+            .collect())
+    }
+
+    /// Deletes an object.
+    pub fn delete(&self, path: &ObjectPath) -> Result<()> {
+        self.rt.block_on(self.inner.delete(path))?;
+        Ok(())
+    }
+}
+
+/// An open repository: its store, keys, config and local index.
+pub struct Repository {
+    location: Location,
+    store: Store,
+    keys: MasterKeys,
+    key_id: Id,
+    config: Config,
+    index: LocalIndex,
+}
+
+fn config_header() -> Vec<u8> {
+    let mut out = CONFIG_MAGIC.to_vec();
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out
+}
+
+impl Repository {
+    /// Creates a new repository at `location`, protected by `password`.
+    pub fn init(
+        location: &Location,
+        password: &[u8],
+        options: InitOptions,
+        cache_base: &Path,
+    ) -> Result<Repository> {
+        options.chunker.validate().map_err(Error::Invalid)?;
+        let store = Store::new(location.open_store(true)?)?;
+        if store.get(&ObjectPath::from("config"))?.is_some() {
+            return Err(Error::RepositoryExists {
+                location: location.to_string(),
+            });
+        }
+        let keys = MasterKeys::generate();
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: Id(crate::crypto::random_bytes()),
+            created: Utc::now(),
+            chunker: options.chunker,
+            compression_level: options.compression_level,
+            pack_size: options.pack_size,
+            keep_within_secs: options.keep_within_secs,
+        };
+        let key_id = save_key(&store, &keys, password, options.kdf)?;
+        let mut stored = config_header();
+        let body = serde_json::to_vec(&config).expect("config serializes");
+        stored.extend(blob::seal(&keys, Domain::Config, 0, &body));
+        store
+            .put_new(&ObjectPath::from("config"), stored)
+            .map_err(|e| match e {
+                Error::Storage(object_store::Error::AlreadyExists { .. }) => {
+                    Error::RepositoryExists {
+                        location: location.to_string(),
+                    }
+                }
+                e => e,
+            })?;
+        let index = LocalIndex::open(&cache_base.join(config.id.to_hex()).join("index"))?;
+        Ok(Repository {
+            location: location.clone(),
+            store,
+            keys,
+            key_id,
+            config,
+            index,
+        })
+    }
+
+    /// Opens the repository at `location` with `password`, and brings the local index cache up
+    /// to date.
+    pub fn open(location: &Location, password: &[u8], cache_base: &Path) -> Result<Repository> {
+        let store = Store::new(location.open_store(false)?)?;
+        let raw = store
+            .get(&ObjectPath::from("config"))?
+            .ok_or_else(|| Error::NoRepository {
+                location: location.to_string(),
+            })?;
+        let (header, body) = raw.split_at(raw.len().min(12));
+        if header.len() < 12 || &header[..8] != CONFIG_MAGIC {
+            return Err(Error::damaged(
+                "config",
+                "object",
+                "not a Cairn config (bad magic)",
+            ));
+        }
+        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let (keys, key_id) = unlock(&store, password)?;
+        let plain = blob::open(&keys, Domain::Config, body, "config", &"object", None)?;
+        let config: Config =
+            serde_json::from_slice(&plain).map_err(|e| Error::damaged("config", "object", e))?;
+        if config.version != version {
+            return Err(Error::damaged(
+                "config",
+                "object",
+                "header and body versions differ",
+            ));
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::damaged("config", "object", e))?;
+        let index = LocalIndex::open(&cache_base.join(config.id.to_hex()).join("index"))?;
+        let repo = Repository {
+            location: location.clone(),
+            store,
+            keys,
+            key_id,
+            config,
+            index,
+        };
+        repo.sync_index()?;
+        Ok(repo)
+    }
+
+    /// Where the repository is.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Raw object access.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The repository's keys.
+    pub fn keys(&self) -> &MasterKeys {
+        &self.keys
+    }
+
+    /// The id of the key file that opened the repository.
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The local index cache.
+    pub fn index(&self) -> &LocalIndex {
+        &self.index
+    }
+
+    /// Seals `plaintext` and stores it under the hash of its stored bytes.
+    pub fn save_object(&self, kind: ObjectKind, domain: Domain, plaintext: &[u8]) -> Result<Id> {
+        let stored = blob::seal(&self.keys, domain, self.config.compression_level, plaintext);
+        let id = Id::of_stored(&stored);
+        self.store.put(&kind.path(&id), stored)?;
+        Ok(id)
+    }
+
+    /// Loads an object stored by [`Repository::save_object`], verifying its name and MAC.
+    pub fn load_object(&self, kind: ObjectKind, domain: Domain, id: &Id) -> Result<Vec<u8>> {
+        let stored = self
+            .store
+            .get(&kind.path(id))?
+            .ok_or_else(|| Error::damaged(kind.name(), id, "it is missing from the repository"))?;
+        if Id::of_stored(&stored) != *id {
+            return Err(Error::damaged(
+                kind.name(),
+                id,
+                "its contents do not hash to its name",
+            ));
+        }
+        blob::open(&self.keys, domain, &stored, kind.name(), id, None)
+    }
+
+    /// Stores an index segment and adds it to the local cache.
+    pub fn save_index(&self, segment: &IndexSegment) -> Result<Id> {
+        let id = self.save_object(ObjectKind::Index, Domain::Index, &segment.encode())?;
+        self.index.add_segment(&id, segment)?;
+        Ok(id)
+    }
+
+    /// Loads and parses one index segment.
+    pub fn load_index(&self, id: &Id) -> Result<IndexSegment> {
+        let plain = self.load_object(ObjectKind::Index, Domain::Index, id)?;
+        IndexSegment::decode(&plain).ok_or_else(|| Error::damaged("index", id, "malformed segment"))
+    }
+
+    /// Brings the local index cache up to date with `index/`: adds new segments, and rebuilds
+    /// from scratch if a segment it knew has gone (garbage collection replaced it).
+    pub fn sync_index(&self) -> Result<()> {
+        let listed: HashSet<Id> = self
+            .store
+            .list(ObjectKind::Index)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut known = self.index.known_segments()?;
+        if !known.is_subset(&listed) {
+            self.index.clear()?;
+            known.clear();
+        }
+        for id in listed.difference(&known) {
+            // A damaged segment must not stop the repository from opening (`repair index` needs
+            // it open): its blobs are reported missing when something needs them.
+            match self.load_index(id) {
+                Ok(segment) => self.index.add_segment(id, &segment)?,
+                Err(e @ Error::Damaged { .. }) => tracing::warn!("{e}"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Discards the local cache and reloads it from the repository's index segments.
+    pub fn rebuild_local_index(&self) -> Result<()> {
+        self.index.clear()?;
+        self.sync_index()
+    }
+
+    /// Where a blob is stored.
+    pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
+        self.index
+            .get(id)?
+            .ok_or_else(|| Error::MissingBlob { id: id.to_hex() })
+    }
+
+    /// Reads and verifies one blob. If the local cache points at the wrong place (damaged or
+    /// tampered cache), the cache is rebuilt from the repository once and the read retried.
+    pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        match self.read_blob_at(id, &self.locate(id)?) {
+            Ok(b) => Ok(b),
+            Err(first) => {
+                tracing::warn!(blob = %id, error = %first, "blob read failed; re-reading the index from the repository");
+                self.rebuild_local_index()?;
+                let loc = self.locate(id)?;
+                self.read_blob_at(id, &loc)
+            }
+        }
+    }
+
+    /// Reads and verifies one blob at a known location.
+    pub fn read_blob_at(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let start = loc.blob.offset as u64;
+        let stored = self
+            .store
+            .get_range(
+                &ObjectKind::Pack.path(&loc.pack),
+                start..start + loc.blob.length as u64,
+            )
+            .map_err(|e| Error::damaged("pack", loc.pack, format!("cannot read blob {id}: {e}")))?;
+        blob::open_blob(&self.keys, id, &stored, loc.blob.raw_len)
+    }
+
+    /// Adds a key file for `password`, returning its id.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        save_key(&self.store, &self.keys, password, kdf)
+    }
+
+    /// Lists the key files.
+    pub fn list_keys(&self) -> Result<Vec<(Id, KeyFile)>> {
+        let mut out = Vec::new();
+        for (id, _) in self.store.list(ObjectKind::Key)? {
+            out.push((id, load_key(&self.store, &id)?));
+        }
+        out.sort_by_key(|(_, k)| k.created);
+        Ok(out)
+    }
+
+    /// Removes a key file; refuses the key in use and the last one.
+    pub fn remove_key(&self, id: &Id) -> Result<()> {
+        if *id == self.key_id {
+            return Err(Error::KeyRefused(
+                "refusing to remove the key this session opened the repository with: open it with another password first".into(),
+            ));
+        }
+        let keys = self.store.list(ObjectKind::Key)?;
+        if !keys.iter().any(|(k, _)| k == id) {
+            return Err(Error::KeyRefused(format!(
+                "no key {id}: list keys with `cairn key list`"
+            )));
+        }
+        self.store.delete(&ObjectKind::Key.path(id))
+    }
+
+    /// Replaces the key in use by one for `new_password`; returns the new key id.
+    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<Id> {
+        let new_id = self.add_key(new_password, kdf)?;
+        let old = std::mem::replace(&mut self.key_id, new_id);
+        self.store.delete(&ObjectKind::Key.path(&old))?;
+        Ok(new_id)
+    }
+}
+
+fn save_key(store: &Store, keys: &MasterKeys, password: &[u8], kdf: KdfParams) -> Result<Id> {
+    let file = KeyFile::wrap(keys, password, kdf)?;
+    let bytes = serde_json::to_vec_pretty(&file).expect("key file serializes");
+    let id = Id::of_stored(&bytes);
+    store.put_new(&ObjectKind::Key.path(&id), bytes)?;
+    Ok(id)
+}
+
+fn load_key(store: &Store, id: &Id) -> Result<KeyFile> {
+    let bytes = store
+        .get(&ObjectKind::Key.path(id))?
+        .ok_or_else(|| Error::damaged("key", id, "it is missing"))?;
+    if Id::of_stored(&bytes) != *id {
+        return Err(Error::damaged(
+            "key",
+            id,
+            "its contents do not hash to its name",
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Error::damaged("key", id, e))
+}
+
+/// Tries every key file with the password. Damaged key files are skipped with a warning as long
+/// as another key opens the repository.
+fn unlock(store: &Store, password: &[u8]) -> Result<(MasterKeys, Id)> {
+    let ids = store.list(ObjectKind::Key)?;
+    let mut first_damage = None;
+    for (id, _) in &ids {
+        let opened = load_key(store, id).and_then(|k| k.unwrap_keys(password));
+        match opened {
+            Ok(Some(keys)) => return Ok((keys, *id)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(key = %id, error = %e, "skipping unusable key file");
+                first_damage.get_or_insert(e);
+            }
+        }
+    }
+    match first_damage {
+        Some(e) if ids.len() == 1 => Err(e),
+        _ => Err(Error::WrongPassword { keys: ids.len() }),
+    }
+}

@@ -1,0 +1,130 @@
+//! Snapshots (`snapshots/<id>`): the root of one backup, with when, where and what.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::Domain;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::{ObjectKind, Repository};
+use crate::tree::RawBytes;
+
+/// Version of the snapshot document layout.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Figures about one backup run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Regular files in the snapshot.
+    pub files: u64,
+    /// Files not in the parent snapshot.
+    #[serde(default)]
+    pub files_new: u64,
+    /// Files in the parent snapshot that changed (and were read again).
+    #[serde(default)]
+    pub files_changed: u64,
+    /// Files unchanged since the parent snapshot (not read again).
+    #[serde(default)]
+    pub files_unmodified: u64,
+    /// Directories in the snapshot.
+    pub dirs: u64,
+    /// Other entries (symlinks, fifos, devices).
+    pub others: u64,
+    /// Bytes of file contents in the snapshot.
+    pub bytes: u64,
+    /// Plaintext bytes of blobs this run added to the repository.
+    pub new_bytes: u64,
+    /// Bytes this run added to the repository as stored (compressed, encrypted).
+    pub stored_bytes: u64,
+    /// Blobs this run added.
+    pub new_blobs: u64,
+    /// Entries that could not be read and were left out.
+    pub errors: u64,
+    /// When the run started.
+    pub started: DateTime<Utc>,
+    /// Wall-clock seconds the run took.
+    pub seconds: f64,
+}
+
+/// A snapshot document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Layout version.
+    pub version: u32,
+    /// When the backup started.
+    pub time: DateTime<Utc>,
+    /// Host that made it.
+    pub host: String,
+    /// User that made it.
+    pub user: String,
+    /// The backed-up paths as given (absolute).
+    pub paths: Vec<RawBytes>,
+    /// Free-form tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The root tree: one entry per backed-up path.
+    pub tree: Id,
+    /// The snapshot this one was compared against, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Id>,
+    /// Figures of the run.
+    pub summary: Summary,
+    /// The program that wrote it.
+    pub program: String,
+}
+
+impl Snapshot {
+    /// Stores the snapshot; only call after every blob it references is indexed.
+    pub fn save(&self, repo: &Repository) -> Result<Id> {
+        let json = serde_json::to_vec(self).expect("snapshots serialize");
+        repo.save_object(ObjectKind::Snapshot, Domain::Snapshot, &json)
+    }
+
+    /// Loads one snapshot.
+    pub fn load(repo: &Repository, id: &Id) -> Result<Snapshot> {
+        let plain = repo.load_object(ObjectKind::Snapshot, Domain::Snapshot, id)?;
+        let snap: Snapshot =
+            serde_json::from_slice(&plain).map_err(|e| Error::damaged("snapshot", id, e))?;
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: snap.version,
+                supported: SNAPSHOT_VERSION,
+            });
+        }
+        Ok(snap)
+    }
+
+    /// Loads every snapshot, oldest first.
+    pub fn load_all(repo: &Repository) -> Result<Vec<(Id, Snapshot)>> {
+        let mut all = repo
+            .store()
+            .list(ObjectKind::Snapshot)?
+            .into_iter()
+            .map(|(id, _)| Ok((id, Snapshot::load(repo, &id)?)))
+            .collect::<Result<Vec<_>>>()?;
+        all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(all)
+    }
+
+    /// Finds a snapshot by `latest` or a unique id prefix.
+    pub fn find(repo: &Repository, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            return Snapshot::load_all(repo)?
+                .pop()
+                .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        let mut matches = repo
+            .store()
+            .list(ObjectKind::Snapshot)?
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_lc));
+        let (id, _) = matches
+            .next()
+            .ok_or_else(|| Error::SnapshotNotFound(spec.into()))?;
+        if spec_lc.is_empty() || matches.next().is_some() {
+            return Err(Error::AmbiguousSnapshot(spec.into()));
+        }
+        Ok((id, Snapshot::load(repo, &id)?))
+    }
+}

@@ -1,0 +1,316 @@
+//! Backup and restore through the real binary: every entry kind comes back field by field,
+//! deduplication works, nothing readable leaks into the repository, restore never overwrites.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::*;
+
+#[test]
+fn full_tree_round_trip_field_by_field() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_full_tree(&src);
+    let out = env.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(out["errors"].as_array().unwrap().len(), 0, "{out}");
+    let id = out["snapshot_id"].as_str().unwrap();
+
+    let target = env.path("restored");
+    env.ok(&["restore", id, "--target", target.to_str().unwrap()]);
+    let restored = target.join("src");
+    let diffs = diff_trees(&src, &restored, is_root());
+    assert!(diffs.is_empty(), "restore differs:\n{}", diffs.join("\n"));
+
+    // the hard link is one file again
+    let (a, b) = (
+        restored.join("hard-a").metadata().unwrap(),
+        restored.join("docs/hard-b").metadata().unwrap(),
+    );
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+    // holes stay holes: far fewer blocks than bytes
+    let sparse = restored.join("sparse.img").metadata().unwrap();
+    assert_eq!(sparse.len(), 82 << 20);
+    assert!(
+        sparse.blocks() * 512 < 8 << 20,
+        "sparse file restored with {} blocks",
+        sparse.blocks()
+    );
+    // the root folder's own metadata comes back too
+    assert_eq!(describe(&src, is_root()), describe(&restored, is_root()));
+}
+
+#[test]
+fn socket_is_skipped_with_a_warning_and_unreadable_files_exit_3() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("ok.txt"), b"fine").unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    let out = env.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("socket left out"), "{}", stderr(&out));
+
+    // an unreadable file (as root, the backup runs as nobody so that permissions apply)
+    std::fs::write(src.join("locked.txt"), b"no").unwrap();
+    std::fs::set_permissions(
+        src.join("locked.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
+    let out = env
+        .cmd_unprivileged(&["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("locked.txt"), "{}", stderr(&out));
+}
+
+#[test]
+fn unchanged_data_adds_almost_nothing_and_dedups_across_paths() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..20 {
+        std::fs::write(src.join(format!("f{i}")), noise(i, 300_000)).unwrap();
+    }
+    std::fs::write(src.join("big"), noise(99, 20 << 20)).unwrap();
+    env.backup(&[&src]);
+    let first = env.repo_size();
+    let second = env.json(&["backup", src.to_str().unwrap()]);
+    let grown = env.repo_size() - first;
+    assert_eq!(second["summary"]["new_blobs"], 0, "{second}");
+    assert!(grown < 4096, "unchanged re-backup added {grown} bytes");
+
+    // a copy of the data elsewhere (another "host" path) dedups too
+    let copy = env.path("copy");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::copy(src.join("big"), copy.join("big-again")).unwrap();
+    let third = env.json(&["backup", "--host", "other", copy.to_str().unwrap()]);
+    assert_eq!(
+        third["summary"]["new_blobs"], 2,
+        "only the new folder's tree and root tree: {third}"
+    );
+    // and the repository is hardly larger than the data (random data does not compress)
+    let data = 20 * 300_000 + (20 << 20);
+    assert!(
+        env.repo_size() < data + data / 100 + 65536,
+        "repo {} bytes for {data}",
+        env.repo_size()
+    );
+}
+
+#[test]
+fn nothing_readable_in_the_repository() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(
+        src.join("unmistakable-file-name.txt"),
+        "UNMISTAKABLE-CONTENT-MARKER ".repeat(1000),
+    )
+    .unwrap();
+    std::fs::create_dir(src.join("unmistakable-dir-name")).unwrap();
+    env.backup(&[&src]);
+    for f in all_files(&env.repo) {
+        let bytes = std::fs::read(&f).unwrap();
+        for needle in [
+            &b"unmistakable"[..],
+            b"UNMISTAKABLE",
+            b"CONTENT-MARKER",
+            src.to_str().unwrap().as_bytes(),
+        ] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} contains {:?} in clear",
+                f.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+}
+
+#[test]
+fn restore_never_overwrites_unless_asked_and_include_selects() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("a/b")).unwrap();
+    std::fs::write(src.join("a/b/one"), b"one").unwrap();
+    std::fs::write(src.join("a/two"), b"two").unwrap();
+    std::fs::write(src.join("three"), b"three").unwrap();
+    let id = env.backup(&[&src]);
+    let target = env.path("t");
+    let t = target.to_str().unwrap();
+
+    env.ok(&["restore", &id, "--target", t, "--include", "src/a/b"]);
+    assert_eq!(std::fs::read(target.join("src/a/b/one")).unwrap(), b"one");
+    assert!(!target.join("src/a/two").exists());
+    assert!(!target.join("src/three").exists());
+
+    std::fs::write(target.join("src/a/b/one"), b"changed locally").unwrap();
+    let again = env.json(&["restore", &id, "--target", t]);
+    let skipped: Vec<&str> = again["outcome"]["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["/src/a/b/one"]);
+    assert_eq!(
+        std::fs::read(target.join("src/a/b/one")).unwrap(),
+        b"changed locally"
+    );
+    assert_eq!(std::fs::read(target.join("src/three")).unwrap(), b"three");
+
+    env.ok(&["restore", &id, "--target", t, "--overwrite"]);
+    assert_eq!(std::fs::read(target.join("src/a/b/one")).unwrap(), b"one");
+
+    let missing = env.run(&["restore", &id, "--target", t, "--include", "src/nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("not in this snapshot"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn restore_does_not_follow_a_symlink_planted_in_the_target() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    std::fs::write(src.join("dir/file"), b"data").unwrap();
+    let id = env.backup(&[&src]);
+    let target = env.path("t");
+    let outside = env.path("outside");
+    std::fs::create_dir_all(target.join("src")).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("src/dir")).unwrap();
+    let out = env.json(&["restore", &id, "--target", target.to_str().unwrap()]);
+    assert_eq!(out["outcome"]["skipped"][0], "/src/dir");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "wrote through the symlink"
+    );
+}
+
+#[test]
+fn snapshots_ls_and_cat_show_what_was_stored() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/file.txt"), b"12345").unwrap();
+    let id = env.backup(&[&src]);
+    env.ok(&[
+        "backup",
+        "--tag",
+        "daily",
+        "--host",
+        "node-1",
+        src.to_str().unwrap(),
+    ]);
+
+    let snaps = env.json(&["snapshots"]);
+    let arr = snaps.as_array().unwrap();
+    assert_eq!(arr.len(), 2);
+    assert_eq!(arr[0]["id"], id.as_str());
+    assert_eq!(arr[1]["host"], "node-1");
+    assert_eq!(arr[1]["tags"][0], "daily");
+    assert_eq!(arr[1]["summary"]["files"], 1);
+    assert_eq!(arr[1]["paths"][0], src.to_str().unwrap());
+
+    let ls = env.json(&["ls", "latest", "src/sub"]);
+    let paths: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/src/sub", "/src/sub/file.txt"]);
+    assert_eq!(ls[1]["size"], 5);
+    let long = env.ok(&["ls", "-l", &id[..8]]);
+    assert!(
+        long.contains("-rw-r--r--") && long.contains("/src/sub/file.txt"),
+        "{long}"
+    );
+
+    let cfg = env.json(&["cat", "config"]);
+    assert_eq!(cfg["version"], 1);
+    assert_eq!(cfg["chunker"]["avg_size"], 1 << 20);
+    assert_eq!(
+        cfg["keep_within_secs"],
+        720 * 3600,
+        "the default retention is 720 h"
+    );
+    let custom = Env::empty();
+    custom.ok(&["init", "--keep-within", "7days", "--compression", "0"]);
+    let cfg = custom.json(&["cat", "config"]);
+    assert_eq!(
+        (
+            cfg["keep_within_secs"].as_u64(),
+            cfg["compression_level"].as_i64()
+        ),
+        (Some(7 * 86400), Some(0))
+    );
+    let snap = env.json(&["cat", "snapshot", &id[..10]]);
+    assert_eq!(snap["id"], id.as_str());
+}
+
+#[test]
+fn deleting_the_cache_changes_nothing_but_speed() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a"), noise(5, 3 << 20)).unwrap();
+    let id = env.backup(&[&src]);
+    std::fs::remove_dir_all(&env.cache).unwrap();
+    let t1 = env.path("t1");
+    env.ok(&["restore", &id, "--target", t1.to_str().unwrap()]);
+    assert!(diff_trees(&src, &t1.join("src"), true).is_empty());
+    // a second backup after losing the cache still deduplicates
+    std::fs::remove_dir_all(&env.cache).unwrap();
+    let again = env.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(again["summary"]["new_blobs"], 0);
+}
+
+#[test]
+fn unchanged_files_are_not_read_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..5 {
+        std::fs::write(src.join(format!("sub/f{i}")), noise(i, 10_000)).unwrap();
+    }
+    let first = env.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(first["summary"]["files_new"], 5);
+    std::fs::write(src.join("sub/f0"), noise(100, 10_000)).unwrap();
+    std::fs::write(src.join("added"), b"new").unwrap();
+    let second = env.json(&["backup", src.to_str().unwrap()]);
+    let s = &second["summary"];
+    assert_eq!(
+        (
+            s["files_new"].as_u64(),
+            s["files_changed"].as_u64(),
+            s["files_unmodified"].as_u64()
+        ),
+        (Some(1), Some(1), Some(4)),
+        "{s}"
+    );
+    let snap = env.json(&["cat", "snapshot", second["snapshot_id"].as_str().unwrap()]);
+    assert_eq!(snap["parent"], first["snapshot_id"]);
+    // --force reads everything; another host does not count as a parent
+    let forced = env.json(&["backup", "--force", src.to_str().unwrap()]);
+    assert_eq!(forced["summary"]["files_unmodified"], 0);
+    let other = env.json(&["backup", "--host", "elsewhere", src.to_str().unwrap()]);
+    assert_eq!(other["summary"]["files_new"], 6);
+    // the reused content restores correctly
+    let t = env.path("t");
+    env.ok(&[
+        "restore",
+        second["snapshot_id"].as_str().unwrap(),
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    assert!(diff_trees(&src, &t.join("src"), true).is_empty());
+}
