@@ -394,7 +394,7 @@ impl Walk<'_, '_> {
             .map_err(|e| Error::io(path, e))?;
         let mut ids = Vec::new();
         let mut size = 0u64;
-        for chunk in self.repo.config().chunker.chunks(file) {
+        for chunk in self.repo.config().chunker.chunks(file, node.size) {
             let chunk = chunk.map_err(|e| Error::io(path, e))?;
             size += chunk.len() as u64;
             self.progress.add_bytes(chunk.len() as u64);

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use fastcdc::v2020::{Normalization, StreamCDC};
+use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
 use serde::{Deserialize, Serialize};
 
 /// Chunker parameters, fixed per repository in its config so that every writer cuts the same
@@ -46,7 +46,47 @@ impl ChunkerParams {
     }
 
     /// Splits everything `source` yields into chunks, holding at most `max_size` bytes at a time.
-    pub fn chunks<R: Read>(&self, source: R) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
+    /// `size_hint` is the expected length: sources no larger than one maximal chunk are read
+    /// whole and cut in place, which spares the streaming chunker's `max_size` buffer per file
+    /// (the cost that dominates backups of many small files). Both paths cut identically.
+    pub fn chunks<'a, R: Read + 'a>(
+        &self,
+        mut source: R,
+        size_hint: u64,
+    ) -> Box<dyn Iterator<Item = std::io::Result<Vec<u8>>> + 'a> {
+        let max = self.max_size as u64;
+        if size_hint <= max {
+            let mut buf = Vec::with_capacity(size_hint as usize);
+            if let Err(e) = (&mut source).take(max + 1).read_to_end(&mut buf) {
+                return Box::new(std::iter::once(Err(e)));
+            }
+            if buf.len() as u64 <= max {
+                return Box::new(self.cut(&buf).into_iter().map(Ok));
+            }
+            // the source grew past one chunk since it was measured: stream the rest
+            return Box::new(self.stream(std::io::Cursor::new(buf).chain(source)));
+        }
+        Box::new(self.stream(source))
+    }
+
+    /// Cuts an in-memory buffer.
+    fn cut(&self, data: &[u8]) -> Vec<Vec<u8>> {
+        FastCDC::with_level_and_seed(
+            data,
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+            Normalization::Level1,
+            self.gear_seed,
+        )
+        .map(|c| data[c.offset..c.offset + c.length].to_vec())
+        .collect()
+    }
+
+    fn stream<R: Read>(
+        &self,
+        source: R,
+    ) -> impl Iterator<Item = std::io::Result<Vec<u8>>> + use<R> {
         StreamCDC::with_level_and_seed(
             source,
             self.min_size as usize,
@@ -77,11 +117,21 @@ mod tests {
         #[test]
         fn chunks_concatenate_to_the_input(data in proptest::collection::vec(any::<u8>(), 0..20_000), seed: u64) {
             let p = small(seed);
-            let chunks: Vec<Vec<u8>> = p.chunks(&data[..]).map(Result::unwrap).collect();
-            prop_assert_eq!(chunks.concat(), data);
+            let chunks: Vec<Vec<u8>> = p.chunks(&data[..], data.len() as u64).map(Result::unwrap).collect();
+            prop_assert_eq!(&chunks.concat(), &data);
             for c in &chunks {
                 prop_assert!(c.len() <= 1024);
             }
+        }
+
+        #[test]
+        fn in_memory_and_streaming_cuts_agree(data in proptest::collection::vec(any::<u8>(), 0..1024), seed: u64, hint in 0u64..3000) {
+            // whatever the size hint (even a wrong one), the chunks are those of streaming
+            let p = small(seed);
+            let streamed: Vec<Vec<u8>> = p.stream(&data[..]).map(Result::unwrap).collect();
+            let hinted: Vec<Vec<u8>> = p.chunks(&data[..], hint).map(Result::unwrap).collect();
+            prop_assert_eq!(&p.cut(&data), &streamed);
+            prop_assert_eq!(hinted, streamed);
         }
     }
 
@@ -92,10 +142,13 @@ mod tests {
             .collect();
         let p = small(7);
         let before: std::collections::HashSet<Vec<u8>> =
-            p.chunks(&data[..]).map(Result::unwrap).collect();
+            p.chunks(&data[..], 0).map(Result::unwrap).collect();
         let mut edited = data.clone();
         edited.splice(100_000..100_000, b"inserted".iter().copied());
-        let after: Vec<Vec<u8>> = p.chunks(&edited[..]).map(Result::unwrap).collect();
+        let after: Vec<Vec<u8>> = p
+            .chunks(&edited[..], u64::MAX)
+            .map(Result::unwrap)
+            .collect();
         let changed = after.iter().filter(|c| !before.contains(*c)).count();
         assert!(changed <= 3, "{changed} of {} chunks changed", after.len());
     }
