@@ -316,6 +316,18 @@ impl Repository {
                 }
                 e => e,
             })?;
+        Repository::assemble(location, store, keys, key_id, config, cache_base)
+    }
+
+    /// Puts an unlocked repository together with its local index cache.
+    fn assemble(
+        location: &Location,
+        store: Store,
+        keys: MasterKeys,
+        key_id: Id,
+        config: Config,
+        cache_base: &Path,
+    ) -> Result<Repository> {
         let index = LocalIndex::open(&cache_base.join(config.id.to_hex()).join("index"))?;
         Ok(Repository {
             location: location.clone(),
@@ -366,15 +378,7 @@ impl Repository {
             .chunker
             .validate()
             .map_err(|e| Error::damaged("config", "object", e))?;
-        let index = LocalIndex::open(&cache_base.join(config.id.to_hex()).join("index"))?;
-        let repo = Repository {
-            location: location.clone(),
-            store,
-            keys,
-            key_id,
-            config,
-            index,
-        };
+        let repo = Repository::assemble(location, store, keys, key_id, config, cache_base)?;
         repo.sync_index()?;
         Ok(repo)
     }
