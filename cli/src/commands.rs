@@ -10,6 +10,7 @@ use cairn_engine::crypto::keys::KdfParams;
 use cairn_engine::progress::Progress;
 use cairn_engine::repository::{InitOptions, Location, Repository};
 use cairn_engine::restorer::{self, RestoreOptions};
+use cairn_engine::retention::{self, GroupBy, Policy};
 use cairn_engine::snapshot::Snapshot;
 use cairn_engine::tree::{self, Node, NodeKind};
 use cairn_engine::{Id, repair};
@@ -52,6 +53,9 @@ pub struct BackupArgs {
     /// Read every file, even those unchanged since the parent snapshot
     #[arg(long)]
     force: bool,
+    /// Record this time instead of now (RFC 3339, e.g. 2026-01-31T02:00:00Z)
+    #[arg(long)]
+    time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `cairn ls` options.
@@ -80,6 +84,39 @@ pub struct RestoreArgs {
     /// Replace existing files instead of skipping them
     #[arg(long)]
     overwrite: bool,
+}
+
+/// `cairn forget` options. Without any --keep option the repository's default retention
+/// (`init --keep-within`, 720h unless set) applies.
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// Keep the newest N snapshots
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N weeks
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<u32>,
+    /// Keep every snapshot taken within this span before the newest of its group (e.g. 720h)
+    #[arg(long, value_parser = humantime::parse_duration)]
+    keep_within: Option<std::time::Duration>,
+    /// Group snapshots by these fields (comma-separated: host, paths, tags; empty for one group)
+    #[arg(long, default_value = "host,paths")]
+    group_by: String,
+    /// Only show what would be removed and why the rest is kept
+    #[arg(short = 'n', long)]
+    dry_run: bool,
 }
 
 /// `cairn key` subcommands.
@@ -199,6 +236,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         host: a.host.unwrap_or_else(cairn_engine::host_name),
         tags: a.tag,
         parent,
+        time: a.time,
     };
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "backed up", !g.quiet && !g.json);
@@ -408,6 +446,85 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     } else {
         EXIT_PARTIAL
     })
+}
+
+fn group_by(spec: &str) -> Result<GroupBy> {
+    let mut by = GroupBy {
+        host: false,
+        paths: false,
+        tags: false,
+    };
+    for field in spec.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        match field {
+            "host" => by.host = true,
+            "paths" => by.paths = true,
+            "tags" => by.tags = true,
+            other => bail!("cannot group by {other:?}: use host, paths and/or tags"),
+        }
+    }
+    Ok(by)
+}
+
+/// `cairn forget`
+pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let hours = |d: std::time::Duration| chrono::Duration::seconds(d.as_secs() as i64);
+    let mut policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within: a.keep_within.map(hours),
+    };
+    if policy.is_empty() {
+        policy.within = Some(chrono::Duration::seconds(
+            repo.config().keep_within_secs as i64,
+        ));
+    }
+    let decisions = retention::apply(&policy, group_by(&a.group_by)?, &Snapshot::load_all(&repo)?);
+    let mut removed = 0;
+    if !a.dry_run {
+        for d in decisions.iter().filter(|d| !d.keep) {
+            Snapshot::remove(&repo, &d.id)?;
+            removed += 1;
+        }
+    }
+    if g.json {
+        print_json(&json!({"dry_run": a.dry_run, "removed": removed, "decisions": decisions}));
+        return Ok(0);
+    }
+    let mut group = None;
+    for d in &decisions {
+        if group != Some(&d.group) {
+            println!(
+                "{}:",
+                if d.group.is_empty() {
+                    "all snapshots"
+                } else {
+                    &d.group
+                }
+            );
+            group = Some(&d.group);
+        }
+        let time = d
+            .time
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S");
+        let verdict = match (d.keep, a.dry_run) {
+            (true, _) => format!("keep ({})", d.reasons.join(", ")),
+            (false, true) => "would remove".to_owned(),
+            (false, false) => "removed".to_owned(),
+        };
+        println!("  {}  {time}  {verdict}", d.id.short());
+    }
+    let gone = decisions.iter().filter(|d| !d.keep).count();
+    match a.dry_run {
+        true => println!("{gone} snapshots would be removed (dry run)"),
+        false => println!("{removed} snapshots removed; their data stays until garbage collection"),
+    }
+    Ok(0)
 }
 
 fn new_password(p: &NewPassword) -> Result<password::Password> {

@@ -64,6 +64,8 @@ enum Command {
     Ls(commands::LsArgs),
     /// Restore a snapshot (or part of it) into a folder
     Restore(commands::RestoreArgs),
+    /// Remove snapshots that a retention policy no longer keeps
+    Forget(commands::ForgetArgs),
     /// Manage the repository's passwords
     #[command(subcommand)]
     Key(commands::KeyCommand),
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Command::Snapshots => commands::snapshots(g),
         Command::Ls(a) => commands::ls(g, a),
         Command::Restore(a) => commands::restore(g, a),
+        Command::Forget(a) => commands::forget(g, a),
         Command::Key(k) => commands::key(g, k),
         Command::Repair(r) => commands::repair(g, r),
         Command::Cat(c) => commands::cat(g, c),

@@ -48,6 +48,8 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     /// The snapshot to compare with.
     pub parent: Parent,
+    /// Time to record instead of the start time (for imports and tests).
+    pub time: Option<chrono::DateTime<Utc>>,
 }
 
 /// The result of a backup.
@@ -160,7 +162,7 @@ pub fn backup(
     summary.seconds = clock.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,
-        time: started,
+        time: options.time.unwrap_or(started),
         host: options.host.clone(),
         user: crate::user_name(),
         paths: root_paths,

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod repair;
 pub mod repository;
 pub mod restorer;
+pub mod retention;
 pub mod snapshot;
 pub mod tree;
 

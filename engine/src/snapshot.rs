@@ -80,6 +80,11 @@ impl Snapshot {
         repo.save_object(ObjectKind::Snapshot, Domain::Snapshot, &json)
     }
 
+    /// Removes a snapshot (`forget`); its data stays until garbage collection.
+    pub fn remove(repo: &Repository, id: &Id) -> Result<()> {
+        repo.store().delete(&ObjectKind::Snapshot.path(id))
+    }
+
     /// Loads one snapshot.
     pub fn load(repo: &Repository, id: &Id) -> Result<Snapshot> {
         let plain = repo.load_object(ObjectKind::Snapshot, Domain::Snapshot, id)?;

@@ -1,0 +1,275 @@
+//! Retention policies (restic-style): which snapshots `forget` keeps, and why.
+//!
+//! Snapshots are grouped (by host, paths and/or tags); within a group, newest first, a snapshot
+//! is kept if any rule keeps it. `keep_within` is measured from the group's newest snapshot, not
+//! from now, so that a stopped backup job never lets its last snapshots expire.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use serde::Serialize;
+
+use crate::id::Id;
+use crate::snapshot::Snapshot;
+
+/// How many snapshots each rule keeps. A rule left at `None` keeps nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Keep the newest N.
+    pub last: Option<u32>,
+    /// Keep the newest of each of the last N hours with snapshots.
+    pub hourly: Option<u32>,
+    /// … days.
+    pub daily: Option<u32>,
+    /// … ISO weeks.
+    pub weekly: Option<u32>,
+    /// … months.
+    pub monthly: Option<u32>,
+    /// … years.
+    pub yearly: Option<u32>,
+    /// Keep every snapshot taken within this span before the group's newest.
+    pub within: Option<Duration>,
+}
+
+impl Policy {
+    /// Whether no rule is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Policy::default()
+    }
+}
+
+/// Which snapshot fields form a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupBy {
+    /// Group by host.
+    pub host: bool,
+    /// Group by the set of paths.
+    pub paths: bool,
+    /// Group by the set of tags.
+    pub tags: bool,
+}
+
+impl Default for GroupBy {
+    /// Host and paths, as restic does.
+    fn default() -> Self {
+        GroupBy {
+            host: true,
+            paths: true,
+            tags: false,
+        }
+    }
+}
+
+/// The verdict on one snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    /// The snapshot.
+    pub id: Id,
+    /// When it was taken.
+    pub time: DateTime<Utc>,
+    /// Its group, as text.
+    pub group: String,
+    /// Whether the policy keeps it.
+    pub keep: bool,
+    /// Why it is kept (empty when it goes).
+    pub reasons: Vec<String>,
+}
+
+fn group_key(s: &Snapshot, by: GroupBy) -> String {
+    let mut parts = vec![];
+    if by.host {
+        parts.push(format!("host={}", s.host));
+    }
+    if by.paths {
+        let mut p: Vec<String> = s.paths.iter().map(|p| p.lossy()).collect();
+        p.sort();
+        parts.push(format!("paths={}", p.join(",")));
+    }
+    if by.tags {
+        let mut t = s.tags.clone();
+        t.sort();
+        parts.push(format!("tags={}", t.join(",")));
+    }
+    parts.join(" ")
+}
+
+type Bucket = fn(&DateTime<Utc>) -> (i32, u32, u32, u32);
+
+const BUCKETS: [(&str, Bucket); 5] = [
+    ("hourly", |t| (t.year(), t.ordinal(), t.hour(), 0)),
+    ("daily", |t| (t.year(), t.ordinal(), 0, 0)),
+    ("weekly", |t| {
+        (t.iso_week().year(), t.iso_week().week(), 0, 0)
+    }),
+    ("monthly", |t| (t.year(), t.month(), 0, 0)),
+    ("yearly", |t| (t.year(), 0, 0, 0)),
+];
+
+/// Applies `policy` to `snapshots`, group by group; returns one decision per snapshot, newest
+/// first within each group.
+pub fn apply(policy: &Policy, by: GroupBy, snapshots: &[(Id, Snapshot)]) -> Vec<Decision> {
+    let mut groups: BTreeMap<String, Vec<&(Id, Snapshot)>> = BTreeMap::new();
+    for s in snapshots {
+        groups.entry(group_key(&s.1, by)).or_default().push(s);
+    }
+    let counts = [
+        policy.hourly,
+        policy.daily,
+        policy.weekly,
+        policy.monthly,
+        policy.yearly,
+    ];
+    let mut out = vec![];
+    for (group, mut snaps) in groups {
+        snaps.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+        let newest = snaps[0].1.time;
+        let mut left = counts;
+        let mut last_bucket: [Option<(i32, u32, u32, u32)>; 5] = [None; 5];
+        for (i, (id, snap)) in snaps.iter().map(|s| (&s.0, &s.1)).enumerate() {
+            let mut reasons = vec![];
+            if policy.last.is_some_and(|n| (i as u32) < n) {
+                reasons.push(format!("last {}", policy.last.unwrap_or(0)));
+            }
+            for (k, (name, bucket)) in BUCKETS.iter().enumerate() {
+                let b = bucket(&snap.time);
+                if left[k].is_some_and(|n| n > 0) && last_bucket[k] != Some(b) {
+                    left[k] = left[k].map(|n| n - 1);
+                    last_bucket[k] = Some(b);
+                    reasons.push(format!("{name} {}", counts[k].unwrap_or(0)));
+                }
+            }
+            if let Some(w) = policy.within
+                && snap.time >= newest - w
+            {
+                reasons.push(format!("within {}h of the newest", w.num_hours()));
+            }
+            out.push(Decision {
+                id: *id,
+                time: snap.time,
+                group: group.clone(),
+                keep: !reasons.is_empty(),
+                reasons,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{SNAPSHOT_VERSION, Summary};
+    use crate::tree::RawBytes;
+
+    fn snap(n: u8, time: &str, host: &str) -> (Id, Snapshot) {
+        (
+            Id([n; 32]),
+            Snapshot {
+                version: SNAPSHOT_VERSION,
+                time: time.parse().unwrap(),
+                host: host.into(),
+                user: String::new(),
+                paths: vec![RawBytes(b"/data".to_vec())],
+                tags: vec![],
+                tree: Id::default(),
+                parent: None,
+                summary: Summary::default(),
+                program: String::new(),
+            },
+        )
+    }
+
+    fn kept(d: &[Decision]) -> Vec<u8> {
+        let mut k: Vec<u8> = d.iter().filter(|d| d.keep).map(|d| d.id.0[0]).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn keep_within_counts_from_the_newest_snapshot() {
+        let s = vec![
+            snap(1, "2026-01-01T00:00:00Z", "a"),
+            snap(2, "2026-01-20T00:00:00Z", "a"),
+            snap(3, "2026-02-01T00:00:00Z", "a"),
+            snap(4, "2026-02-01T12:00:00Z", "a"),
+        ];
+        let p = Policy {
+            within: Some(Duration::hours(720)),
+            ..Policy::default()
+        };
+        let d = apply(&p, GroupBy::default(), &s);
+        // 2026-01-20 is within 30 days of 2026-02-01T12; 2026-01-01 is not
+        assert_eq!(kept(&d), vec![2, 3, 4]);
+        assert!(d.iter().find(|d| d.id.0[0] == 2).unwrap().reasons[0].contains("within 720h"));
+    }
+
+    #[test]
+    fn daily_keeps_the_newest_of_each_day_and_groups_are_separate() {
+        let s = vec![
+            snap(1, "2026-03-01T01:00:00Z", "a"),
+            snap(2, "2026-03-01T23:00:00Z", "a"),
+            snap(3, "2026-03-02T10:00:00Z", "a"),
+            snap(4, "2026-03-03T10:00:00Z", "a"),
+            snap(5, "2026-03-01T10:00:00Z", "b"),
+        ];
+        let p = Policy {
+            daily: Some(2),
+            ..Policy::default()
+        };
+        assert_eq!(kept(&apply(&p, GroupBy::default(), &s)), vec![3, 4, 5]);
+        let p = Policy {
+            last: Some(1),
+            monthly: Some(5),
+            ..Policy::default()
+        };
+        assert_eq!(kept(&apply(&p, GroupBy::default(), &s)), vec![4, 5]);
+        let all = GroupBy {
+            host: false,
+            paths: false,
+            tags: false,
+        };
+        assert_eq!(
+            kept(&apply(
+                &Policy {
+                    last: Some(2),
+                    ..Policy::default()
+                },
+                all,
+                &s
+            )),
+            vec![3, 4]
+        );
+    }
+
+    #[test]
+    fn weekly_and_yearly_buckets() {
+        let s = vec![
+            snap(1, "2025-12-29T00:00:00Z", "a"), // ISO week 1 of 2026
+            snap(2, "2026-01-01T00:00:00Z", "a"), // same ISO week
+            snap(3, "2026-01-05T00:00:00Z", "a"),
+            snap(4, "2024-06-01T00:00:00Z", "a"),
+        ];
+        assert_eq!(
+            kept(&apply(
+                &Policy {
+                    weekly: Some(2),
+                    ..Policy::default()
+                },
+                GroupBy::default(),
+                &s
+            )),
+            vec![2, 3]
+        );
+        assert_eq!(
+            kept(&apply(
+                &Policy {
+                    yearly: Some(3),
+                    ..Policy::default()
+                },
+                GroupBy::default(),
+                &s
+            )),
+            vec![1, 3, 4]
+        );
+    }
+}
