@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use cairn_engine::archiver::{self, BackupOptions, Parent};
+use cairn_engine::checker::{self, DataSubset};
 use cairn_engine::crypto::keys::KdfParams;
 use cairn_engine::progress::Progress;
 use cairn_engine::repository::{InitOptions, Location, Repository};
@@ -117,6 +118,35 @@ pub struct ForgetArgs {
     /// Only show what would be removed and why the rest is kept
     #[arg(short = 'n', long)]
     dry_run: bool,
+}
+
+/// `cairn check` options.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Also read every pack and verify every blob
+    #[arg(long, conflicts_with = "read_data_subset")]
+    read_data: bool,
+    /// Read only part of the data: a percentage (`5%`) or a part (`2/7`, for rotating checks)
+    #[arg(long, value_parser = parse_subset)]
+    read_data_subset: Option<DataSubset>,
+}
+
+fn parse_subset(s: &str) -> Result<DataSubset, String> {
+    let bad = || format!("{s:?} is neither a percentage like 5% nor a part like 2/7");
+    if let Some(p) = s.strip_suffix('%') {
+        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+        return (p > 0.0 && p <= 100.0)
+            .then_some(DataSubset::Percent(p))
+            .ok_or_else(bad);
+    }
+    let (n, t) = s.split_once('/').ok_or_else(bad)?;
+    let (n, t): (u32, u32) = (
+        n.trim().parse().map_err(|_| bad())?,
+        t.trim().parse().map_err(|_| bad())?,
+    );
+    (n >= 1 && n <= t && t <= 256)
+        .then_some(DataSubset::Part(n, t))
+        .ok_or_else(bad)
 }
 
 /// `cairn key` subcommands.
@@ -345,17 +375,23 @@ pub fn ls(g: &Global, a: LsArgs) -> Result<u8> {
     let below = tree::parse_snapshot_path(a.path.as_deref().unwrap_or("").as_bytes());
     let mut rows = Vec::new();
     let mut found = below.is_empty();
-    tree::walk(&repo, &snap.tree, &mut Vec::new(), &mut |path, node| {
-        let n = below.len().min(path.len());
-        if below[..n] != path[..n] {
-            return Ok(false);
-        }
-        found |= path == below.as_slice();
-        if path.len() >= below.len() {
-            rows.push((tree::display_path(path), node.clone()));
-        }
-        Ok(true)
-    })?;
+    tree::walk(
+        &repo,
+        &snap.tree,
+        &mut Vec::new(),
+        &mut |path, node| {
+            let n = below.len().min(path.len());
+            if below[..n] != path[..n] {
+                return Ok(false);
+            }
+            found |= path == below.as_slice();
+            if path.len() >= below.len() {
+                rows.push((tree::display_path(path), node.clone()));
+            }
+            Ok(true)
+        },
+        &mut tree::stop_at_damage,
+    )?;
     if !found {
         return Err(cairn_engine::Error::PathNotInSnapshot(a.path.unwrap_or_default()).into());
     }
@@ -525,6 +561,57 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         false => println!("{removed} snapshots removed; their data stays until garbage collection"),
     }
     Ok(0)
+}
+
+/// `cairn check`
+pub fn check(g: &Global, a: CheckArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let subset = match (a.read_data, a.read_data_subset) {
+        (true, _) => DataSubset::All,
+        (false, Some(s)) => s,
+        (false, None) => DataSubset::None,
+    };
+    let report = checker::check(&repo, subset)?;
+    if g.json {
+        print_json(&report);
+    } else {
+        println!(
+            "checked {} snapshots, {} trees, {} index segments, {} packs ({} read whole)",
+            report.snapshots, report.trees, report.index_segments, report.packs, report.packs_read
+        );
+        if report.unindexed_packs > 0 {
+            println!(
+                "{} packs are in no index (left by interrupted backups; harmless, they only take space)",
+                report.unindexed_packs
+            );
+        }
+        for p in &report.problems {
+            println!("DAMAGED {}: {}", p.object, p.reason);
+            for s in &p.snapshots {
+                println!("  affects snapshot {}", &s[..8]);
+            }
+            for path in &p.paths {
+                println!("    {path}");
+            }
+            if p.path_count > p.paths.len() as u64 {
+                println!(
+                    "    … and {} more paths",
+                    p.path_count - p.paths.len() as u64
+                );
+            }
+        }
+    }
+    if report.problems.is_empty() {
+        if !g.json {
+            println!("no problems found");
+        }
+        return Ok(0);
+    }
+    eprintln!(
+        "{} problems found: restore what is affected from a replica, or run `cairn repair index` if only the index is damaged",
+        report.problems.len()
+    );
+    Ok(1)
 }
 
 fn new_password(p: &NewPassword) -> Result<password::Password> {

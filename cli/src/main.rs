@@ -66,6 +66,8 @@ enum Command {
     Restore(commands::RestoreArgs),
     /// Remove snapshots that a retention policy no longer keeps
     Forget(commands::ForgetArgs),
+    /// Verify the repository; list what is damaged and which snapshots and files it affects
+    Check(commands::CheckArgs),
     /// Manage the repository's passwords
     #[command(subcommand)]
     Key(commands::KeyCommand),
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
         Command::Ls(a) => commands::ls(g, a),
         Command::Restore(a) => commands::restore(g, a),
         Command::Forget(a) => commands::forget(g, a),
+        Command::Check(a) => commands::check(g, a),
         Command::Key(k) => commands::key(g, k),
         Command::Repair(r) => commands::repair(g, r),
         Command::Cat(c) => commands::cat(g, c),

@@ -9,6 +9,7 @@
 
 pub mod archiver;
 pub mod blob;
+pub mod checker;
 pub mod chunker;
 pub mod crypto;
 pub mod error;

@@ -136,31 +136,45 @@ impl PackWriter {
 
 /// Reads and checks the blob list of a whole stored pack named `id`.
 pub fn read_header(keys: &MasterKeys, id: &Id, pack: &[u8]) -> Result<Vec<PackedBlob>> {
-    let damaged = |why: &str| Error::damaged("pack", id, why);
     if Id::of_stored(pack) != *id {
-        return Err(damaged("its contents do not hash to its name"));
+        return Err(Error::damaged(
+            "pack",
+            id,
+            "its contents do not hash to its name",
+        ));
     }
     let trailer_at = pack
         .len()
         .checked_sub(TRAILER_LEN)
-        .ok_or_else(|| damaged("too short to hold a header"))?;
-    let (body, trailer) = pack.split_at(trailer_at);
-    if &trailer[4..] != MAGIC {
-        return Err(damaged("unknown pack format (bad trailer magic)"));
-    }
-    let header_len = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as usize;
-    let blobs_end = body
-        .len()
+        .ok_or_else(|| Error::damaged("pack", id, "too short to hold a header"))?;
+    let header_len = header_len(id, &pack[trailer_at..])?;
+    let blobs_end = trailer_at
         .checked_sub(header_len)
-        .ok_or_else(|| damaged("header length points outside the pack"))?;
-    let plain = blob::open(
-        keys,
-        Domain::PackHeader,
-        &body[blobs_end..],
-        "pack",
-        id,
-        None,
-    )?;
+        .ok_or_else(|| Error::damaged("pack", id, "header length points outside the pack"))?;
+    open_header(keys, id, &pack[blobs_end..trailer_at], blobs_end)
+}
+
+/// The length of the sealed header, from a pack's last [`TRAILER_LEN`] bytes.
+pub fn header_len(id: &Id, trailer: &[u8]) -> Result<usize> {
+    if trailer.len() != TRAILER_LEN || &trailer[4..] != MAGIC {
+        return Err(Error::damaged(
+            "pack",
+            id,
+            "unknown pack format (bad trailer magic)",
+        ));
+    }
+    Ok(u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as usize)
+}
+
+/// Opens a pack's sealed header, which starts at `blobs_end`, and checks its entries.
+pub fn open_header(
+    keys: &MasterKeys,
+    id: &Id,
+    sealed: &[u8],
+    blobs_end: usize,
+) -> Result<Vec<PackedBlob>> {
+    let damaged = |why: &str| Error::damaged("pack", id, why);
+    let plain = blob::open(keys, Domain::PackHeader, sealed, "pack", id, None)?;
     let mut r = Reader(&plain);
     if r.u32() != Some(HEADER_VERSION) {
         return Err(damaged("unknown header version"));

@@ -90,82 +90,101 @@ pub fn restore(
     };
     let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut matched = vec![false; options.includes.len()];
+    let mut unreadable_dirs = vec![];
 
-    tree::walk(repo, &snapshot.tree, &mut Vec::new(), &mut |rel, node| {
-        if !wanted(rel, &options.includes) {
-            return Ok(false);
-        }
-        for (m, inc) in matched.iter_mut().zip(&options.includes) {
-            *m |= rel.starts_with(inc);
-        }
-        let path = os_path(target, rel);
-        progress.set_current(&path);
-        let shown = tree::display_path(rel);
-        if node.kind == NodeKind::Dir {
-            return Ok(make_dir(&path, node, &shown, &mut out, &mut plan));
-        }
-        if !options.includes.is_empty() && !options.includes.iter().any(|i| rel.starts_with(i)) {
-            return Ok(false);
-        }
-        let exists = std::fs::symlink_metadata(&path).is_ok();
-        if exists && !options.overwrite {
-            out.skipped.push(shown);
-            return Ok(false);
-        }
-        if exists && let Err(e) = std::fs::remove_file(&path) {
-            out.errors.push(format!("{shown}: cannot replace: {e}"));
-            return Ok(false);
-        }
-        if node.is_hardlinked() {
-            let key = (node.device, node.inode);
-            if first_link.contains_key(&key) {
-                plan.links.push((path, key));
+    tree::walk(
+        repo,
+        &snapshot.tree,
+        &mut Vec::new(),
+        &mut |rel, node| {
+            if !wanted(rel, &options.includes) {
                 return Ok(false);
             }
-            first_link.insert(key, path.clone());
-        }
-        let made = match node.kind {
-            NodeKind::File => {
-                plan.files.push((path.clone(), node.clone()));
+            for (m, inc) in matched.iter_mut().zip(&options.includes) {
+                *m |= rel.starts_with(inc);
+            }
+            let path = os_path(target, rel);
+            progress.set_current(&path);
+            let shown = tree::display_path(rel);
+            if node.kind == NodeKind::Dir {
+                return Ok(make_dir(&path, node, &shown, &mut out, &mut plan));
+            }
+            if !options.includes.is_empty() && !options.includes.iter().any(|i| rel.starts_with(i))
+            {
+                return Ok(false);
+            }
+            let exists = std::fs::symlink_metadata(&path).is_ok();
+            if exists && !options.overwrite {
+                out.skipped.push(shown);
+                return Ok(false);
+            }
+            if exists && let Err(e) = std::fs::remove_file(&path) {
+                out.errors.push(format!("{shown}: cannot replace: {e}"));
+                return Ok(false);
+            }
+            if node.is_hardlinked() {
+                let key = (node.device, node.inode);
+                if first_link.contains_key(&key) {
+                    plan.links.push((path, key));
+                    return Ok(false);
+                }
+                first_link.insert(key, path.clone());
+            }
+            let made = match node.kind {
+                NodeKind::File => {
+                    plan.files.push((path.clone(), node.clone()));
+                    Ok(())
+                }
+                NodeKind::Symlink => {
+                    let t = node.target.clone().unwrap_or_default();
+                    std::os::unix::fs::symlink(t.as_os(), &path)
+                }
+                NodeKind::Fifo => mknod(
+                    &path,
+                    SFlag::S_IFIFO,
+                    Mode::from_bits_truncate(node.mode),
+                    0,
+                )
+                .map_err(Into::into),
+                NodeKind::Chardev => mknod(
+                    &path,
+                    SFlag::S_IFCHR,
+                    Mode::from_bits_truncate(node.mode),
+                    node.rdev,
+                )
+                .map_err(Into::into),
+                NodeKind::Blockdev => mknod(
+                    &path,
+                    SFlag::S_IFBLK,
+                    Mode::from_bits_truncate(node.mode),
+                    node.rdev,
+                )
+                .map_err(Into::into),
+                NodeKind::Dir => unreachable!("handled above"),
+            };
+            match made {
+                Ok(()) if node.kind == NodeKind::File => {}
+                Ok(()) => {
+                    out.others += 1;
+                    plan.metadata.push((path, node.clone()));
+                }
+                Err(e) => out.errors.push(format!("{shown}: cannot create: {e}")),
+            }
+            Ok(false)
+        },
+        &mut |rel, e| match e {
+            // a damaged directory listing: restore everything else, and name what is missing
+            Error::Damaged { .. } | Error::MissingBlob { .. } => {
+                unreadable_dirs.push(format!(
+                    "{}: contents not restored: {e}",
+                    tree::display_path(rel)
+                ));
                 Ok(())
             }
-            NodeKind::Symlink => {
-                let t = node.target.clone().unwrap_or_default();
-                std::os::unix::fs::symlink(t.as_os(), &path)
-            }
-            NodeKind::Fifo => mknod(
-                &path,
-                SFlag::S_IFIFO,
-                Mode::from_bits_truncate(node.mode),
-                0,
-            )
-            .map_err(Into::into),
-            NodeKind::Chardev => mknod(
-                &path,
-                SFlag::S_IFCHR,
-                Mode::from_bits_truncate(node.mode),
-                node.rdev,
-            )
-            .map_err(Into::into),
-            NodeKind::Blockdev => mknod(
-                &path,
-                SFlag::S_IFBLK,
-                Mode::from_bits_truncate(node.mode),
-                node.rdev,
-            )
-            .map_err(Into::into),
-            NodeKind::Dir => unreachable!("handled above"),
-        };
-        match made {
-            Ok(()) if node.kind == NodeKind::File => {}
-            Ok(()) => {
-                out.others += 1;
-                plan.metadata.push((path, node.clone()));
-            }
-            Err(e) => out.errors.push(format!("{shown}: cannot create: {e}")),
-        }
-        Ok(false)
-    })?;
+            e => Err(e),
+        },
+    )?;
+    out.errors.extend(unreadable_dirs);
     if let Some(i) = matched.iter().position(|m| !m) {
         return Err(Error::PathNotInSnapshot(tree::display_path(
             &options.includes[i],

@@ -224,23 +224,31 @@ pub fn display_path(p: &[RawBytes]) -> String {
 }
 
 /// Visits every node below tree `id` depth first, in name order; `visit` gets each node's path
-/// and returns whether to descend into it (for directories).
+/// and returns whether to descend into it (for directories). When a subtree cannot be loaded,
+/// `unreadable` gets the directory's path and the error, and decides whether to go on (`Ok`).
 pub fn walk(
     repo: &Repository,
     id: &Id,
     path: &mut SnapshotPath,
     visit: &mut dyn FnMut(&[RawBytes], &Node) -> Result<bool>,
+    unreadable: &mut dyn FnMut(&[RawBytes], Error) -> Result<()>,
 ) -> Result<()> {
     for node in Tree::load(repo, id)?.nodes {
         path.push(node.name.clone());
         if visit(path, &node)?
             && let Some(sub) = &node.subtree
+            && let Err(e) = walk(repo, sub, path, visit, unreadable)
         {
-            walk(repo, sub, path, visit)?;
+            unreadable(path, e)?;
         }
         path.pop();
     }
     Ok(())
+}
+
+/// An `unreadable` handler for [`walk`] that stops at the first unreadable tree.
+pub fn stop_at_damage(_: &[RawBytes], e: Error) -> Result<()> {
+    Err(e)
 }
 
 #[cfg(test)]

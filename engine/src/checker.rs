@@ -1,0 +1,328 @@
+//! `check`: verifies that every snapshot can be restored, and names what is damaged.
+//!
+//! Default: every snapshot loads; every index segment opens; every indexed pack exists and its
+//! header agrees with the index; every tree loads and every blob it references is indexed.
+//! With a data subset, the chosen packs are read whole: their id, header, and every blob's MAC
+//! and id are verified. Each problem lists the snapshots and paths it affects.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::blob;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::{self, PackedBlob, TRAILER_LEN};
+use crate::repository::{ObjectKind, Repository};
+use crate::snapshot::Snapshot;
+use crate::tree::{self, Tree};
+
+/// Which packs `--read-data` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DataSubset {
+    /// None: structure only.
+    None,
+    /// Every pack.
+    All,
+    /// A random share of the packs, in percent.
+    Percent(f64),
+    /// Part `n` of `t` (1-based): the packs whose first id byte modulo `t` is `n - 1`, so that
+    /// `t` runs with `n = 1..=t` read everything once.
+    Part(u32, u32),
+}
+
+impl DataSubset {
+    fn wants(&self, id: &Id) -> bool {
+        match *self {
+            DataSubset::None => false,
+            DataSubset::All => true,
+            DataSubset::Percent(p) => {
+                (u32::from_le_bytes(crate::crypto::random_bytes()) as f64)
+                    < p / 100.0 * u32::MAX as f64
+            }
+            DataSubset::Part(n, t) => u32::from(id.0[0]) % t == n - 1,
+        }
+    }
+}
+
+/// How much of a problem's reach is listed.
+const MAX_PATHS: usize = 50;
+
+/// One damaged or missing object and what it breaks.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Problem {
+    /// The object, e.g. `pack 1a2b…` or `blob 3c4d…`.
+    pub object: String,
+    /// What is wrong.
+    pub reason: String,
+    /// Snapshots (ids) that cannot be fully restored because of it.
+    pub snapshots: BTreeSet<String>,
+    /// Paths inside those snapshots that it affects (at most 50 listed).
+    pub paths: BTreeSet<String>,
+    /// How many paths it affects in all.
+    pub path_count: u64,
+}
+
+/// What `check` found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Distinct trees loaded.
+    pub trees: u64,
+    /// Index segments read.
+    pub index_segments: u64,
+    /// Packs listed in the index.
+    pub packs: u64,
+    /// Packs read whole and verified.
+    pub packs_read: u64,
+    /// Packs in the repository that no index lists (left by an interrupted backup).
+    pub unindexed_packs: u64,
+    /// Everything damaged or missing.
+    pub problems: Vec<Problem>,
+}
+
+/// Damaged things found before the tree walk: blob id → object key, and object key → reason.
+#[derive(Default)]
+struct Damage {
+    blobs: HashMap<Id, String>,
+    reasons: BTreeMap<String, String>,
+}
+
+impl Damage {
+    fn add(&mut self, key: String, reason: String) {
+        self.reasons.entry(key).or_insert(reason);
+    }
+}
+
+/// Runs the check.
+pub fn check(repo: &Repository, subset: DataSubset) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let mut damage = Damage::default();
+    repo.rebuild_local_index()?;
+
+    let pack_sizes: HashMap<Id, u64> = repo.store().list(ObjectKind::Pack)?.into_iter().collect();
+    let mut indexed = HashSet::new();
+    for (seg_id, _) in repo.store().list(ObjectKind::Index)? {
+        report.index_segments += 1;
+        let segment = match repo.load_index(&seg_id) {
+            Ok(s) => s,
+            Err(e) => {
+                damage.add(format!("index {seg_id}"), e.to_string());
+                continue;
+            }
+        };
+        let fresh: Vec<_> = segment
+            .packs
+            .into_iter()
+            .filter(|(p, _)| indexed.insert(*p))
+            .collect();
+        let results: Vec<_> = fresh
+            .par_iter()
+            .map(|(pack_id, listed)| {
+                check_pack(
+                    repo,
+                    pack_id,
+                    listed,
+                    pack_sizes.get(pack_id).copied(),
+                    subset,
+                )
+            })
+            .collect();
+        for ((pack_id, listed), result) in fresh.iter().zip(results) {
+            report.packs += 1;
+            match result {
+                Ok(read) => report.packs_read += read as u64,
+                Err(PackFault::Whole(e)) => {
+                    let key = format!("pack {pack_id}");
+                    for b in listed {
+                        damage.blobs.insert(b.id, key.clone());
+                    }
+                    damage.add(key, e.to_string());
+                }
+                Err(PackFault::Blobs(bad)) => {
+                    report.packs_read += 1;
+                    for (id, e) in bad {
+                        let key = format!("blob {id} in pack {pack_id}");
+                        damage.blobs.insert(id, key.clone());
+                        damage.add(key, e.to_string());
+                    }
+                }
+            }
+        }
+    }
+    report.unindexed_packs = pack_sizes.keys().filter(|p| !indexed.contains(*p)).count() as u64;
+
+    let mut problems: BTreeMap<String, Problem> = BTreeMap::new();
+    let mut memo: HashMap<Id, Vec<(String, String)>> = HashMap::new();
+    for (snap_id, _) in repo.store().list(ObjectKind::Snapshot)? {
+        report.snapshots += 1;
+        let snap = match Snapshot::load(repo, &snap_id) {
+            Ok(s) => s,
+            Err(e) => {
+                damage.add(format!("snapshot {snap_id}"), e.to_string());
+                continue;
+            }
+        };
+        for (key, path) in tree_damage(repo, &snap.tree, &mut memo, &mut damage, &mut report.trees)
+        {
+            let p = problems.entry(key.clone()).or_insert_with(|| Problem {
+                object: key,
+                ..Problem::default()
+            });
+            p.snapshots.insert(snap_id.to_hex());
+            p.path_count += 1;
+            if p.paths.len() < MAX_PATHS {
+                p.paths.insert(path);
+            }
+        }
+    }
+    for (key, reason) in damage.reasons {
+        let p = problems.entry(key.clone()).or_insert_with(|| Problem {
+            object: key,
+            ..Problem::default()
+        });
+        p.reason = reason;
+    }
+    report.problems = problems.into_values().collect();
+    Ok(report)
+}
+
+enum PackFault {
+    /// The pack as a whole is missing or unreadable.
+    Whole(Error),
+    /// Some blobs failed verification.
+    Blobs(Vec<(Id, Error)>),
+}
+
+/// Checks one pack against its index entries; returns whether it was read whole.
+fn check_pack(
+    repo: &Repository,
+    id: &Id,
+    listed: &[PackedBlob],
+    size: Option<u64>,
+    subset: DataSubset,
+) -> Result<bool, PackFault> {
+    let size = size.ok_or_else(|| {
+        PackFault::Whole(Error::damaged(
+            "pack",
+            id,
+            "it is missing from the repository",
+        ))
+    })?;
+    let path = ObjectKind::Pack.path(id);
+    let whole = |e| PackFault::Whole(e);
+    let (header, bytes) = if subset.wants(id) {
+        let bytes = repo
+            .store()
+            .get(&path)
+            .map_err(whole)?
+            .ok_or_else(|| whole(Error::damaged("pack", id, "vanished while reading")))?;
+        (
+            pack::read_header(repo.keys(), id, &bytes).map_err(whole)?,
+            Some(bytes),
+        )
+    } else {
+        let too_short = || whole(Error::damaged("pack", id, "too short to hold a header"));
+        let trailer_at = size.checked_sub(TRAILER_LEN as u64).ok_or_else(too_short)?;
+        let trailer = repo
+            .store()
+            .get_range(&path, trailer_at..size)
+            .map_err(whole)?;
+        let header_len = pack::header_len(id, &trailer).map_err(whole)? as u64;
+        let start = trailer_at.checked_sub(header_len).ok_or_else(too_short)?;
+        let sealed = repo
+            .store()
+            .get_range(&path, start..trailer_at)
+            .map_err(whole)?;
+        (
+            pack::open_header(repo.keys(), id, &sealed, start as usize).map_err(whole)?,
+            None,
+        )
+    };
+    if header != listed {
+        return Err(whole(Error::damaged(
+            "pack",
+            id,
+            "its header disagrees with the index",
+        )));
+    }
+    let Some(bytes) = bytes else { return Ok(false) };
+    let bad: Vec<_> = header
+        .iter()
+        .filter_map(|b| {
+            let stored = &bytes[b.offset as usize..(b.offset + b.length) as usize];
+            blob::open_blob(repo.keys(), &b.id, stored, b.raw_len)
+                .err()
+                .map(|e| (b.id, e))
+        })
+        .collect();
+    if bad.is_empty() {
+        Ok(true)
+    } else {
+        Err(PackFault::Blobs(bad))
+    }
+}
+
+/// The damaged objects below tree `id`, each with the path (relative to the tree) it breaks.
+/// Results per tree are memoized, so shared subtrees are walked once across all snapshots.
+fn tree_damage(
+    repo: &Repository,
+    id: &Id,
+    memo: &mut HashMap<Id, Vec<(String, String)>>,
+    damage: &mut Damage,
+    trees: &mut u64,
+) -> Vec<(String, String)> {
+    if let Some(found) = memo.get(id) {
+        return found.clone();
+    }
+    *trees += 1;
+    let mut found = vec![];
+    let blob_fault = |blob: &Id, damage: &mut Damage| -> Option<String> {
+        if let Some(key) = damage.blobs.get(blob) {
+            return Some(key.clone());
+        }
+        match repo.index().contains(blob) {
+            Ok(true) => None,
+            _ => {
+                let key = format!("blob {blob}");
+                damage.add(
+                    key.clone(),
+                    "it is in no index (its pack is lost, or run `cairn repair index`)".into(),
+                );
+                Some(key)
+            }
+        }
+    };
+    let loaded = match blob_fault(id, damage) {
+        Some(key) => Err(key),
+        None => Tree::load(repo, id).map_err(|e| {
+            let key = format!("tree {id}");
+            damage.add(key.clone(), e.to_string());
+            key
+        }),
+    };
+    match loaded {
+        Err(key) => found.push((key, String::new())),
+        Ok(t) => {
+            for node in &t.nodes {
+                let name = tree::display_path(std::slice::from_ref(&node.name));
+                for blob in &node.content {
+                    if let Some(key) = blob_fault(blob, damage) {
+                        found.push((key, name.clone()));
+                    }
+                }
+                if let Some(sub) = &node.subtree {
+                    for (key, below) in tree_damage(repo, sub, memo, damage, trees) {
+                        found.push((key, format!("{name}{below}")));
+                    }
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    memo.insert(*id, found.clone());
+    found
+}
