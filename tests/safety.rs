@@ -133,9 +133,14 @@ fn unknown_format_version_is_refused_with_advice() {
     let env = Env::new();
     let config = env.repo.join("config");
     let mut b = std::fs::read(&config).unwrap();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let newer = cairn_engine::repository::FORMAT_VERSION + 1;
+    b[8..12].copy_from_slice(&newer.to_le_bytes());
     std::fs::write(&config, b).unwrap();
-    let err = fails_with(&env, &["snapshots"], "version 2");
+    let err = fails_with(
+        &env,
+        &["snapshots"],
+        &format!("version {newer} is not supported"),
+    );
     assert!(err.contains("upgrade cairn"), "{err}");
 }
 

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use cairn_engine::archiver::{self, BackupOptions, Parent};
 use cairn_engine::checker::{self, DataSubset};
 use cairn_engine::crypto::keys::KdfParams;
+use cairn_engine::gc::{self, GcOptions, GcReport};
 use cairn_engine::progress::Progress;
 use cairn_engine::repository::{InitOptions, Location, Repository};
 use cairn_engine::restorer::{self, RestoreOptions};
@@ -118,6 +119,34 @@ pub struct ForgetArgs {
     /// Only show what would be removed and why the rest is kept
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Run garbage collection afterwards
+    #[arg(long, conflicts_with = "dry_run")]
+    prune: bool,
+    #[command(flatten)]
+    gc: GcArgs,
+}
+
+/// `cairn gc` options.
+#[derive(Args)]
+pub struct GcArgs {
+    /// How long packs stay marked before they are deleted; must be longer than any backup takes
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    safety_interval: std::time::Duration,
+    /// Repack packs whose live share is below this percentage
+    #[arg(long, default_value = "30%", value_parser = parse_percent)]
+    repack_below: f64,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let p: f64 = s
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage like 30%"))?;
+    (0.0..=100.0)
+        .contains(&p)
+        .then_some(p / 100.0)
+        .ok_or_else(|| format!("{s:?} is not between 0% and 100%"))
 }
 
 /// `cairn check` options.
@@ -527,8 +556,15 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
             removed += 1;
         }
     }
+    let gc_report = if a.prune {
+        Some(run_gc(&repo, &a.gc)?)
+    } else {
+        None
+    };
     if g.json {
-        print_json(&json!({"dry_run": a.dry_run, "removed": removed, "decisions": decisions}));
+        print_json(
+            &json!({"dry_run": a.dry_run, "removed": removed, "decisions": decisions, "gc": gc_report}),
+        );
         return Ok(0);
     }
     let mut group = None;
@@ -558,7 +594,48 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     let gone = decisions.iter().filter(|d| !d.keep).count();
     match a.dry_run {
         true => println!("{gone} snapshots would be removed (dry run)"),
-        false => println!("{removed} snapshots removed; their data stays until garbage collection"),
+        false if gc_report.is_none() => {
+            println!("{removed} snapshots removed; their data stays until `cairn gc`")
+        }
+        false => println!("{removed} snapshots removed"),
+    }
+    if let Some(r) = &gc_report {
+        print_gc(r);
+    }
+    Ok(0)
+}
+
+fn run_gc(repo: &Repository, a: &GcArgs) -> Result<GcReport> {
+    let options = GcOptions {
+        safety: chrono::Duration::seconds(a.safety_interval.as_secs() as i64),
+        repack_below: a.repack_below,
+    };
+    Ok(gc::run(repo, options)?)
+}
+
+fn print_gc(r: &GcReport) {
+    println!(
+        "gc: {} snapshots keep {} blobs; freed {} in {} packs; marked {} in {} packs ({} repacked) for deletion after the safety interval; {} still-needed packs kept; {} marks pending",
+        r.snapshots,
+        r.live_blobs,
+        HumanBytes(r.bytes_freed),
+        r.packs_deleted,
+        HumanBytes(r.bytes_marked),
+        r.packs_marked,
+        r.packs_repacked,
+        r.packs_resurrected,
+        r.marks_pending
+    );
+}
+
+/// `cairn gc`
+pub fn gc(g: &Global, a: &GcArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let report = run_gc(&repo, a)?;
+    if g.json {
+        print_json(&report);
+    } else {
+        print_gc(&report);
     }
     Ok(0)
 }

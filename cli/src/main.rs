@@ -68,6 +68,8 @@ enum Command {
     Forget(commands::ForgetArgs),
     /// Verify the repository; list what is damaged and which snapshots and files it affects
     Check(commands::CheckArgs),
+    /// Free the space of data no snapshot needs (safe while backups run)
+    Gc(commands::GcArgs),
     /// Manage the repository's passwords
     #[command(subcommand)]
     Key(commands::KeyCommand),
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
         Command::Restore(a) => commands::restore(g, a),
         Command::Forget(a) => commands::forget(g, a),
         Command::Check(a) => commands::check(g, a),
+        Command::Gc(a) => commands::gc(g, &a),
         Command::Key(k) => commands::key(g, k),
         Command::Repair(r) => commands::repair(g, r),
         Command::Cat(c) => commands::cat(g, c),

@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::blob::BlobKind;
 use crate::error::{Error, Result};
 use crate::fsmeta::{self, OwnerNames};
+use crate::gc;
 use crate::id::Id;
 use crate::packer::Packer;
 use crate::progress::Progress;
@@ -99,7 +100,7 @@ pub fn backup(
     let parent_root = parent
         .as_ref()
         .and_then(|(_, snap)| load_parent_tree(repo, &snap.tree));
-    let packer = Packer::new(repo);
+    let packer = Packer::excluding(repo, gc::marked_packs(&gc::load_marks(repo)?));
     let failed = Mutex::new(None);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (tx, rx) = bounded::<Job>(workers * 2);
@@ -172,6 +173,7 @@ pub fn backup(
         summary,
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
     };
+    gc::check_backup_may_commit(repo, started)?;
     let id = snapshot.save(repo)?;
     Ok(BackupOutcome {
         id,

@@ -34,7 +34,7 @@ pub enum Error {
     },
     /// The repository was written by a newer, unknown format version.
     #[error(
-        "repository format version {found} is not supported by this cairn (it reads version {supported}): upgrade cairn to a release that supports it"
+        "format version {found} is not supported by this cairn (it reads versions up to {supported}): upgrade cairn to a release that supports it"
     )]
     UnsupportedVersion {
         /// Version found in the repository.

@@ -14,6 +14,7 @@ pub mod chunker;
 pub mod crypto;
 pub mod error;
 pub mod fsmeta;
+pub mod gc;
 pub mod id;
 pub mod index;
 pub mod pack;

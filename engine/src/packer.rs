@@ -44,6 +44,7 @@ struct Uploads {
 /// Saves blobs into a repository; shared by reference between worker threads.
 pub struct Packer<'r> {
     repo: &'r Repository,
+    excluded: HashSet<Id>,
     seen: Mutex<HashSet<Id>>,
     open: [Mutex<PackWriter>; 2],
     uploads: Mutex<Uploads>,
@@ -55,8 +56,15 @@ pub struct Packer<'r> {
 impl<'r> Packer<'r> {
     /// A packer writing into `repo`.
     pub fn new(repo: &'r Repository) -> Self {
+        Self::excluding(repo, HashSet::new())
+    }
+
+    /// A packer that does not count blobs stored in the `excluded` packs as present (packs
+    /// marked for deletion by garbage collection, or being repacked): it stores them anew.
+    pub fn excluding(repo: &'r Repository, excluded: HashSet<Id>) -> Self {
         Packer {
             repo,
+            excluded,
             seen: Mutex::default(),
             open: Default::default(),
             uploads: Mutex::default(),
@@ -68,13 +76,21 @@ impl<'r> Packer<'r> {
 
     /// Whether a blob is already in the repository or saved by this run.
     pub fn has(&self, id: &Id) -> Result<bool> {
-        Ok(self.seen.lock().expect("lock").contains(id) || self.repo.index().contains(id)?)
+        Ok(self.seen.lock().expect("lock").contains(id) || self.indexed(id)?)
+    }
+
+    /// Whether the index holds a blob in a pack that is not excluded.
+    fn indexed(&self, id: &Id) -> Result<bool> {
+        Ok(match self.repo.index().get(id)? {
+            Some(loc) => !self.excluded.contains(&loc.pack),
+            None => false,
+        })
     }
 
     /// Saves one blob whose id the caller computed (e.g. on another thread); returns whether it
     /// was new. Compression and encryption happen on the calling thread.
     pub fn save_with_id(&self, kind: BlobKind, id: Id, plaintext: &[u8]) -> Result<bool> {
-        if self.repo.index().contains(&id)? || !self.seen.lock().expect("lock").insert(id) {
+        if self.indexed(&id)? || !self.seen.lock().expect("lock").insert(id) {
             return Ok(false);
         }
         let sealed = blob::seal(

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexSegment, LocalIndex};
 
-/// The repository format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format version this build writes; it reads every version from 1 up to it.
+pub const FORMAT_VERSION: u32 = 2;
 /// First bytes of the `config` object.
 pub const CONFIG_MAGIC: &[u8; 8] = b"CAIRNCFG";
 
@@ -87,6 +87,8 @@ pub enum ObjectKind {
     Index,
     /// `snapshots/`
     Snapshot,
+    /// `marks/`: packs marked for deletion by garbage collection.
+    Mark,
 }
 
 impl ObjectKind {
@@ -97,6 +99,7 @@ impl ObjectKind {
             ObjectKind::Pack => "data",
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Mark => "marks",
         }
     }
 
@@ -106,6 +109,7 @@ impl ObjectKind {
             ObjectKind::Pack => "pack",
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Mark => "mark",
         }
     }
 
@@ -244,20 +248,37 @@ impl Store {
 
     /// Lists the ids of the objects of one kind, with their sizes.
     pub fn list(&self, kind: ObjectKind) -> Result<Vec<(Id, u64)>> {
+        Ok(self
+            .list_dated(kind)?
+            .into_iter()
+            .map(|(id, size, _)| (id, size))
+            .collect())
+    }
+
+    /// Lists the ids of the objects of one kind, with their sizes and modification times.
+    pub fn list_dated(&self, kind: ObjectKind) -> Result<Vec<(Id, u64, DateTime<Utc>)>> {
         let prefix = ObjectPath::from(kind.dir());
         let metas: Vec<_> = self
             .rt
             .block_on(self.inner.list(Some(&prefix)).try_collect::<Vec<_>>())?;
         Ok(metas
             .into_iter()
-            .filter_map(|m| Some((m.location.filename()?.parse().ok()?, m.size)))
+            .filter_map(|m| {
+                Some((
+                    m.location.filename()?.parse().ok()?,
+                    m.size,
+                    m.last_modified,
+                ))
+            })
             .collect())
     }
 
-    /// Deletes an object.
+    /// Deletes an object; one already gone is not an error (deletions are retried after crashes).
     pub fn delete(&self, path: &ObjectPath) -> Result<()> {
-        self.rt.block_on(self.inner.delete(path))?;
-        Ok(())
+        match self.rt.block_on(self.inner.delete(path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -357,7 +378,7 @@ impl Repository {
             ));
         }
         let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 found: version,
                 supported: FORMAT_VERSION,

@@ -37,6 +37,8 @@ pub enum Domain {
     Index,
     /// A snapshot.
     Snapshot,
+    /// A garbage-collection mark.
+    Mark,
 }
 
 impl Domain {
@@ -47,6 +49,7 @@ impl Domain {
             Domain::PackHeader => b"cairn/v1/pack-header",
             Domain::Index => b"cairn/v1/index",
             Domain::Snapshot => b"cairn/v1/snapshot",
+            Domain::Mark => b"cairn/v1/gc-mark",
         }
     }
 }

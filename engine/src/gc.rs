@@ -1,0 +1,370 @@
+//! Garbage collection without locks that can go stale for backups.
+//!
+//! Two phases, documented with their safety argument in `format-spec/` (§12):
+//! a run *marks* packs that no kept snapshot needs (writing `marks/<id>`), and a later run,
+//! once the mark is older than the safety interval, *sweeps* them: it deletes each marked pack
+//! whose live blobs (by the snapshots existing then) are all stored in unmarked packs, and
+//! resurrects the others. Backups never deduplicate against marked packs. Partly live packs
+//! are repacked (their live blobs copied into new packs) and their old copies marked. Each run
+//! ends by writing a compacted index that supersedes the old segments. Only gc runs exclude
+//! each other, through `locks/gc`.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+use object_store::path::Path as ObjectPath;
+use serde::{Deserialize, Serialize};
+
+use crate::blob;
+use crate::crypto::Domain;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::IndexSegment;
+use crate::pack::PackedBlob;
+use crate::packer::Packer;
+use crate::repository::{ObjectKind, Repository};
+use crate::snapshot::Snapshot;
+use crate::tree::Tree;
+
+/// A set of packs marked for deletion (`marks/<id>`, sealed JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Mark {
+    /// Layout version (1).
+    pub version: u32,
+    /// When the mark was written.
+    pub time: DateTime<Utc>,
+    /// The safety interval the marking run used: the packs may go at `time + safety_secs`.
+    pub safety_secs: u64,
+    /// The marked packs.
+    pub packs: Vec<Id>,
+}
+
+impl Mark {
+    /// When the marked packs may be deleted.
+    pub fn due(&self) -> DateTime<Utc> {
+        self.time + Duration::seconds(self.safety_secs as i64)
+    }
+}
+
+/// Loads every mark. A damaged mark is an error: nothing may be deleted or deduplicated while
+/// it is unclear which packs are marked.
+pub fn load_marks(repo: &Repository) -> Result<Vec<(Id, Mark)>> {
+    repo.store()
+        .list(ObjectKind::Mark)?
+        .into_iter()
+        .map(|(id, _)| {
+            let plain = repo.load_object(ObjectKind::Mark, Domain::Mark, &id)?;
+            let mark: Mark =
+                serde_json::from_slice(&plain).map_err(|e| Error::damaged("mark", id, e))?;
+            Ok((id, mark))
+        })
+        .collect()
+}
+
+/// The packs that backups must not deduplicate against.
+pub fn marked_packs(marks: &[(Id, Mark)]) -> HashSet<Id> {
+    marks
+        .iter()
+        .flat_map(|(_, m)| m.packs.iter().copied())
+        .collect()
+}
+
+/// How long before a mark falls due a backup may still write its snapshot: 10 minutes, or a
+/// quarter of the mark's safety interval if that is shorter.
+fn margin(mark: &Mark) -> Duration {
+    Duration::seconds(600.min(mark.safety_secs as i64 / 4))
+}
+
+/// Called by a backup just before it writes its snapshot: refuses if a gc marked packs after the
+/// backup started and the mark falls due too soon, since the backup may reference those packs.
+pub fn check_backup_may_commit(repo: &Repository, started: DateTime<Utc>) -> Result<()> {
+    let now = Utc::now();
+    for (_, mark) in load_marks(repo)? {
+        if mark.time > started && mark.due() < now + margin(&mark) {
+            return Err(Error::Invalid(format!(
+                "a garbage collection marked packs at {} while this backup ran, and they may be deleted before it finishes; run the backup again (or give gc a --safety-interval longer than a backup takes)",
+                mark.time
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Settings of a gc run.
+#[derive(Clone, Copy, Debug)]
+pub struct GcOptions {
+    /// How long marked packs wait before they are deleted; must exceed the longest backup.
+    pub safety: Duration,
+    /// Packs whose live share (by bytes) is below this fraction are repacked.
+    pub repack_below: f64,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            safety: Duration::hours(24),
+            repack_below: 0.3,
+        }
+    }
+}
+
+/// What a gc run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Snapshots whose data is kept.
+    pub snapshots: u64,
+    /// Live blobs.
+    pub live_blobs: u64,
+    /// Packs deleted (swept marks and old unindexed leftovers).
+    pub packs_deleted: u64,
+    /// Bytes those packs took.
+    pub bytes_freed: u64,
+    /// Packs newly marked for deletion (deleted by a run after the safety interval).
+    pub packs_marked: u64,
+    /// Bytes the newly marked packs take.
+    pub bytes_marked: u64,
+    /// Packs repacked (their live blobs copied to new packs, then marked).
+    pub packs_repacked: u64,
+    /// Marked packs found still needed and kept.
+    pub packs_resurrected: u64,
+    /// Index segments replaced by the compacted one.
+    pub segments_compacted: u64,
+    /// Marks still waiting for their safety interval.
+    pub marks_pending: u64,
+}
+
+/// The gc lock (`locks/gc`): plain JSON naming its holder.
+#[derive(Serialize, Deserialize)]
+struct LockFile {
+    host: String,
+    pid: u32,
+    time: DateTime<Utc>,
+}
+
+/// After this long a lock from another host is considered abandoned.
+const LOCK_EXPIRY_HOURS: i64 = 24;
+
+struct GcLock<'r> {
+    repo: &'r Repository,
+}
+
+fn lock_path() -> ObjectPath {
+    ObjectPath::from("locks/gc")
+}
+
+impl<'r> GcLock<'r> {
+    fn acquire(repo: &'r Repository) -> Result<GcLock<'r>> {
+        let me = LockFile {
+            host: crate::host_name(),
+            pid: std::process::id(),
+            time: Utc::now(),
+        };
+        let bytes = serde_json::to_vec(&me).expect("lock serializes");
+        for _ in 0..2 {
+            match repo.store().put_new(&lock_path(), bytes.clone()) {
+                Ok(()) => return Ok(GcLock { repo }),
+                Err(Error::Storage(object_store::Error::AlreadyExists { .. })) => {}
+                Err(e) => return Err(e),
+            }
+            let held: Option<LockFile> = repo
+                .store()
+                .get(&lock_path())?
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let stale = match &held {
+                None => true,
+                Some(h) if h.host == me.host => !process_alive(h.pid),
+                Some(h) => Utc::now() - h.time > Duration::hours(LOCK_EXPIRY_HOURS),
+            };
+            if !stale {
+                let h = held.expect("not stale");
+                return Err(Error::Invalid(format!(
+                    "another gc holds the repository's gc lock (host {}, pid {}, since {}); wait for it, or delete locks/gc if it is certainly not running",
+                    h.host, h.pid, h.time
+                )));
+            }
+            tracing::warn!("removing an abandoned gc lock");
+            repo.store().delete(&lock_path())?;
+        }
+        Err(Error::Invalid(
+            "could not take the gc lock: another gc started at the same moment; try again".into(),
+        ))
+    }
+}
+
+impl Drop for GcLock<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.repo.store().delete(&lock_path()) {
+            tracing::warn!("could not release the gc lock: {e}");
+        }
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// Every blob (data and tree) reachable from any snapshot. Any snapshot or tree that cannot be
+/// read stops the run: gc never deletes while unsure what is live.
+fn live_set(repo: &Repository, report: &mut GcReport) -> Result<HashSet<Id>> {
+    let mut live = HashSet::new();
+    let mut stack = vec![];
+    for (id, _) in repo.store().list(ObjectKind::Snapshot)? {
+        let snap = Snapshot::load(repo, &id)?;
+        report.snapshots += 1;
+        stack.push(snap.tree);
+    }
+    while let Some(tree_id) = stack.pop() {
+        if !live.insert(tree_id) {
+            continue;
+        }
+        for node in Tree::load(repo, &tree_id)?.nodes {
+            live.extend(node.content);
+            stack.extend(node.subtree);
+        }
+    }
+    report.live_blobs = live.len() as u64;
+    Ok(live)
+}
+
+/// Runs garbage collection.
+pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
+    let _lock = GcLock::acquire(repo)?;
+    let mut report = GcReport::default();
+    let started = Utc::now();
+    repo.sync_index()?;
+    let marks = load_marks(repo)?;
+    let marked = marked_packs(&marks);
+    let live = live_set(repo, &mut report)?;
+
+    // The index as the repository holds it now; segments written later by backups survive.
+    let old_segments: Vec<Id> = repo
+        .store()
+        .list(ObjectKind::Index)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut packs: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
+    for seg in &old_segments {
+        for (pack, blobs) in repo.load_index(seg)?.packs {
+            packs.insert(pack, blobs);
+        }
+    }
+    let sizes: HashMap<Id, (u64, DateTime<Utc>)> = repo
+        .store()
+        .list_dated(ObjectKind::Pack)?
+        .into_iter()
+        .map(|(id, size, t)| (id, (size, t)))
+        .collect();
+
+    // Sweep: due marks. A marked pack goes if every live blob in it is also in an unmarked pack.
+    let due: Vec<&(Id, Mark)> = marks.iter().filter(|(_, m)| m.due() <= started).collect();
+    report.marks_pending = (marks.len() - due.len()) as u64;
+    let mut doomed: HashSet<Id> = HashSet::new();
+    let covered: HashSet<Id> = packs
+        .iter()
+        .filter(|(p, _)| !marked.contains(*p))
+        .flat_map(|(_, blobs)| blobs.iter().map(|b| b.id).filter(|id| live.contains(id)))
+        .collect();
+    for (_, mark) in &due {
+        for pack in &mark.packs {
+            let needed = packs.get(pack).is_some_and(|blobs| {
+                blobs
+                    .iter()
+                    .any(|b| live.contains(&b.id) && !covered.contains(&b.id))
+            });
+            if needed {
+                report.packs_resurrected += 1;
+            } else {
+                doomed.insert(*pack);
+            }
+        }
+    }
+    // Packs in no index, older than the safety interval: leftovers of interrupted backups.
+    for (pack, (_, modified)) in &sizes {
+        if !packs.contains_key(pack) && *modified + options.safety <= started {
+            doomed.insert(*pack);
+        }
+    }
+
+    // Mark: dead packs, and partly live packs after copying their live blobs elsewhere.
+    let mut to_mark = vec![];
+    let mut to_repack = vec![];
+    for (pack, blobs) in &packs {
+        if marked.contains(pack) || doomed.contains(pack) {
+            continue;
+        }
+        let total: u64 = blobs.iter().map(|b| b.length as u64).sum();
+        let alive: u64 = blobs
+            .iter()
+            .filter(|b| live.contains(&b.id))
+            .map(|b| b.length as u64)
+            .sum();
+        if alive == 0 {
+            to_mark.push(*pack);
+        } else if (alive as f64) < options.repack_below * total as f64 {
+            to_repack.push(*pack);
+        }
+    }
+    if !to_repack.is_empty() {
+        let excluded: HashSet<Id> = to_repack.iter().chain(&marked).copied().collect();
+        let packer = Packer::excluding(repo, excluded);
+        for pack in &to_repack {
+            let bytes = repo
+                .store()
+                .get(&ObjectKind::Pack.path(pack))?
+                .ok_or_else(|| Error::damaged("pack", pack, "it is missing from the repository"))?;
+            for b in packs[pack].iter().filter(|b| live.contains(&b.id)) {
+                let stored = &bytes[b.offset as usize..(b.offset + b.length) as usize];
+                let plain = blob::open_blob(repo.keys(), &b.id, stored, b.raw_len)?;
+                packer.save_with_id(b.kind, b.id, &plain)?;
+            }
+        }
+        packer.finish()?;
+        report.packs_repacked = to_repack.len() as u64;
+        to_mark.extend(&to_repack);
+    }
+
+    // Compact: one segment with every pack that stays, superseding the segments read above.
+    let compacted = IndexSegment {
+        packs: packs
+            .iter()
+            .filter(|(p, _)| !doomed.contains(*p))
+            .map(|(p, b)| (*p, b.clone()))
+            .collect(),
+        supersedes: old_segments.clone(),
+    };
+    repo.save_index(&compacted)?;
+    for seg in &old_segments {
+        repo.store().delete(&ObjectKind::Index.path(seg))?;
+    }
+    report.segments_compacted = old_segments.len() as u64;
+
+    for pack in &doomed {
+        repo.store().delete(&ObjectKind::Pack.path(pack))?;
+        report.packs_deleted += 1;
+        report.bytes_freed += sizes.get(pack).map_or(0, |(s, _)| *s);
+    }
+    if !to_mark.is_empty() {
+        report.packs_marked = to_mark.len() as u64;
+        report.bytes_marked = to_mark
+            .iter()
+            .map(|p| sizes.get(p).map_or(0, |(s, _)| *s))
+            .sum();
+        let mark = Mark {
+            version: 1,
+            time: Utc::now(),
+            safety_secs: options.safety.num_seconds().max(0) as u64,
+            packs: to_mark,
+        };
+        repo.save_object(
+            ObjectKind::Mark,
+            Domain::Mark,
+            &serde_json::to_vec(&mark).expect("mark serializes"),
+        )?;
+    }
+    for (id, _) in due {
+        repo.store().delete(&ObjectKind::Mark.path(id))?;
+    }
+    repo.rebuild_local_index()?;
+    Ok(report)
+}
