@@ -71,7 +71,31 @@ pub struct KeyFile {
     pub wrapped: String,
 }
 
+impl KdfParams {
+    /// Most memory a key file may ask for: 4 GiB.
+    pub const MAX_M_COST: u32 = 4 * 1024 * 1024;
+    /// Most passes a key file may ask for.
+    pub const MAX_T_COST: u32 = 64;
+    /// Most lanes a key file may ask for.
+    pub const MAX_P_COST: u32 = 64;
+
+    /// Whether the costs are within what Cairn will spend, so that a crafted key file cannot
+    /// make opening a repository take all memory or forever.
+    pub fn is_reasonable(&self) -> bool {
+        self.m_cost <= Self::MAX_M_COST
+            && self.t_cost <= Self::MAX_T_COST
+            && self.p_cost <= Self::MAX_P_COST
+    }
+}
+
 fn derive_kek(password: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    if !p.is_reasonable() {
+        return Err(Error::damaged(
+            "key",
+            "file",
+            "its Argon2 costs exceed the limits (4 GiB, 64 passes, 64 lanes)",
+        ));
+    }
     let params = argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
         .map_err(|e| Error::damaged("key", "file", format!("bad Argon2 parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -184,6 +208,12 @@ mod tests {
         let mut tampered = file.clone();
         tampered.kdf.params.t_cost = 2;
         assert!(tampered.unwrap_keys(b"secret").unwrap().is_none());
+        let mut greedy = file.clone();
+        greedy.kdf.params.m_cost = u32::MAX;
+        assert!(matches!(
+            greedy.unwrap_keys(b"secret"),
+            Err(Error::Damaged { .. })
+        ));
         let mut newer = file;
         newer.version = 2;
         assert!(matches!(
