@@ -13,6 +13,7 @@ pub mod checker;
 pub mod chunker;
 pub mod crypto;
 pub mod error;
+pub mod filler;
 pub mod fsmeta;
 pub mod gc;
 pub mod id;

@@ -7,15 +7,13 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use nix::sys::stat::{Mode, SFlag, mknod};
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::filler;
 use crate::fsmeta;
 use crate::progress::Progress;
 use crate::repository::Repository;
@@ -131,10 +129,13 @@ pub fn restore(
                 first_link.insert(key, path.clone());
             }
             let made = match node.kind {
-                NodeKind::File => {
-                    plan.files.push((path.clone(), node.clone()));
-                    Ok(())
-                }
+                NodeKind::File => File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map(|_| {
+                        plan.files.push((path.clone(), node.clone()));
+                    }),
                 NodeKind::Symlink => {
                     let t = node.target.clone().unwrap_or_default();
                     std::os::unix::fs::symlink(t.as_os(), &path)
@@ -191,25 +192,35 @@ pub fn restore(
         )));
     }
 
-    let results = Mutex::new(&mut out);
-    plan.files.par_iter().for_each(|(path, node)| {
-        let written = write_file(repo, path, node, progress);
-        let mut out = results.lock().expect("lock");
-        match written {
-            Ok(bytes) => {
-                out.files += 1;
-                out.bytes += bytes;
-                progress.entry_done(0);
-            }
-            Err(e) => {
+    let mut filled = filler::fill(repo, &plan.files, progress);
+    if !filled.failed.is_empty() {
+        // A damaged or stale local index cache may point at wrong places: reread the index from
+        // the repository and try those files once more.
+        repo.rebuild_local_index()?;
+        let retry: Vec<usize> = filled.failed.keys().copied().collect();
+        let subset: Vec<(PathBuf, Node)> = retry.iter().map(|&i| plan.files[i].clone()).collect();
+        let again = filler::fill(repo, &subset, progress);
+        filled.bytes += again.bytes;
+        filled.failed = again
+            .failed
+            .into_iter()
+            .map(|(j, why)| (retry[j], why))
+            .collect();
+    }
+    out.bytes = filled.bytes;
+    for (i, (path, node)) in plan.files.iter().enumerate() {
+        match filled.failed.get(&i) {
+            // never leave a file with unverified or missing parts behind
+            Some(why) => {
                 let _ = std::fs::remove_file(path);
-                out.errors.push(format!("{}: {e}", path.display()));
+                out.errors
+                    .push(format!("{}: not restored: {why}", path.display()));
             }
-        }
-    });
-    for (path, node) in &plan.files {
-        if path.exists() {
-            plan.metadata.push((path.clone(), node.clone()));
+            None => {
+                out.files += 1;
+                progress.entry_done(0);
+                plan.metadata.push((path.clone(), node.clone()));
+            }
         }
     }
     for (path, key) in &plan.links {
@@ -230,6 +241,11 @@ pub fn restore(
             out.errors
                 .push(format!("{}: cannot set metadata: {e}", path.display()));
         }
+    }
+    // One flush of the whole file system instead of one per file.
+    if let Err(e) = File::open(target).and_then(|d| nix::unistd::syncfs(d).map_err(Into::into)) {
+        out.errors
+            .push(format!("{}: cannot flush to disk: {e}", target.display()));
     }
     Ok(out)
 }
@@ -263,96 +279,12 @@ fn make_dir(
     }
 }
 
-/// Writes one file's contents; runs of zero bytes become holes. Returns bytes written.
-fn write_file(repo: &Repository, path: &Path, node: &Node, progress: &Progress) -> Result<u64> {
-    let io = |e| Error::io(path, e);
-    let mut file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io)?;
-    let mut pos = 0u64;
-    let mut written = 0u64;
-    for id in &node.content {
-        let data = repo.load_blob(id)?;
-        written += write_sparse(&mut file, pos, &data).map_err(io)?;
-        pos += data.len() as u64;
-        progress.add_bytes(data.len() as u64);
-    }
-    file.set_len(pos).map_err(io)?;
-    if pos != node.size {
-        return Err(Error::damaged(
-            "tree",
-            path.display(),
-            format!("file size {} differs from its contents ({pos})", node.size),
-        ));
-    }
-    file.sync_all().map_err(io)?;
-    Ok(written)
-}
-
-/// File-system block size for hole detection.
-const BLOCK: u64 = 4096;
-
-/// Writes `data` at `pos` (the file's current position), seeking over every block-aligned run of
-/// zeros instead of writing it, so that holes stay holes. Returns the bytes written.
-fn write_sparse(file: &mut File, pos: u64, data: &[u8]) -> std::io::Result<u64> {
-    let mut written = 0;
-    let mut at = 0usize;
-    while at < data.len() {
-        // the next block boundary of the file, or the end of the data
-        let end = ((pos + at as u64) / BLOCK + 1) * BLOCK;
-        let end = ((end - pos) as usize).min(data.len());
-        let block = &data[at..end];
-        if block.iter().all(|&b| b == 0) {
-            file.seek(SeekFrom::Current(block.len() as i64))?;
-        } else {
-            // extend over the following non-zero blocks to write them in one call
-            let mut stop = end;
-            while stop < data.len() {
-                let next = (stop + BLOCK as usize).min(data.len());
-                if data[stop..next].iter().all(|&b| b == 0) {
-                    break;
-                }
-                stop = next;
-            }
-            file.write_all(&data[at..stop])?;
-            written += (stop - at) as u64;
-            at = stop;
-            continue;
-        }
-        at = end;
-    }
-    Ok(written)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn p(s: &str) -> SnapshotPath {
         tree::parse_snapshot_path(s.as_bytes())
-    }
-
-    #[test]
-    fn sparse_writes_keep_zero_blocks_as_holes() {
-        use std::io::Read;
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let mut f = File::create(&path).unwrap();
-        let mut data = vec![0u8; 1 << 20];
-        data[10] = 1; // first block has data
-        data[700_000] = 2; // one block in the middle
-        let tail = vec![3u8; 5000];
-        let mut n = write_sparse(&mut f, 0, &data).unwrap();
-        n += write_sparse(&mut f, data.len() as u64, &tail).unwrap();
-        f.set_len((data.len() + tail.len()) as u64).unwrap();
-        assert!(n < 5 * BLOCK + 5000, "wrote {n} bytes");
-        let mut back = vec![];
-        File::open(&path).unwrap().read_to_end(&mut back).unwrap();
-        assert_eq!(back, [data, tail].concat());
-        assert!(path.metadata().unwrap().blocks() * 512 < 64 * 1024);
     }
 
     #[test]
