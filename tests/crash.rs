@@ -40,18 +40,9 @@ fn contents(dir: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn snapshot_ids(env: &Env) -> Vec<String> {
-    env.json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// Every listed snapshot restores to exactly the generation it was taken of.
 fn all_restore_identically(env: &Env, taken: &HashMap<String, u64>, scratch: &Path) {
-    for id in snapshot_ids(env) {
+    for id in env.snapshot_ids() {
         let g = taken[&id];
         let expected = scratch.join(format!("expected-{g}"));
         if !expected.exists() {
@@ -74,6 +65,20 @@ fn kill_after(mut child: Child, millis: u64) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Forget all but the newest two snapshots of each writer and collect, with a 2 s safety
+/// interval (backups here take well under a second).
+const PRUNE_CONCURRENT: [&str; 9] = [
+    "forget",
+    "--keep-last",
+    "2",
+    "--group-by",
+    "host",
+    "--prune",
+    "--safety-interval",
+    "2s",
+    "--quiet",
+];
 
 const PRUNE: [&str; 9] = [
     "forget",
@@ -116,7 +121,7 @@ fn sigkill_during_backup_and_gc_never_breaks_kept_snapshots() {
             delay,
         );
         // a killed backup may have committed its snapshot just before the kill: of this generation
-        for id in snapshot_ids(&env) {
+        for id in env.snapshot_ids() {
             taken.entry(id).or_insert(trial);
         }
         let check = env.run(&["check"]);
@@ -190,17 +195,7 @@ fn backups_alongside_gc_lose_nothing() {
     };
     let mut gc_runs = 0;
     while !handles.iter().all(|h| h.is_finished()) {
-        let out = gc_env.run(&[
-            "forget",
-            "--keep-last",
-            "2",
-            "--group-by",
-            "host",
-            "--prune",
-            "--safety-interval",
-            "2s",
-            "--quiet",
-        ]);
+        let out = gc_env.run(&PRUNE_CONCURRENT);
         assert!(out.status.success(), "gc failed: {}", stderr(&out));
         gc_runs += 1;
     }
@@ -210,23 +205,14 @@ fn backups_alongside_gc_lose_nothing() {
     }
     assert!(gc_runs >= 2, "gc ran {gc_runs} times");
     std::thread::sleep(Duration::from_secs(3));
-    env.ok(&[
-        "forget",
-        "--keep-last",
-        "2",
-        "--group-by",
-        "host",
-        "--prune",
-        "--safety-interval",
-        "2s",
-    ]);
+    env.ok(&PRUNE_CONCURRENT);
     let full = env.run(&["check", "--read-data"]);
     assert!(
         full.status.success(),
         "{}",
         String::from_utf8_lossy(&full.stdout)
     );
-    let ids = snapshot_ids(&env);
+    let ids = env.snapshot_ids();
     assert!(
         ids.len() >= writers as usize && ids.len() <= writers as usize * 2,
         "{} snapshots kept",

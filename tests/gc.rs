@@ -6,21 +6,11 @@ mod common;
 
 use std::path::Path;
 
-use cairn_engine::repository::{Location, Repository};
 use cairn_engine::snapshot::Snapshot;
 use common::*;
 
 fn gc(env: &Env, safety: &str) -> serde_json::Value {
     env.json(&["gc", "--safety-interval", safety])
-}
-
-fn open_repo(env: &Env) -> Repository {
-    Repository::open(
-        &Location::parse(env.repo.to_str().unwrap()).unwrap(),
-        PASSWORD.as_bytes(),
-        &env.cache,
-    )
-    .unwrap()
 }
 
 fn dir_with(env: &Env, name: &str, files: &[(&str, u64)]) -> std::path::PathBuf {
@@ -120,7 +110,7 @@ fn a_marked_pack_that_a_new_snapshot_needs_is_kept() {
     let src = dir_with(&env, "src", &[("a", 1)]);
     let id = env.backup(&[&src]);
     let snapshot = {
-        let repo = open_repo(&env);
+        let repo = env.open_repo();
         Snapshot::load(&repo, &id.parse().unwrap()).unwrap()
     };
     env.ok(&["forget", "--keep-last", "0", "--group-by", ""]);
@@ -128,7 +118,7 @@ fn a_marked_pack_that_a_new_snapshot_needs_is_kept() {
     let marked = gc(&env, "0s");
     assert_eq!(marked["packs_marked"], 2, "{marked}");
     // a backup that started before the mark now writes a snapshot that uses the marked packs
-    let revived = snapshot.save(&open_repo(&env)).unwrap().to_hex();
+    let revived = snapshot.save(&env.open_repo()).unwrap().to_hex();
     let swept = gc(&env, "0s");
     assert_eq!(swept["packs_resurrected"], 2, "{swept}");
     assert_eq!(swept["packs_deleted"], 0);
@@ -148,7 +138,7 @@ fn backups_do_not_reuse_marked_packs_and_refuse_to_commit_into_a_due_mark() {
     let again = env.json(&["backup", src.to_str().unwrap()]);
     assert_eq!(again["summary"]["new_blobs"], 3, "{again}");
     // a backup that started before a mark that is already due must not commit
-    let err = cairn_engine::gc::check_backup_may_commit(&open_repo(&env), started).unwrap_err();
+    let err = cairn_engine::gc::check_backup_may_commit(&env.open_repo(), started).unwrap_err();
     assert!(err.to_string().contains("run the backup again"), "{err}");
     gc(&env, "0s");
     assert!(env.run(&["check", "--read-data"]).status.success());

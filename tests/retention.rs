@@ -17,15 +17,6 @@ fn backup_at(env: &Env, src: &std::path::Path, time: &str, host: &str) -> String
     out["snapshot_id"].as_str().unwrap().to_owned()
 }
 
-fn ids(env: &Env) -> Vec<String> {
-    env.json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn default_retention_keeps_720_hours_before_the_newest() {
     let env = Env::new();
@@ -39,7 +30,7 @@ fn default_retention_keeps_720_hours_before_the_newest() {
 
     let dry = env.json(&["forget", "--dry-run"]);
     assert_eq!(dry["removed"], 0);
-    assert_eq!(ids(&env).len(), 4, "a dry run removes nothing");
+    assert_eq!(env.snapshot_ids().len(), 4, "a dry run removes nothing");
     let going: Vec<&str> = dry["decisions"]
         .as_array()
         .unwrap()
@@ -64,7 +55,7 @@ fn default_retention_keeps_720_hours_before_the_newest() {
 
     let text = env.ok(&["forget"]);
     assert!(text.contains("1 snapshots removed"), "{text}");
-    let mut left = ids(&env);
+    let mut left = env.snapshot_ids();
     left.sort();
     let mut want = vec![edge, new, other_host];
     want.sort();
@@ -84,7 +75,7 @@ fn explicit_policies_and_grouping() {
     }
     let out = env.json(&["forget", "--keep-last", "1", "--group-by", ""]);
     assert_eq!(out["removed"], 3);
-    assert_eq!(ids(&env).len(), 1);
+    assert_eq!(env.snapshot_ids().len(), 1);
     let bad = env.run(&["forget", "--keep-last", "1", "--group-by", "color"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("use host, paths and/or tags"));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use cairn_engine::blob::BlobKind;
 use cairn_engine::packer::Packer;
-use cairn_engine::repository::{Location, ObjectKind, Repository};
+use cairn_engine::repository::ObjectKind;
 use cairn_engine::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
 use common::*;
 
@@ -151,7 +151,7 @@ fn tampered_local_index_is_detected_and_healed() {
     {
         // shift every cached data blob location by one byte (trees stay readable, so only
         // the content restore meets the damage), keeping the cache's segment list
-        let repo = open_repo(&env);
+        let repo = env.open_repo();
         for (seg, _) in repo.store().list(ObjectKind::Index).unwrap() {
             let mut segment = repo.load_index(&seg).unwrap();
             for (_, blobs) in &mut segment.packs {
@@ -167,19 +167,10 @@ fn tampered_local_index_is_detected_and_healed() {
     assert!(diff_trees(&src, &t.join("src"), true).is_empty());
 }
 
-fn open_repo(env: &Env) -> Repository {
-    Repository::open(
-        &Location::parse(env.repo.to_str().unwrap()).unwrap(),
-        PASSWORD.as_bytes(),
-        &env.cache,
-    )
-    .unwrap()
-}
-
 /// Writes a snapshot whose root tree holds a crafted entry named `name`, using the engine
 /// directly (the archiver itself never writes such names).
 fn plant_unsafe_snapshot(env: &Env, name: &str) -> String {
-    let repo = open_repo(env);
+    let repo = env.open_repo();
     let packer = Packer::new(&repo);
     let content = packer.save(BlobKind::Data, b"owned").unwrap();
     let tree = serde_json::json!({"nodes": [{

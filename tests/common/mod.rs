@@ -125,6 +125,26 @@ impl Env {
         v["snapshot_id"].as_str().unwrap().to_owned()
     }
 
+    /// The ids of the repository's snapshots, oldest first.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        self.json(&["snapshots"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Opens the repository in this process through the engine (for tests that plant objects).
+    pub fn open_repo(&self) -> cairn_engine::repository::Repository {
+        cairn_engine::repository::Repository::open(
+            &cairn_engine::repository::Location::parse(self.repo.to_str().unwrap()).unwrap(),
+            PASSWORD.as_bytes(),
+            &self.cache,
+        )
+        .unwrap()
+    }
+
     /// Total bytes of all repository objects.
     pub fn repo_size(&self) -> u64 {
         all_files(&self.repo)
