@@ -75,6 +75,16 @@ pub fn open(
             "authentication failed (altered, truncated or foreign data)",
         )
     })?;
+    unframe(&framed, kind, id, size_hint)
+}
+
+/// Removes the compression framing of an opened sealed box (see [`seal`]).
+pub fn unframe(
+    framed: &[u8],
+    kind: &'static str,
+    id: &dyn std::fmt::Display,
+    size_hint: Option<usize>,
+) -> Result<Vec<u8>> {
     match framed.split_first() {
         Some((&RAW, body)) => Ok(body.to_vec()),
         Some((&ZSTD, body)) => {

@@ -173,9 +173,14 @@ pub fn open_header(
     sealed: &[u8],
     blobs_end: usize,
 ) -> Result<Vec<PackedBlob>> {
-    let damaged = |why: &str| Error::damaged("pack", id, why);
     let plain = blob::open(keys, Domain::PackHeader, sealed, "pack", id, None)?;
-    let mut r = Reader(&plain);
+    decode_header(id, &plain, blobs_end)
+}
+
+/// Parses a pack header's plaintext and checks that every blob lies before `blobs_end`.
+pub fn decode_header(id: &Id, plain: &[u8], blobs_end: usize) -> Result<Vec<PackedBlob>> {
+    let damaged = |why: &str| Error::damaged("pack", id, why);
+    let mut r = Reader(plain);
     if r.u32() != Some(HEADER_VERSION) {
         return Err(damaged("unknown header version"));
     }

@@ -292,6 +292,26 @@ pub struct Repository {
     index: LocalIndex,
 }
 
+/// Splits a stored `config` into its clear format version (checked to be one this build reads)
+/// and its sealed body.
+pub fn split_config(raw: &[u8]) -> Result<(u32, &[u8])> {
+    if raw.len() < 12 || &raw[..8] != CONFIG_MAGIC {
+        return Err(Error::damaged(
+            "config",
+            "object",
+            "not a Cairn config (bad magic)",
+        ));
+    }
+    let version = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
+    if !(1..=FORMAT_VERSION).contains(&version) {
+        return Err(Error::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok((version, &raw[12..]))
+}
+
 fn config_header() -> Vec<u8> {
     let mut out = CONFIG_MAGIC.to_vec();
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -369,21 +389,7 @@ impl Repository {
             .ok_or_else(|| Error::NoRepository {
                 location: location.to_string(),
             })?;
-        let (header, body) = raw.split_at(raw.len().min(12));
-        if header.len() < 12 || &header[..8] != CONFIG_MAGIC {
-            return Err(Error::damaged(
-                "config",
-                "object",
-                "not a Cairn config (bad magic)",
-            ));
-        }
-        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if !(1..=FORMAT_VERSION).contains(&version) {
-            return Err(Error::UnsupportedVersion {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        let (version, body) = split_config(&raw)?;
         let (keys, key_id) = unlock(&store, password)?;
         let plain = blob::open(&keys, Domain::Config, body, "config", &"object", None)?;
         let config: Config =
