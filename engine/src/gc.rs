@@ -237,12 +237,7 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
     let live = live_set(repo, &mut report)?;
 
     // The index as the repository holds it now; segments written later by backups survive.
-    let old_segments: Vec<Id> = repo
-        .store()
-        .list(ObjectKind::Index)?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let old_segments = repo.store().ids(ObjectKind::Index)?;
     let mut packs: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
     for seg in &old_segments {
         for (pack, blobs) in repo.load_index(seg)?.packs {

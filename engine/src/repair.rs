@@ -23,12 +23,7 @@ pub struct RepairOutcome {
 /// Reads every pack header and writes a fresh index that supersedes all existing segments;
 /// the old segments are deleted only after the new one is stored.
 pub fn rebuild_index(repo: &Repository) -> Result<RepairOutcome> {
-    let old: Vec<_> = repo
-        .store()
-        .list(ObjectKind::Index)?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let old = repo.store().ids(ObjectKind::Index)?;
     let packs = repo.store().list(ObjectKind::Pack)?;
     let read: Vec<_> = packs
         .par_iter()

@@ -246,6 +246,11 @@ impl Store {
             .to_vec())
     }
 
+    /// Lists the ids of the objects of one kind.
+    pub fn ids(&self, kind: ObjectKind) -> Result<Vec<Id>> {
+        Ok(self.list(kind)?.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// Lists the ids of the objects of one kind, with their sizes.
     pub fn list(&self, kind: ObjectKind) -> Result<Vec<(Id, u64)>> {
         Ok(self
@@ -480,12 +485,7 @@ impl Repository {
     /// Brings the local index cache up to date with `index/`: adds new segments, and rebuilds
     /// from scratch if a segment it knew has gone (garbage collection replaced it).
     pub fn sync_index(&self) -> Result<()> {
-        let listed: HashSet<Id> = self
-            .store
-            .list(ObjectKind::Index)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let listed: HashSet<Id> = self.store.ids(ObjectKind::Index)?.into_iter().collect();
         let mut known = self.index.known_segments()?;
         if !known.is_subset(&listed) {
             self.index.clear()?;

@@ -140,27 +140,15 @@ pub fn restore(
                     let t = node.target.clone().unwrap_or_default();
                     std::os::unix::fs::symlink(t.as_os(), &path)
                 }
-                NodeKind::Fifo => mknod(
-                    &path,
-                    SFlag::S_IFIFO,
-                    Mode::from_bits_truncate(node.mode),
-                    0,
-                )
-                .map_err(Into::into),
-                NodeKind::Chardev => mknod(
-                    &path,
-                    SFlag::S_IFCHR,
-                    Mode::from_bits_truncate(node.mode),
-                    node.rdev,
-                )
-                .map_err(Into::into),
-                NodeKind::Blockdev => mknod(
-                    &path,
-                    SFlag::S_IFBLK,
-                    Mode::from_bits_truncate(node.mode),
-                    node.rdev,
-                )
-                .map_err(Into::into),
+                NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                    let kind = match node.kind {
+                        NodeKind::Fifo => SFlag::S_IFIFO,
+                        NodeKind::Chardev => SFlag::S_IFCHR,
+                        _ => SFlag::S_IFBLK,
+                    };
+                    mknod(&path, kind, Mode::from_bits_truncate(node.mode), node.rdev)
+                        .map_err(Into::into)
+                }
                 NodeKind::Dir => unreachable!("handled above"),
             };
             match made {
