@@ -54,6 +54,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An object that was listed or referenced is not in the repository (any more).
+    #[error(
+        "{kind} {id} is missing from the repository: if another cairn just removed it (forget, gc), run the command again; otherwise run `cairn check`"
+    )]
+    Missing {
+        /// What kind of object.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+    },
     /// A blob that a tree or snapshot needs is not in any index.
     #[error(
         "blob {id} is not in the repository index: run `cairn repair index`; if it is still missing, the pack holding it is lost"

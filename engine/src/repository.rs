@@ -458,7 +458,10 @@ impl Repository {
         let stored = self
             .store
             .get(&kind.path(id))?
-            .ok_or_else(|| Error::damaged(kind.name(), id, "it is missing from the repository"))?;
+            .ok_or_else(|| Error::Missing {
+                kind: kind.name(),
+                id: id.to_hex(),
+            })?;
         if Id::of_stored(&stored) != *id {
             return Err(Error::damaged(
                 kind.name(),
@@ -497,6 +500,8 @@ impl Repository {
             match self.load_index(id) {
                 Ok(segment) => self.index.add_segment(id, &segment)?,
                 Err(e @ Error::Damaged { .. }) => tracing::warn!("{e}"),
+                // removed by a gc since it was listed: its content is in the compacted segment
+                Err(Error::Missing { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -516,10 +521,11 @@ impl Repository {
             .ok_or_else(|| Error::MissingBlob { id: id.to_hex() })
     }
 
-    /// Reads and verifies one blob. If the local cache points at the wrong place (damaged or
-    /// tampered cache), the cache is rebuilt from the repository once and the read retried.
+    /// Reads and verifies one blob. If the local cache does not know it or points at the wrong
+    /// place (stale after a gc elsewhere, damaged or tampered), the cache is rebuilt from the
+    /// repository once and the read retried.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        match self.read_blob_at(id, &self.locate(id)?) {
+        match self.locate(id).and_then(|loc| self.read_blob_at(id, &loc)) {
             Ok(b) => Ok(b),
             Err(first) => {
                 tracing::warn!(blob = %id, error = %first, "blob read failed; re-reading the index from the repository");

@@ -105,7 +105,12 @@ impl Snapshot {
             .store()
             .list(ObjectKind::Snapshot)?
             .into_iter()
-            .map(|(id, _)| Ok((id, Snapshot::load(repo, &id)?)))
+            .filter_map(|(id, _)| match Snapshot::load(repo, &id) {
+                Ok(s) => Some(Ok((id, s))),
+                // forgotten by another process since the listing
+                Err(Error::Missing { .. }) => None,
+                Err(e) => Some(Err(e)),
+            })
             .collect::<Result<Vec<_>>>()?;
         all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(all)
