@@ -138,3 +138,20 @@ impl Snapshot {
         Ok((id, Snapshot::load(repo, &id)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `snapshot` fuzz target: without serde_json's exact float parsing, a summary's
+    /// `seconds` changed in the last digit when read back.
+    #[test]
+    fn summary_floats_round_trip_exactly() {
+        let s = Summary {
+            seconds: 1.1111111111111113e23,
+            ..Summary::default()
+        };
+        let back: Summary = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}
