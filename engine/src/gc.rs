@@ -255,10 +255,20 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
     let due: Vec<&(Id, Mark)> = marks.iter().filter(|(_, m)| m.due() <= started).collect();
     report.marks_pending = (marks.len() - due.len()) as u64;
     let mut doomed: HashSet<Id> = HashSet::new();
+    // Only live blobs of due packs can make a pack needed: look for other copies of just those.
+    let at_risk: HashSet<Id> = due
+        .iter()
+        .flat_map(|(_, m)| &m.packs)
+        .filter_map(|p| packs.get(p))
+        .flatten()
+        .map(|b| b.id)
+        .filter(|id| live.contains(id))
+        .collect();
     let covered: HashSet<Id> = packs
         .iter()
         .filter(|(p, _)| !marked.contains(*p))
-        .flat_map(|(_, blobs)| blobs.iter().map(|b| b.id).filter(|id| live.contains(id)))
+        .flat_map(|(_, blobs)| blobs.iter().map(|b| b.id))
+        .filter(|id| at_risk.contains(id))
         .collect();
     for (_, mark) in &due {
         for pack in &mark.packs {
