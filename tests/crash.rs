@@ -136,12 +136,7 @@ fn sigkill_during_backup_and_gc_never_breaks_kept_snapshots() {
         taken.insert(id, trial);
         env.ok(&PRUNE);
     }
-    let full = env.run(&["check", "--read-data"]);
-    assert!(
-        full.status.success(),
-        "{}",
-        String::from_utf8_lossy(&full.stdout)
-    );
+    env.assert_intact();
 }
 
 #[test]
@@ -206,12 +201,7 @@ fn backups_alongside_gc_lose_nothing() {
     assert!(gc_runs >= 2, "gc ran {gc_runs} times");
     std::thread::sleep(Duration::from_secs(3));
     env.ok(&PRUNE_CONCURRENT);
-    let full = env.run(&["check", "--read-data"]);
-    assert!(
-        full.status.success(),
-        "{}",
-        String::from_utf8_lossy(&full.stdout)
-    );
+    env.assert_intact();
     let ids = env.snapshot_ids();
     assert!(
         ids.len() >= writers as usize && ids.len() <= writers as usize * 2,

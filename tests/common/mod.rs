@@ -145,6 +145,17 @@ impl Env {
         .unwrap()
     }
 
+    /// Asserts that `check --read-data` finds nothing wrong.
+    pub fn assert_intact(&self) {
+        let out = self.run(&["check", "--read-data"]);
+        assert!(
+            out.status.success(),
+            "check --read-data failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    }
+
     /// Total bytes of all repository objects.
     pub fn repo_size(&self) -> u64 {
         all_files(&self.repo)
