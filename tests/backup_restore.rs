@@ -112,8 +112,8 @@ fn nothing_readable_in_the_repository() {
     .unwrap();
     std::fs::create_dir(src.join("unmistakable-dir-name")).unwrap();
     env.backup(&[&src]);
-    for f in all_files(&env.repo) {
-        let bytes = std::fs::read(&f).unwrap();
+    for f in env.objects.names("") {
+        let bytes = env.objects.read(&f);
         for needle in [
             &b"unmistakable"[..],
             b"UNMISTAKABLE",
@@ -122,8 +122,7 @@ fn nothing_readable_in_the_repository() {
         ] {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
-                "{} contains {:?} in clear",
-                f.display(),
+                "{f} contains {:?} in clear",
                 String::from_utf8_lossy(needle)
             );
         }

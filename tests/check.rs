@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 
@@ -20,37 +20,32 @@ fn fixture() -> (Env, PathBuf) {
     (env, src)
 }
 
-/// A copy of the fixture's repository with one object changed by `damage`.
 /// A way to damage an object in place.
-type Damage = fn(&Path);
+type Damage = fn(&Backend, &str);
 
-fn damaged_copy(env: &Env, object: &Path, damage: Damage) -> Env {
+/// A copy of the fixture's repository with one object changed by `damage`.
+fn damaged_copy(env: &Env, object: &str, damage: Damage) -> Env {
     let copy = Env::empty();
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&env.repo)
-        .arg(&copy.repo)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    damage(&copy.repo.join(object.strip_prefix(&env.repo).unwrap()));
+    env.objects.copy_to(&copy.objects);
+    damage(&copy.objects, object);
     copy
 }
 
-fn flip_middle(p: &Path) {
-    let mut b = std::fs::read(p).unwrap();
-    let i = b.len() / 2;
-    b[i] ^= 0x01;
-    std::fs::write(p, b).unwrap();
+fn flip_middle(b: &Backend, name: &str) {
+    let mut bytes = b.read(name);
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x01;
+    b.write(name, bytes);
 }
 
-fn truncate(p: &Path) {
-    let b = std::fs::read(p).unwrap();
-    std::fs::write(p, &b[..b.len() - 1]).unwrap();
+fn truncate(b: &Backend, name: &str) {
+    let mut bytes = b.read(name);
+    bytes.pop();
+    b.write(name, bytes);
 }
 
-fn delete(p: &Path) {
-    std::fs::remove_file(p).unwrap();
+fn delete(b: &Backend, name: &str) {
+    b.delete(name);
 }
 
 #[test]
@@ -84,7 +79,7 @@ fn healthy_repository_passes_every_level() {
 #[test]
 fn every_kind_of_damage_to_every_object_is_detected() {
     let (env, src) = fixture();
-    let objects = all_files(&env.repo);
+    let objects = env.objects.names("");
     assert!(objects.len() >= 7, "{objects:?}");
     let damages: [(&str, Damage); 3] = [
         ("flip", flip_middle),
@@ -93,7 +88,7 @@ fn every_kind_of_damage_to_every_object_is_detected() {
     ];
     let mut trials = 0;
     for object in &objects {
-        let is_snapshot = object.parent().unwrap().ends_with("snapshots");
+        let is_snapshot = object.starts_with("snapshots/");
         for (what, damage) in &damages {
             if is_snapshot && *what == "delete" {
                 continue; // deleting a snapshot is `forget`: nothing is left to miss
@@ -104,8 +99,7 @@ fn every_kind_of_damage_to_every_object_is_detected() {
             assert_eq!(
                 out.status.code(),
                 Some(1),
-                "{what} of {} went unnoticed: {}",
-                object.display(),
+                "{what} of {object} went unnoticed: {}",
                 String::from_utf8_lossy(&out.stdout)
             );
 
@@ -118,8 +112,7 @@ fn every_kind_of_damage_to_every_object_is_detected() {
                     assert_eq!(
                         std::fs::read(&f).unwrap(),
                         std::fs::read(&original).unwrap(),
-                        "{what} of {}: {} restored wrong",
-                        object.display(),
+                        "{what} of {object}: {} restored wrong",
                         f.display()
                     );
                 }
@@ -134,11 +127,13 @@ fn every_kind_of_damage_to_every_object_is_detected() {
 fn report_names_affected_snapshots_and_paths_and_restore_does_the_rest() {
     let (env, src) = fixture();
     // damage the data pack that holds random.bin (the largest data pack)
-    let data_pack = all_files(&env.repo.join("data"))
+    let data_pack = env
+        .objects
+        .names("data")
         .into_iter()
-        .max_by_key(|p| p.metadata().unwrap().len())
+        .max_by_key(|n| env.objects.read(n).len())
         .unwrap();
-    flip_middle(&data_pack);
+    flip_middle(&env.objects, &data_pack);
     let out = env.run(&["--json", "check", "--read-data"]);
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

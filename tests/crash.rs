@@ -182,12 +182,7 @@ fn backups_alongside_gc_lose_nothing() {
             taken
         }));
     }
-    let gc_env = Env {
-        dir: tempfile::tempdir().unwrap(),
-        repo: env.repo.clone(),
-        cache: env.cache.join("gc"),
-        password_file: env.password_file.clone(),
-    };
+    let gc_env = env.sharing(env.cache.join("gc"));
     let mut gc_runs = 0;
     while !handles.iter().all(|h| h.is_finished()) {
         let out = gc_env.run(&PRUNE_CONCURRENT);

@@ -154,12 +154,11 @@ fn backups_do_not_reuse_marked_packs_and_refuse_to_commit_into_a_due_mark() {
 #[test]
 fn only_one_gc_at_a_time_and_abandoned_locks_are_cleared() {
     let env = Env::new();
-    let lock = env.repo.join("locks/gc");
-    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let lock = "locks/gc";
     let host = cairn_engine::host_name();
     let held =
         serde_json::json!({"host": host, "pid": std::process::id(), "time": chrono::Utc::now()});
-    std::fs::write(&lock, held.to_string()).unwrap();
+    env.objects.write(lock, held.to_string().into_bytes());
     let out = env.run(&["gc"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -169,7 +168,7 @@ fn only_one_gc_at_a_time_and_abandoned_locks_are_cleared() {
     );
     // a lock left by a process that no longer exists on this host is abandoned
     let dead = serde_json::json!({"host": host, "pid": 999_999_999u32, "time": chrono::Utc::now()});
-    std::fs::write(&lock, dead.to_string()).unwrap();
+    env.objects.write(lock, dead.to_string().into_bytes());
     env.ok(&["gc"]);
-    assert!(!lock.exists(), "gc releases its lock");
+    assert!(!env.objects.exists(lock), "gc releases its lock");
 }

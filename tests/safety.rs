@@ -21,15 +21,11 @@ fn small_backup(env: &Env) -> (PathBuf, String) {
     (src, id)
 }
 
-fn objects(env: &Env, dir: &str) -> Vec<PathBuf> {
-    all_files(&env.repo.join(dir))
-}
-
-fn flip(path: &Path, at: usize) {
-    let mut b = std::fs::read(path).unwrap();
+fn flip(env: &Env, name: &str, at: usize) {
+    let mut b = env.objects.read(name);
     let i = at.min(b.len() - 1);
     b[i] ^= 0x20;
-    std::fs::write(path, b).unwrap();
+    env.objects.write(name, b);
 }
 
 fn fails_with(env: &Env, args: &[&str], needle: &str) -> String {
@@ -67,8 +63,8 @@ fn wrong_password_and_missing_repository() {
 fn damaged_pack_is_named_and_no_wrong_data_comes_out() {
     let env = Env::new();
     let (_, id) = small_backup(&env);
-    for pack in objects(&env, "data") {
-        flip(&pack, 100);
+    for pack in env.objects.names("data") {
+        flip(&env, &pack, 100);
     }
     let target = env.path("t");
     let out = env.run(&["restore", &id, "--target", target.to_str().unwrap()]);
@@ -92,50 +88,50 @@ fn damaged_pack_is_named_and_no_wrong_data_comes_out() {
 fn damaged_or_truncated_snapshot_index_key_and_config_are_refused() {
     let env = Env::new();
     let (_, id) = small_backup(&env);
-    let snap = objects(&env, "snapshots").pop().unwrap();
-    let original = std::fs::read(&snap).unwrap();
-    flip(&snap, 50);
+    let snap = env.objects.names("snapshots").pop().unwrap();
+    let original = env.objects.read(&snap);
+    flip(&env, &snap, 50);
     let err = fails_with(&env, &["snapshots"], "damaged");
     assert!(err.contains(&id), "names the snapshot: {err}");
-    std::fs::write(&snap, &original[..original.len() - 3]).unwrap();
+    env.objects
+        .write(&snap, original[..original.len() - 3].to_vec());
     fails_with(&env, &["cat", "snapshot", &id], "damaged");
-    std::fs::write(&snap, &original).unwrap();
+    env.objects.write(&snap, original);
 
-    let index = objects(&env, "index").pop().unwrap();
-    flip(&index, 30);
+    let index = env.objects.names("index").pop().unwrap();
+    flip(&env, &index, 30);
     std::fs::remove_dir_all(&env.cache).unwrap();
     let err = fails_with(&env, &["ls", "latest"], "repair index");
     assert!(err.contains("damaged"), "{err}");
     // repair index rebuilds from pack headers (dropping the damaged segment) and everything
     // restores again
     env.ok(&["repair", "index"]);
-    assert!(!index.exists());
+    assert!(!env.objects.exists(&index));
     let t = env.path("t");
     env.ok(&["restore", &id, "--target", t.to_str().unwrap()]);
     assert!(diff_trees(&env.path("src"), &t.join("src"), true).is_empty());
 
-    let key = objects(&env, "keys").pop().unwrap();
-    let original = std::fs::read(&key).unwrap();
-    std::fs::write(&key, &original[..original.len() / 2]).unwrap();
+    let key = env.objects.names("keys").pop().unwrap();
+    let original = env.objects.read(&key);
+    env.objects
+        .write(&key, original[..original.len() / 2].to_vec());
     fails_with(&env, &["snapshots"], "key");
-    std::fs::write(&key, &original).unwrap();
+    env.objects.write(&key, original);
 
-    let config = env.repo.join("config");
-    let original = std::fs::read(&config).unwrap();
-    flip(&config, original.len() - 5);
+    let original = env.objects.read("config");
+    flip(&env, "config", original.len() - 5);
     fails_with(&env, &["snapshots"], "config");
-    std::fs::write(&config, &original).unwrap();
+    env.objects.write("config", original);
     env.ok(&["snapshots"]);
 }
 
 #[test]
 fn unknown_format_version_is_refused_with_advice() {
     let env = Env::new();
-    let config = env.repo.join("config");
-    let mut b = std::fs::read(&config).unwrap();
+    let mut b = env.objects.read("config");
     let newer = cairn_engine::repository::FORMAT_VERSION + 1;
     b[8..12].copy_from_slice(&newer.to_le_bytes());
-    std::fs::write(&config, b).unwrap();
+    env.objects.write("config", b);
     let err = fails_with(
         &env,
         &["snapshots"],
@@ -159,7 +155,7 @@ fn tampered_local_index_is_detected_and_healed() {
                     b.offset += 1;
                 }
             }
-            repo.index().add_segment(&seg, &segment).unwrap();
+            repo.index().add_segment(&seg, &segment, true).unwrap();
         }
     }
     let t = env.path("t");
@@ -190,6 +186,7 @@ fn plant_unsafe_snapshot(env: &Env, name: &str) -> String {
         tags: vec![],
         tree: root,
         parent: None,
+        original: None,
         summary: Summary::default(),
         program: "test".into(),
     };

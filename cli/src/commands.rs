@@ -1,19 +1,23 @@
 //! One function per command: open the repository, call the engine, print the result as text
 //! or JSON.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use cairn_engine::archiver::{self, BackupOptions, Parent};
 use cairn_engine::checker::{self, DataSubset};
+use cairn_engine::chunker::ChunkerParams;
+use cairn_engine::copier;
 use cairn_engine::crypto::keys::KdfParams;
 use cairn_engine::gc::{self, GcOptions, GcReport};
 use cairn_engine::progress::Progress;
-use cairn_engine::repository::{InitOptions, Location, Repository};
+use cairn_engine::repository::{InitOptions, Repository};
 use cairn_engine::restorer::{self, RestoreOptions};
 use cairn_engine::retention::{self, GroupBy, Policy};
 use cairn_engine::snapshot::Snapshot;
+use cairn_engine::store::{Location, LockMode, ObjectLock};
 use cairn_engine::tree::{self, Node, NodeKind};
 use cairn_engine::{Id, repair};
 use clap::{Args, Subcommand};
@@ -35,6 +39,42 @@ pub struct InitArgs {
     /// Default retention: keep every snapshot younger than this (e.g. 720h, 30days)
     #[arg(long, default_value = "720h", value_parser = humantime::parse_duration)]
     keep_within: std::time::Duration,
+    /// Lock every object with S3 Object Lock in this mode: compliance or governance (S3 only;
+    /// the bucket must have been created with Object Lock enabled)
+    #[arg(long, value_name = "MODE")]
+    object_lock: Option<LockMode>,
+    /// Days each object stays locked [default: the retention in days, plus 1]
+    #[arg(long, requires = "object_lock", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    lock_days: Option<u32>,
+    /// Chunk and name data like this repository (its encryption key stays apart), so that
+    /// `cairn copy` from it deduplicates (its password: --from-password-file,
+    /// CAIRN_FROM_PASSWORD_FILE or CAIRN_FROM_PASSWORD)
+    #[arg(long, value_name = "REPO")]
+    copy_chunker_params_from: Option<String>,
+    /// File whose first line is the password of the --copy-chunker-params-from repository
+    #[arg(
+        long,
+        env = "CAIRN_FROM_PASSWORD_FILE",
+        requires = "copy_chunker_params_from"
+    )]
+    from_password_file: Option<PathBuf>,
+}
+
+/// `cairn copy` options.
+#[derive(Args)]
+pub struct CopyArgs {
+    /// Snapshots to copy (id prefixes, or `latest`)
+    #[arg(required_unless_present = "all")]
+    snapshots: Vec<String>,
+    /// Copy every snapshot
+    #[arg(long, conflicts_with = "snapshots")]
+    all: bool,
+    /// The repository to copy into (made with `cairn init --copy-chunker-params-from`)
+    #[arg(long, env = "CAIRN_TO_REPOSITORY")]
+    to: String,
+    /// File whose first line is the target's password [else CAIRN_TO_PASSWORD or a prompt]
+    #[arg(long, env = "CAIRN_TO_PASSWORD_FILE")]
+    to_password_file: Option<PathBuf>,
 }
 
 /// `cairn backup` options.
@@ -260,16 +300,42 @@ pub fn init(g: &Global, a: InitArgs) -> Result<u8> {
         "new repository password",
         true,
     )?;
+    let keep_within_secs = a.keep_within.as_secs();
+    let object_lock = a.object_lock.map(|mode| ObjectLock {
+        mode,
+        days: a
+            .lock_days
+            .unwrap_or((keep_within_secs.div_ceil(86_400) + 1) as u32),
+    });
+    let (chunker, keys) = match &a.copy_chunker_params_from {
+        Some(from) => {
+            let pw = password::get(
+                a.from_password_file.as_deref(),
+                "CAIRN_FROM_PASSWORD",
+                "password of the repository to copy chunker parameters from",
+                false,
+            )?;
+            let other = Repository::open(&Location::parse(from)?, &pw, &cache_base(g))?;
+            (
+                other.config().chunker,
+                Some(other.keys().sharing_blob_ids()),
+            )
+        }
+        None => (ChunkerParams::new_default(), None),
+    };
     let options = InitOptions {
+        chunker,
         compression_level: a.compression,
         pack_size: a.pack_size * 1024 * 1024,
-        keep_within_secs: a.keep_within.as_secs(),
+        keep_within_secs,
+        object_lock,
+        keys,
         ..InitOptions::default()
     };
     let repo = Repository::init(&loc, &pw, options, &cache_base(g))?;
     if g.json {
         print_json(
-            &json!({"id": repo.config().id, "location": loc.to_string(), "version": repo.config().version}),
+            &json!({"id": repo.config().id, "location": loc.to_string(), "version": repo.config().version, "object_lock": repo.config().object_lock}),
         );
     } else {
         println!(
@@ -513,6 +579,46 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     })
 }
 
+/// `cairn copy`
+pub fn copy(g: &Global, a: CopyArgs) -> Result<u8> {
+    let source = open(g)?;
+    let pw = password::get(
+        a.to_password_file.as_deref(),
+        "CAIRN_TO_PASSWORD",
+        "target repository password",
+        false,
+    )?;
+    let target_location = Location::parse(&a.to)?;
+    let target = Repository::open(&target_location, &pw, &cache_base(g))?;
+    let mut snapshots = if a.all {
+        Snapshot::load_all(&source)?
+    } else {
+        a.snapshots
+            .iter()
+            .map(|spec| Snapshot::find(&source, spec))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    };
+    snapshots.sort_by_key(|(_, s)| s.time);
+    snapshots.dedup_by_key(|(id, _)| *id);
+    let progress = Arc::new(Progress::default());
+    let display = Display::start(progress.clone(), "copied", !g.quiet && !g.json);
+    let report = copier::copy(&source, &target, &snapshots, &progress)?;
+    drop(display);
+    if g.json {
+        print_json(&report);
+    } else {
+        println!(
+            "copied {} snapshots to {target_location} ({} already there): {} new blobs, {} ({} stored)",
+            report.snapshots_copied,
+            report.snapshots_present,
+            report.blobs_copied,
+            HumanBytes(report.bytes_copied),
+            HumanBytes(report.stored_bytes)
+        );
+    }
+    Ok(0)
+}
+
 fn group_by(spec: &str) -> Result<GroupBy> {
     let mut by = GroupBy {
         host: false,
@@ -550,10 +656,17 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     }
     let decisions = retention::apply(&policy, group_by(&a.group_by)?, &Snapshot::load_all(&repo)?);
     let mut removed = 0;
+    // snapshots the policy lets go but whose object lock has not passed: kept for now
+    let mut locked = HashSet::new();
     if !a.dry_run {
         for d in decisions.iter().filter(|d| !d.keep) {
-            Snapshot::remove(&repo, &d.id)?;
-            removed += 1;
+            match Snapshot::remove(&repo, &d.id) {
+                Ok(()) => removed += 1,
+                Err(cairn_engine::Error::Locked { .. }) => {
+                    locked.insert(d.id);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     let gc_report = if a.prune {
@@ -563,7 +676,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     };
     if g.json {
         print_json(
-            &json!({"dry_run": a.dry_run, "removed": removed, "decisions": decisions, "gc": gc_report}),
+            &json!({"dry_run": a.dry_run, "removed": removed, "locked": locked, "decisions": decisions, "gc": gc_report}),
         );
         return Ok(0);
     }
@@ -587,6 +700,10 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         let verdict = match (d.keep, a.dry_run) {
             (true, _) => format!("keep ({})", d.reasons.join(", ")),
             (false, true) => "would remove".to_owned(),
+            (false, false) if locked.contains(&d.id) => {
+                "kept for now: its object lock has not passed (a later forget removes it)"
+                    .to_owned()
+            }
             (false, false) => "removed".to_owned(),
         };
         println!("  {}  {time}  {verdict}", d.id.short());
@@ -615,7 +732,7 @@ fn run_gc(repo: &Repository, a: &GcArgs) -> Result<GcReport> {
 
 fn print_gc(r: &GcReport) {
     println!(
-        "gc: {} snapshots keep {} blobs; freed {} in {} packs; marked {} in {} packs ({} repacked) for deletion after the safety interval; {} still-needed packs kept; {} marks pending",
+        "gc: {} snapshots keep {} blobs; freed {} in {} packs; marked {} in {} packs ({} repacked) for deletion after the safety interval; {} still-needed packs kept; {} marks pending; {} objects ({}) still under object lock, kept until it passes",
         r.snapshots,
         r.live_blobs,
         HumanBytes(r.bytes_freed),
@@ -624,7 +741,9 @@ fn print_gc(r: &GcReport) {
         r.packs_marked,
         r.packs_repacked,
         r.packs_resurrected,
-        r.marks_pending
+        r.marks_pending,
+        r.objects_locked,
+        HumanBytes(r.bytes_locked)
     );
 }
 

@@ -32,7 +32,8 @@ struct Cli {
 /// Options every command takes.
 #[derive(Args, Clone)]
 pub struct Global {
-    /// Repository location (a folder)
+    /// Repository location: a folder, or s3:BUCKET/PREFIX (endpoint and credentials from the
+    /// AWS_* environment or AWS_PROFILE)
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// File whose first line is the repository password
@@ -70,6 +71,8 @@ enum Command {
     Check(commands::CheckArgs),
     /// Free the space of data no snapshot needs (safe while backups run)
     Gc(commands::GcArgs),
+    /// Copy snapshots into another repository (off-site replication); the source is only read
+    Copy(commands::CopyArgs),
     /// Manage the repository's passwords
     #[command(subcommand)]
     Key(commands::KeyCommand),
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Forget(a) => commands::forget(g, a),
         Command::Check(a) => commands::check(g, a),
         Command::Gc(a) => commands::gc(g, &a),
+        Command::Copy(a) => commands::copy(g, a),
         Command::Key(k) => commands::key(g, k),
         Command::Repair(r) => commands::repair(g, r),
         Command::Cat(c) => commands::cat(g, c),

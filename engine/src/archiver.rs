@@ -170,6 +170,7 @@ pub fn backup(
         tags: options.tags.clone(),
         tree: root,
         parent: parent.map(|(id, _)| id),
+        original: None,
         summary,
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
     };

@@ -104,15 +104,21 @@ pub fn check(repo: &Repository, subset: DataSubset) -> Result<CheckReport> {
 
     let pack_sizes: HashMap<Id, u64> = repo.store().list(ObjectKind::Pack)?.into_iter().collect();
     let mut indexed = HashSet::new();
-    for (seg_id, _) in repo.store().list(ObjectKind::Index)? {
+    let mut segments = vec![];
+    for seg_id in repo.store().ids(ObjectKind::Index)? {
         report.index_segments += 1;
-        let segment = match repo.load_index(&seg_id) {
-            Ok(s) => s,
-            Err(e) => {
-                damage.add(format!("index {seg_id}"), e.to_string());
-                continue;
-            }
-        };
+        match repo.load_index(&seg_id) {
+            Ok(s) => segments.push((seg_id, s)),
+            Err(e) => damage.add(format!("index {seg_id}"), e.to_string()),
+        }
+    }
+    // superseded segments linger only under an object lock; their packs may be gone
+    let superseded: HashSet<Id> = segments
+        .iter()
+        .flat_map(|(_, s)| s.supersedes.iter().copied())
+        .collect();
+    segments.retain(|(id, _)| !superseded.contains(id));
+    for (_, segment) in segments {
         let fresh: Vec<_> = segment
             .packs
             .into_iter()

@@ -103,6 +103,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// An object cannot be deleted yet: its S3 Object Lock has not passed.
+    #[error(
+        "{object} is still under its object lock: it is kept, and a later `cairn gc` deletes it once the lock has passed"
+    )]
+    Locked {
+        /// The object's name.
+        object: String,
+    },
     /// The storage backend failed.
     #[error("storage error: {0}; check that the repository is reachable and writable, then retry")]
     Storage(#[from] object_store::Error),

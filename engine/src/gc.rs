@@ -131,6 +131,27 @@ pub struct GcReport {
     pub segments_compacted: u64,
     /// Marks still waiting for their safety interval.
     pub marks_pending: u64,
+    /// Objects that were due for deletion but are still under their object lock (kept; a later
+    /// run deletes them once the lock has passed).
+    pub objects_locked: u64,
+    /// Bytes of the packs among them.
+    pub bytes_locked: u64,
+}
+
+/// Deletes an object; `false` if its object lock has not passed yet (counted in the report).
+fn delete_unless_locked(
+    repo: &Repository,
+    path: &ObjectPath,
+    report: &mut GcReport,
+) -> Result<bool> {
+    match repo.store().delete(path) {
+        Ok(()) => Ok(true),
+        Err(Error::Locked { .. }) => {
+            report.objects_locked += 1;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The gc lock (`locks/gc`): plain JSON naming its holder.
@@ -161,7 +182,7 @@ impl<'r> GcLock<'r> {
         };
         let bytes = serde_json::to_vec(&me).expect("lock serializes");
         for _ in 0..2 {
-            match repo.store().put_new(&lock_path(), bytes.clone()) {
+            match repo.store().put_new_unlocked(&lock_path(), bytes.clone()) {
                 Ok(()) => return Ok(GcLock { repo }),
                 Err(Error::Storage(object_store::Error::AlreadyExists { .. })) => {}
                 Err(e) => return Err(e),
@@ -183,7 +204,7 @@ impl<'r> GcLock<'r> {
                 )));
             }
             tracing::warn!("removing an abandoned gc lock");
-            repo.store().delete(&lock_path())?;
+            repo.store().delete_unlocked(&lock_path())?;
         }
         Err(Error::Invalid(
             "could not take the gc lock: another gc started at the same moment; try again".into(),
@@ -193,7 +214,7 @@ impl<'r> GcLock<'r> {
 
 impl Drop for GcLock<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.repo.store().delete(&lock_path()) {
+        if let Err(e) = self.repo.store().delete_unlocked(&lock_path()) {
             tracing::warn!("could not release the gc lock: {e}");
         }
     }
@@ -237,12 +258,11 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
     let live = live_set(repo, &mut report)?;
 
     // The index as the repository holds it now; segments written later by backups survive.
-    let old_segments = repo.store().ids(ObjectKind::Index)?;
+    let segments = repo.index_segments()?;
+    let old_segments = segments.listed;
     let mut packs: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
-    for seg in &old_segments {
-        for (pack, blobs) in repo.load_index(seg)?.packs {
-            packs.insert(pack, blobs);
-        }
+    for (_, segment) in segments.active {
+        packs.extend(segment.packs);
     }
     let sizes: HashMap<Id, (u64, DateTime<Utc>)> = repo
         .store()
@@ -340,14 +360,21 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
     };
     repo.save_index(&compacted)?;
     for seg in &old_segments {
-        repo.store().delete(&ObjectKind::Index.path(seg))?;
+        // a segment under an object lock stays, superseded, until a later run deletes it
+        if delete_unless_locked(repo, &ObjectKind::Index.path(seg), &mut report)? {
+            report.segments_compacted += 1;
+        }
     }
-    report.segments_compacted = old_segments.len() as u64;
 
     for pack in &doomed {
-        repo.store().delete(&ObjectKind::Pack.path(pack))?;
-        report.packs_deleted += 1;
-        report.bytes_freed += sizes.get(pack).map_or(0, |(s, _)| *s);
+        let size = sizes.get(pack).map_or(0, |(s, _)| *s);
+        // a pack under an object lock is no longer indexed; a later run deletes it as a leftover
+        if delete_unless_locked(repo, &ObjectKind::Pack.path(pack), &mut report)? {
+            report.packs_deleted += 1;
+            report.bytes_freed += size;
+        } else {
+            report.bytes_locked += size;
+        }
     }
     if !to_mark.is_empty() {
         report.packs_marked = to_mark.len() as u64;
@@ -368,7 +395,7 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
         )?;
     }
     for (id, _) in due {
-        repo.store().delete(&ObjectKind::Mark.path(id))?;
+        delete_unless_locked(repo, &ObjectKind::Mark.path(id), &mut report)?;
     }
     repo.rebuild_local_index()?;
     Ok(report)

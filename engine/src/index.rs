@@ -2,7 +2,7 @@
 //! truth; a RocksDB database in the cache directory is a local copy of them for fast look-ups,
 //! rebuilt from the segments whenever it is missing, damaged or out of date.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{DB, Options, WriteBatch};
@@ -15,7 +15,7 @@ use crate::pack::{PackedBlob, Reader};
 /// Version of the segment plaintext layout.
 const SEGMENT_VERSION: u32 = 1;
 /// Version of the local cache layout; a cache of another version is rebuilt.
-const CACHE_VERSION: &[u8] = b"cairn-index-cache/1";
+const CACHE_VERSION: &[u8] = b"cairn-index-cache/2";
 
 /// One index segment: the blobs of some packs, and the older segments it replaces.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -117,6 +117,15 @@ fn db_options() -> Options {
     o
 }
 
+/// What the cache remembers of a segment it has seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownSegment {
+    /// Whether its entries are in the cache (it was superseded by no listed segment).
+    pub active: bool,
+    /// The segments it supersedes.
+    pub supersedes: Vec<Id>,
+}
+
 impl LocalIndex {
     /// Opens (or creates) the cache at `path`. A damaged cache or one of another layout is
     /// deleted and started afresh; one locked by another process is replaced by a temporary
@@ -185,32 +194,46 @@ impl LocalIndex {
         Ok(self.db.get_pinned(key(BLOB_PREFIX, id))?.is_some())
     }
 
-    /// Adds a stored segment's entries and remembers that the segment is known.
-    pub fn add_segment(&self, segment_id: &Id, segment: &IndexSegment) -> Result<()> {
+    /// Remembers a stored segment and, if it is `active` (superseded by no listed segment),
+    /// adds its entries.
+    pub fn add_segment(&self, segment_id: &Id, segment: &IndexSegment, active: bool) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for (pack, blobs) in &segment.packs {
-            for blob in blobs {
-                let loc = BlobLocation {
-                    pack: *pack,
-                    blob: *blob,
-                };
-                batch.put(key(BLOB_PREFIX, &blob.id), loc.encode());
+        if active {
+            for (pack, blobs) in &segment.packs {
+                for blob in blobs {
+                    let loc = BlobLocation {
+                        pack: *pack,
+                        blob: *blob,
+                    };
+                    batch.put(key(BLOB_PREFIX, &blob.id), loc.encode());
+                }
             }
         }
-        batch.put(key(SEGMENT_PREFIX, segment_id), b"");
+        let mut value = vec![u8::from(active)];
+        for id in &segment.supersedes {
+            value.extend_from_slice(&id.0);
+        }
+        batch.put(key(SEGMENT_PREFIX, segment_id), value);
         Ok(self.db.write(batch)?)
     }
 
-    /// The segments already copied into this cache.
-    pub fn known_segments(&self) -> Result<HashSet<Id>> {
-        let mut out = HashSet::new();
+    /// The segments already seen by this cache.
+    pub fn known_segments(&self) -> Result<HashMap<Id, KnownSegment>> {
+        let mut out = HashMap::new();
         for item in self.db.prefix_iterator([SEGMENT_PREFIX]) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             if k.first() != Some(&SEGMENT_PREFIX) {
                 break;
             }
-            if let Some(id) = Id::from_slice(&k[1..]) {
-                out.insert(id);
+            if let (Some(id), Some((&active, rest))) = (Id::from_slice(&k[1..]), v.split_first()) {
+                let supersedes = rest.chunks_exact(32).filter_map(Id::from_slice).collect();
+                out.insert(
+                    id,
+                    KnownSegment {
+                        active: active == 1,
+                        supersedes,
+                    },
+                );
             }
         }
         Ok(out)
@@ -281,14 +304,17 @@ mod tests {
         let seg_id = Id([7; 32]);
         {
             let idx = LocalIndex::open(dir.path()).unwrap();
-            idx.add_segment(&seg_id, &segment()).unwrap();
+            idx.add_segment(&seg_id, &segment(), true).unwrap();
             let loc = idx.get(&Id([3; 32])).unwrap().unwrap();
             assert_eq!(loc.pack, Id([2; 32]));
             assert_eq!(loc.blob, entry(3, BlobKind::Data));
             assert_eq!(idx.count().unwrap(), (2, 1));
         }
         let idx = LocalIndex::open(dir.path()).unwrap();
-        assert_eq!(idx.known_segments().unwrap(), HashSet::from([seg_id]));
+        assert_eq!(
+            idx.known_segments().unwrap().keys().collect::<Vec<_>>(),
+            vec![&seg_id]
+        );
         idx.clear().unwrap();
         assert!(!idx.contains(&Id([3; 32])).unwrap());
         assert!(idx.known_segments().unwrap().is_empty());
@@ -299,7 +325,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         LocalIndex::open(dir.path())
             .unwrap()
-            .add_segment(&Id([7; 32]), &segment())
+            .add_segment(&Id([7; 32]), &segment(), true)
             .unwrap();
         for f in std::fs::read_dir(dir.path()).unwrap() {
             let p = f.unwrap().path();

@@ -2,15 +2,18 @@
 //!
 //! The pipeline, module by module: [`chunker`] cuts data into chunks, [`crypto`] names and
 //! encrypts them, [`blob`] frames them, [`pack`] gathers them into packs that [`packer`] uploads,
-//! [`index`] records where each blob is, [`repository`] holds the objects, [`tree`] and
+//! [`index`] records where each blob is, [`store`] reaches a folder or an S3 bucket,
+//! [`repository`] holds the objects, [`tree`] and
 //! [`snapshot`] describe what was backed up, [`archiver`] and [`restorer`] run backup and
 //! restore, and [`fsmeta`] reads and applies file metadata. The on-disk format is specified in
 //! `format-spec/`.
 
 pub mod archiver;
+mod aws_profile;
 pub mod blob;
 pub mod checker;
 pub mod chunker;
+pub mod copier;
 pub mod crypto;
 pub mod error;
 pub mod filler;
@@ -26,6 +29,7 @@ pub mod repository;
 pub mod restorer;
 pub mod retention;
 pub mod snapshot;
+pub mod store;
 pub mod tree;
 
 pub use error::{Error, Result};

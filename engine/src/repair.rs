@@ -52,8 +52,12 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairOutcome> {
     }
     repo.save_index(&segment)?;
     for id in &old {
-        repo.store().delete(&ObjectKind::Index.path(id))?;
-        out.removed_segments += 1;
+        match repo.store().delete(&ObjectKind::Index.path(id)) {
+            Ok(()) => out.removed_segments += 1,
+            // kept, superseded, until its object lock passes
+            Err(Error::Locked { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     repo.rebuild_local_index()?;
     Ok(out)

@@ -4,14 +4,10 @@
 //! `snapshots/<id>`. Every name but `config` is the BLAKE3 hash of the object's stored bytes.
 
 use std::collections::HashSet;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::blob;
@@ -21,9 +17,10 @@ use crate::crypto::{Domain, MasterKeys};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexSegment, LocalIndex};
+use crate::store::{Location, ObjectLock, Store};
 
 /// The repository format version this build writes; it reads every version from 1 up to it.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// First bytes of the `config` object.
 pub const CONFIG_MAGIC: &[u8; 8] = b"CAIRNCFG";
 
@@ -44,13 +41,16 @@ pub struct Config {
     pub pack_size: u32,
     /// Default retention: snapshots younger than this many seconds are always kept.
     pub keep_within_secs: u64,
+    /// S3 Object Lock applied to every object written (format version 3; absent = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
 }
 
 /// The default retention: 720 hours (30 days).
 pub const DEFAULT_KEEP_WITHIN_SECS: u64 = 720 * 3600;
 
 /// Options for a new repository.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct InitOptions {
     /// Chunker parameters (default: 512 KiB / 1 MiB / 8 MiB, random seed).
     pub chunker: ChunkerParams,
@@ -62,6 +62,10 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     /// Default retention in seconds.
     pub keep_within_secs: u64,
+    /// Object Lock for every object (S3 repositories only).
+    pub object_lock: Option<ObjectLock>,
+    /// Master keys to use (default: new random ones).
+    pub keys: Option<MasterKeys>,
 }
 
 impl Default for InitOptions {
@@ -72,6 +76,8 @@ impl Default for InitOptions {
             pack_size: 16 * 1024 * 1024,
             kdf: KdfParams::default(),
             keep_within_secs: DEFAULT_KEEP_WITHIN_SECS,
+            object_lock: None,
+            keys: None,
         }
     }
 }
@@ -123,168 +129,12 @@ impl ObjectKind {
     }
 }
 
-/// Where a repository lives, as given by `--repo`.
-#[derive(Clone, Debug)]
-pub enum Location {
-    /// A local folder.
-    Local(PathBuf),
-}
-
-impl Location {
-    /// Parses a repository location: a folder path, optionally prefixed `local:`.
-    pub fn parse(s: &str) -> Result<Location> {
-        if s.is_empty() {
-            return Err(Error::Invalid(
-                "no repository given: pass --repo or set CAIRN_REPOSITORY".into(),
-            ));
-        }
-        Ok(Location::Local(PathBuf::from(
-            s.strip_prefix("local:").unwrap_or(s),
-        )))
-    }
-
-    fn open_store(&self, create: bool) -> Result<Arc<dyn ObjectStore>> {
-        match self {
-            Location::Local(path) => {
-                if create {
-                    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
-                } else if !path.is_dir() {
-                    return Err(Error::NoRepository {
-                        location: self.to_string(),
-                    });
-                }
-                Ok(Arc::new(
-                    object_store::local::LocalFileSystem::new_with_prefix(path)?,
-                ))
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::Local(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
-/// Thin synchronous access to the object store (the engine's threads are not async).
-#[derive(Clone)]
-pub struct Store {
-    inner: Arc<dyn ObjectStore>,
-    rt: Arc<tokio::runtime::Runtime>,
-}
-
-impl Store {
-    fn new(inner: Arc<dyn ObjectStore>) -> Result<Store> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("cairn-io")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("tokio runtime", e))?;
-        Ok(Store {
-            inner,
-            rt: Arc::new(rt),
-        })
-    }
-
-    /// Stores an object (replacing any object of that name).
-    pub fn put(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
-        self.rt
-            .block_on(self.inner.put(path, PutPayload::from(bytes)))?;
-        Ok(())
-    }
-
-    /// Starts storing an object in the background.
-    pub fn put_async(
-        &self,
-        path: ObjectPath,
-        bytes: Vec<u8>,
-    ) -> tokio::task::JoinHandle<Result<()>> {
-        let inner = self.inner.clone();
-        self.rt.spawn(async move {
-            inner.put(&path, PutPayload::from(bytes)).await?;
-            Ok(())
-        })
-    }
-
-    /// Waits for a background task.
-    pub fn wait<T>(&self, task: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
-        self.rt
-            .block_on(task)
-            .map_err(|e| Error::Invalid(format!("background upload failed: {e}")))?
-    }
-
-    /// Stores an object only if no object of that name exists.
-    pub fn put_new(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
-        self.rt.block_on(self.inner.put_opts(
-            path,
-            PutPayload::from(bytes),
-            PutMode::Create.into(),
-        ))?;
-        Ok(())
-    }
-
-    /// Reads a whole object; `None` if it does not exist.
-    pub fn get(&self, path: &ObjectPath) -> Result<Option<Vec<u8>>> {
-        self.rt.block_on(async {
-            match self.inner.get(path).await {
-                Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            }
-        })
-    }
-
-    /// Reads part of an object.
-    pub fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Vec<u8>> {
-        Ok(self
-            .rt
-            .block_on(self.inner.get_range(path, range))?
-            .to_vec())
-    }
-
-    /// Lists the ids of the objects of one kind.
-    pub fn ids(&self, kind: ObjectKind) -> Result<Vec<Id>> {
-        Ok(self.list(kind)?.into_iter().map(|(id, _)| id).collect())
-    }
-
-    /// Lists the ids of the objects of one kind, with their sizes.
-    pub fn list(&self, kind: ObjectKind) -> Result<Vec<(Id, u64)>> {
-        Ok(self
-            .list_dated(kind)?
-            .into_iter()
-            .map(|(id, size, _)| (id, size))
-            .collect())
-    }
-
-    /// Lists the ids of the objects of one kind, with their sizes and modification times.
-    pub fn list_dated(&self, kind: ObjectKind) -> Result<Vec<(Id, u64, DateTime<Utc>)>> {
-        let prefix = ObjectPath::from(kind.dir());
-        let metas: Vec<_> = self
-            .rt
-            .block_on(self.inner.list(Some(&prefix)).try_collect::<Vec<_>>())?;
-        Ok(metas
-            .into_iter()
-            .filter_map(|m| {
-                Some((
-                    m.location.filename()?.parse().ok()?,
-                    m.size,
-                    m.last_modified,
-                ))
-            })
-            .collect())
-    }
-
-    /// Deletes an object; one already gone is not an error (deletions are retried after crashes).
-    pub fn delete(&self, path: &ObjectPath) -> Result<()> {
-        match self.rt.block_on(self.inner.delete(path)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
+/// The index segments a repository lists.
+pub struct IndexSegments {
+    /// Every listed segment.
+    pub listed: Vec<Id>,
+    /// The active ones (superseded by no listed segment), loaded.
+    pub active: Vec<(Id, IndexSegment)>,
 }
 
 /// An open repository: its store, keys, config and local index.
@@ -332,13 +182,13 @@ impl Repository {
         cache_base: &Path,
     ) -> Result<Repository> {
         options.chunker.validate().map_err(Error::Invalid)?;
-        let store = Store::new(location.open_store(true)?)?;
+        let store = location.open(true, options.object_lock.as_ref())?;
         if store.get(&ObjectPath::from("config"))?.is_some() {
             return Err(Error::RepositoryExists {
                 location: location.to_string(),
             });
         }
-        let keys = MasterKeys::generate();
+        let keys = options.keys.unwrap_or_else(MasterKeys::generate);
         let config = Config {
             version: FORMAT_VERSION,
             id: Id(crate::crypto::random_bytes()),
@@ -347,6 +197,7 @@ impl Repository {
             compression_level: options.compression_level,
             pack_size: options.pack_size,
             keep_within_secs: options.keep_within_secs,
+            object_lock: options.object_lock,
         };
         let key_id = save_key(&store, &keys, password, options.kdf)?;
         let mut stored = config_header();
@@ -388,7 +239,7 @@ impl Repository {
     /// Opens the repository at `location` with `password`, and brings the local index cache up
     /// to date.
     pub fn open(location: &Location, password: &[u8], cache_base: &Path) -> Result<Repository> {
-        let store = Store::new(location.open_store(false)?)?;
+        let mut store = location.open(false, None)?;
         let raw = store
             .get(&ObjectPath::from("config"))?
             .ok_or_else(|| Error::NoRepository {
@@ -410,6 +261,9 @@ impl Repository {
             .chunker
             .validate()
             .map_err(|e| Error::damaged("config", "object", e))?;
+        if config.object_lock.is_some() {
+            store = location.open(false, config.object_lock.as_ref())?;
+        }
         let repo = Repository::assemble(location, store, keys, key_id, config, cache_base)?;
         repo.sync_index()?;
         Ok(repo)
@@ -475,7 +329,7 @@ impl Repository {
     /// Stores an index segment and adds it to the local cache.
     pub fn save_index(&self, segment: &IndexSegment) -> Result<Id> {
         let id = self.save_object(ObjectKind::Index, Domain::Index, &segment.encode())?;
-        self.index.add_segment(&id, segment)?;
+        self.index.add_segment(&id, segment, true)?;
         Ok(id)
     }
 
@@ -485,25 +339,64 @@ impl Repository {
         IndexSegment::decode(&plain).ok_or_else(|| Error::damaged("index", id, "malformed segment"))
     }
 
-    /// Brings the local index cache up to date with `index/`: adds new segments, and rebuilds
-    /// from scratch if a segment it knew has gone (garbage collection replaced it).
+    /// Every listed index segment, and those of them that are *active*: superseded by no listed
+    /// segment (a superseded one outlives its deletion only while an object lock holds it).
+    pub fn index_segments(&self) -> Result<IndexSegments> {
+        let listed = self.store.ids(ObjectKind::Index)?;
+        let mut loaded = Vec::with_capacity(listed.len());
+        for id in &listed {
+            loaded.push((*id, self.load_index(id)?));
+        }
+        let superseded: HashSet<Id> = loaded
+            .iter()
+            .flat_map(|(_, s)| s.supersedes.iter().copied())
+            .collect();
+        loaded.retain(|(id, _)| !superseded.contains(id));
+        Ok(IndexSegments {
+            listed,
+            active: loaded,
+        })
+    }
+
+    /// Brings the local index cache up to date with `index/`: adds new segments, leaving out
+    /// superseded ones, and rebuilds from scratch if a segment it knew has gone (garbage
+    /// collection replaced it) or has been superseded since it was added.
     pub fn sync_index(&self) -> Result<()> {
         let listed: HashSet<Id> = self.store.ids(ObjectKind::Index)?.into_iter().collect();
         let mut known = self.index.known_segments()?;
-        if !known.is_subset(&listed) {
+        if !known.keys().all(|id| listed.contains(id)) {
             self.index.clear()?;
             known.clear();
         }
-        for id in listed.difference(&known) {
+        let mut fresh = vec![];
+        for id in listed.iter().filter(|id| !known.contains_key(*id)) {
             // A damaged segment must not stop the repository from opening (`repair index` needs
             // it open): its blobs are reported missing when something needs them.
             match self.load_index(id) {
-                Ok(segment) => self.index.add_segment(id, &segment)?,
+                Ok(segment) => fresh.push((*id, segment)),
                 Err(e @ Error::Damaged { .. }) => tracing::warn!("{e}"),
                 // removed by a gc since it was listed: its content is in the compacted segment
                 Err(Error::Missing { .. }) => {}
                 Err(e) => return Err(e),
             }
+        }
+        let superseded: HashSet<Id> = known
+            .values()
+            .flat_map(|k| &k.supersedes)
+            .chain(fresh.iter().flat_map(|(_, s)| &s.supersedes))
+            .copied()
+            .collect();
+        if known
+            .iter()
+            .any(|(id, k)| k.active && superseded.contains(id))
+        {
+            // entries of a now superseded segment are in the cache: start over
+            self.index.clear()?;
+            return self.sync_index();
+        }
+        for (id, segment) in &fresh {
+            self.index
+                .add_segment(id, segment, !superseded.contains(id))?;
         }
         Ok(())
     }

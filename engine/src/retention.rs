@@ -173,6 +173,7 @@ mod tests {
                 tags: vec![],
                 tree: Id::default(),
                 parent: None,
+                original: None,
                 summary: Summary::default(),
                 program: String::new(),
             },

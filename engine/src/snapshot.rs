@@ -67,6 +67,10 @@ pub struct Snapshot {
     /// The snapshot this one was compared against, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Id>,
+    /// For a copy made by `cairn copy`: the id of the first snapshot it is a copy of, in the
+    /// repository where that backup was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
     /// Figures of the run.
     pub summary: Summary,
     /// The program that wrote it.

@@ -1,7 +1,11 @@
 //! Helpers shared by the integration tests: run the real `cairn` binary against a repository in
-//! a temporary folder, build source trees with every kind of entry, and compare trees field by
-//! field.
+//! a temporary folder, or in a fresh bucket of the S3 server at `CAIRN_TEST_S3` (the test
+//! script runs every test on both), build source trees with every kind of entry, and compare
+//! trees field by field.
 #![allow(dead_code)]
+
+pub mod backend;
+pub use backend::Backend;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -14,10 +18,14 @@ use base64::Engine;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// A repository, cache and password file in one temporary folder.
+/// A repository (folder or bucket), cache and password file; local files in one temporary
+/// folder.
 pub struct Env {
     pub dir: tempfile::TempDir,
-    pub repo: PathBuf,
+    /// The repository location, as `--repo` takes it.
+    pub repo: String,
+    /// Raw access to the repository's objects.
+    pub objects: Backend,
     pub cache: PathBuf,
     pub password_file: PathBuf,
 }
@@ -35,11 +43,24 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let password_file = dir.path().join("password");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+        let objects = Backend::fresh(&dir.path().join("repo"), false);
         Env {
-            repo: dir.path().join("repo"),
+            repo: objects.location.clone(),
+            objects,
             cache: dir.path().join("cache"),
             password_file,
             dir,
+        }
+    }
+
+    /// Another process's view of this environment's repository: its own cache and folder.
+    pub fn sharing(&self, cache: PathBuf) -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            repo: self.repo.clone(),
+            objects: self.objects.clone(),
+            cache,
+            password_file: self.password_file.clone(),
         }
     }
 
@@ -58,6 +79,7 @@ impl Env {
             .env("CAIRN_REPOSITORY", &self.repo)
             .env("CAIRN_CACHE_DIR", &self.cache)
             .env("CAIRN_PASSWORD_FILE", &self.password_file)
+            .envs(self.objects.env_vars())
             .stdin(std::process::Stdio::null());
         c
     }
@@ -138,7 +160,7 @@ impl Env {
     /// Opens the repository in this process through the engine (for tests that plant objects).
     pub fn open_repo(&self) -> cairn_engine::repository::Repository {
         cairn_engine::repository::Repository::open(
-            &cairn_engine::repository::Location::parse(self.repo.to_str().unwrap()).unwrap(),
+            &cairn_engine::store::Location::parse(&self.repo).unwrap(),
             PASSWORD.as_bytes(),
             &self.cache,
         )
@@ -158,10 +180,7 @@ impl Env {
 
     /// Total bytes of all repository objects.
     pub fn repo_size(&self) -> u64 {
-        all_files(&self.repo)
-            .iter()
-            .map(|p| p.metadata().unwrap().len())
-            .sum()
+        self.objects.size("")
     }
 }
 

@@ -84,6 +84,15 @@ impl MasterKeys {
         }
     }
 
+    /// Fresh keys for another repository that names blobs like this one (same blob-id key, new
+    /// encryption key), so that snapshots copy between the two without re-chunking.
+    pub fn sharing_blob_ids(&self) -> Self {
+        MasterKeys {
+            data_key: random_bytes(),
+            id_key: self.id_key,
+        }
+    }
+
     /// Rebuilds keys from their stored bytes.
     pub fn from_bytes(data_key: [u8; 32], id_key: [u8; 32]) -> Self {
         MasterKeys { data_key, id_key }

@@ -1,0 +1,459 @@
+//! Where a repository's objects live: a local folder or an S3 bucket, behind one synchronous
+//! [`Store`] (the engine's threads are not async; requests run on a small tokio runtime).
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ClientOptions, HeaderMap, HeaderValue, ObjectStore, ObjectStoreExt, PutMode,
+    PutPayload, RetryConfig, WriteMultipart,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::ObjectKind;
+
+/// Objects larger than this are uploaded in parts.
+const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
+/// Size of one part of a multipart upload.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Where a repository lives, as given by `--repo`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A local folder.
+    Local(PathBuf),
+    /// A bucket (and a prefix in it) of an S3-compatible store.
+    S3 {
+        /// `http(s)://host[:port]` when given in the location; else the AWS environment decides.
+        endpoint: Option<String>,
+        /// The bucket.
+        bucket: String,
+        /// Key prefix inside the bucket ("" for the bucket's root).
+        prefix: String,
+    },
+}
+
+impl Location {
+    /// Parses a repository location: `s3:BUCKET[/PREFIX]`, `s3://BUCKET[/PREFIX]`,
+    /// `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]` (restic's form), or a folder path, optionally
+    /// prefixed `local:`.
+    pub fn parse(s: &str) -> Result<Location> {
+        if s.is_empty() {
+            return Err(Error::Invalid(
+                "no repository given: pass --repo or set CAIRN_REPOSITORY".into(),
+            ));
+        }
+        let Some(rest) = s.strip_prefix("s3:") else {
+            return Ok(Location::Local(PathBuf::from(
+                s.strip_prefix("local:").unwrap_or(s),
+            )));
+        };
+        let (endpoint, path) = match ["http://", "https://"]
+            .into_iter()
+            .find(|scheme| rest.starts_with(scheme))
+        {
+            Some(scheme) => {
+                let after = &rest[scheme.len()..];
+                let (host, path) = after.split_once('/').unwrap_or((after, ""));
+                (Some(format!("{scheme}{host}")), path)
+            }
+            None => (None, rest.strip_prefix("//").unwrap_or(rest)),
+        };
+        let path = path.trim_matches('/');
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+        if bucket.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{s:?} names no bucket: write s3:BUCKET/PREFIX or s3:https://HOST/BUCKET/PREFIX"
+            )));
+        }
+        Ok(Location::S3 {
+            endpoint,
+            bucket: bucket.into(),
+            prefix: prefix.trim_matches('/').into(),
+        })
+    }
+
+    /// Whether objects travel over the network (so caching them locally pays).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Location::S3 { .. })
+    }
+
+    /// Opens the store; `create` makes a missing local folder. With `lock`, every object is
+    /// written with that retention, except the short-lived ones of [`Store::put_new_unlocked`].
+    pub fn open(&self, create: bool, lock: Option<&ObjectLock>) -> Result<Store> {
+        let inner = self.object_store(create, lock)?;
+        let plain = match lock {
+            Some(_) => self.object_store(false, None)?,
+            None => inner.clone(),
+        };
+        Store::new(inner, plain, self.is_remote(), lock.copied())
+    }
+
+    fn object_store(
+        &self,
+        create: bool,
+        lock: Option<&ObjectLock>,
+    ) -> Result<Arc<dyn ObjectStore>> {
+        Ok(match self {
+            Location::Local(path) => {
+                if lock.is_some() {
+                    return Err(Error::Invalid(
+                        "object lock needs an S3 repository: use --repo s3:BUCKET/PREFIX on a bucket created with Object Lock".into(),
+                    ));
+                }
+                if create {
+                    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+                } else if !path.is_dir() {
+                    return Err(Error::NoRepository {
+                        location: self.to_string(),
+                    });
+                }
+                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path)?)
+            }
+            Location::S3 {
+                endpoint,
+                bucket,
+                prefix,
+            } => {
+                let s3 = s3_builder(endpoint.as_deref(), bucket, lock)?.build()?;
+                if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
+                }
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::S3 {
+                endpoint,
+                bucket,
+                prefix,
+            } => {
+                write!(f, "s3:")?;
+                if let Some(e) = endpoint {
+                    write!(f, "{e}/")?;
+                }
+                write!(f, "{bucket}")?;
+                if !prefix.is_empty() {
+                    write!(f, "/{prefix}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// S3 Object Lock settings of a repository: every object is written with a retention date.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Retention mode.
+    pub mode: LockMode,
+    /// Days each object stays locked after it is written (or after its lock was last extended).
+    pub days: u32,
+}
+
+/// S3 Object Lock retention modes.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Nobody, not even the account's root user, can delete or shorten the lock.
+    Compliance,
+    /// Users with `s3:BypassGovernanceRetention` can.
+    Governance,
+}
+
+impl LockMode {
+    /// The value of the `x-amz-object-lock-mode` header.
+    pub fn header(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
+    }
+}
+
+impl std::str::FromStr for LockMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "compliance" => Ok(LockMode::Compliance),
+            "governance" => Ok(LockMode::Governance),
+            _ => Err(format!(
+                "unknown object lock mode {s:?}: use compliance or governance"
+            )),
+        }
+    }
+}
+
+impl ObjectLock {
+    /// When an object written now will unlock.
+    pub fn retain_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::Duration::days(self.days.into())
+    }
+
+    /// Whether an object stored at `modified` may still be locked at `now`. Its retention date
+    /// was set when its writer started, before `modified`; an hour's margin covers clocks
+    /// that disagree.
+    pub fn still_locked(&self, modified: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        self.retain_until(modified) + chrono::Duration::hours(1) > now
+    }
+}
+
+/// Builds an S3 client from the standard AWS environment (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, web identity, and the
+/// shared credentials file for `AWS_PROFILE`), with retries and path-style addressing.
+fn s3_builder(
+    endpoint: Option<&str>,
+    bucket: &str,
+    lock: Option<&ObjectLock>,
+) -> Result<AmazonS3Builder> {
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(e) = endpoint {
+        builder = builder.with_endpoint(e);
+    }
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        builder = crate::aws_profile::apply(builder)?;
+    }
+    let endpoint_url = builder
+        .get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint)
+        .unwrap_or_default();
+    let allow_http = endpoint_url.starts_with("http://")
+        || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true");
+    let mut headers = HeaderMap::new();
+    // Buckets with a default retention refuse uploads without a checksum header.
+    headers.insert(
+        "x-amz-sdk-checksum-algorithm",
+        HeaderValue::from_static("SHA256"),
+    );
+    if let Some(lock) = lock {
+        headers.insert(
+            "x-amz-object-lock-mode",
+            HeaderValue::from_static(lock.mode.header()),
+        );
+        let until = lock
+            .retain_until(Utc::now())
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        headers.insert(
+            "x-amz-object-lock-retain-until-date",
+            HeaderValue::from_str(&until).expect("a date is a valid header"),
+        );
+    }
+    let options = ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_default_headers(headers)
+        .with_timeout(Duration::from_secs(300))
+        .with_connect_timeout(Duration::from_secs(20));
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(20),
+            base: 2.0,
+        },
+        max_retries: 8,
+        retry_timeout: Duration::from_secs(240),
+    };
+    Ok(builder
+        .with_virtual_hosted_style_request(false)
+        .with_checksum_algorithm(Checksum::SHA256)
+        .with_client_options(options)
+        .with_retry(retry))
+}
+
+/// Thin synchronous access to the object store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    /// The same store without object-lock headers.
+    plain: Arc<dyn ObjectStore>,
+    rt: Arc<tokio::runtime::Runtime>,
+    remote: bool,
+    lock: Option<ObjectLock>,
+}
+
+impl Store {
+    fn new(
+        inner: Arc<dyn ObjectStore>,
+        plain: Arc<dyn ObjectStore>,
+        remote: bool,
+        lock: Option<ObjectLock>,
+    ) -> Result<Store> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        Ok(Store {
+            inner,
+            plain,
+            rt: Arc::new(rt),
+            remote,
+            lock,
+        })
+    }
+
+    /// Whether objects travel over the network.
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// The Object Lock every object is written with, if any.
+    pub fn lock(&self) -> Option<ObjectLock> {
+        self.lock
+    }
+
+    /// Stores an object (replacing any object of that name).
+    pub fn put(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+        self.rt
+            .block_on(put(self.inner.clone(), path.clone(), bytes))
+    }
+
+    /// Starts storing an object in the background.
+    pub fn put_async(
+        &self,
+        path: ObjectPath,
+        bytes: Vec<u8>,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        self.rt.spawn(put(self.inner.clone(), path, bytes))
+    }
+
+    /// Waits for a background task.
+    pub fn wait<T>(&self, task: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
+        self.rt
+            .block_on(task)
+            .map_err(|e| Error::Invalid(format!("background upload failed: {e}")))?
+    }
+
+    /// Stores an object only if no object of that name exists.
+    pub fn put_new(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+        self.rt.block_on(self.inner.put_opts(
+            path,
+            PutPayload::from(bytes),
+            PutMode::Create.into(),
+        ))?;
+        Ok(())
+    }
+
+    /// Stores a short-lived object (a lock) only if no object of that name exists, without any
+    /// object lock, so that it can be deleted when done.
+    pub fn put_new_unlocked(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+        self.rt.block_on(self.plain.put_opts(
+            path,
+            PutPayload::from(bytes),
+            PutMode::Create.into(),
+        ))?;
+        Ok(())
+    }
+
+    /// Reads a whole object; `None` if it does not exist.
+    pub fn get(&self, path: &ObjectPath) -> Result<Option<Vec<u8>>> {
+        self.rt.block_on(async {
+            match self.inner.get(path).await {
+                Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Reads part of an object.
+    pub fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Vec<u8>> {
+        Ok(self
+            .rt
+            .block_on(self.inner.get_range(path, range))?
+            .to_vec())
+    }
+
+    /// Lists the ids of the objects of one kind.
+    pub fn ids(&self, kind: ObjectKind) -> Result<Vec<Id>> {
+        Ok(self.list(kind)?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Lists the ids of the objects of one kind, with their sizes.
+    pub fn list(&self, kind: ObjectKind) -> Result<Vec<(Id, u64)>> {
+        Ok(self
+            .list_dated(kind)?
+            .into_iter()
+            .map(|(id, size, _)| (id, size))
+            .collect())
+    }
+
+    /// Lists the ids of the objects of one kind, with their sizes and modification times.
+    pub fn list_dated(&self, kind: ObjectKind) -> Result<Vec<(Id, u64, DateTime<Utc>)>> {
+        let prefix = ObjectPath::from(kind.dir());
+        let metas: Vec<_> = self
+            .rt
+            .block_on(self.inner.list(Some(&prefix)).try_collect::<Vec<_>>())?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                Some((
+                    m.location.filename()?.parse().ok()?,
+                    m.size,
+                    m.last_modified,
+                ))
+            })
+            .collect())
+    }
+
+    /// Deletes an object; one already gone is not an error (deletions are retried after crashes).
+    /// In a repository with an object lock, an object still locked gives [`Error::Locked`]
+    /// and is left alone: S3 would only hide it behind a delete marker, freeing nothing.
+    pub fn delete(&self, path: &ObjectPath) -> Result<()> {
+        if let Some(lock) = self.lock {
+            match self.rt.block_on(self.inner.head(path)) {
+                Ok(meta) if lock.still_locked(meta.last_modified, Utc::now()) => {
+                    return Err(Error::Locked {
+                        object: path.to_string(),
+                    });
+                }
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.delete_unlocked(path)
+    }
+
+    /// Deletes an object written by [`Store::put_new_unlocked`] (or, after checking, one whose
+    /// lock has passed).
+    pub fn delete_unlocked(&self, path: &ObjectPath) -> Result<()> {
+        match self.rt.block_on(self.inner.delete(path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(object_store::Error::PermissionDenied { .. }) if self.lock.is_some() => {
+                Err(Error::Locked {
+                    object: path.to_string(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Uploads one object, in parts when it is large.
+async fn put(inner: Arc<dyn ObjectStore>, path: ObjectPath, bytes: Vec<u8>) -> Result<()> {
+    if bytes.len() <= MULTIPART_THRESHOLD {
+        inner.put(&path, PutPayload::from(bytes)).await?;
+        return Ok(());
+    }
+    let upload = inner.put_multipart(&path).await?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+    writer.put(bytes.into());
+    writer.finish().await?;
+    Ok(())
+}
