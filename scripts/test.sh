@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test: formatting, clippy, unit, property and integration tests, then the
-# integration tests again with every repository in a bucket of a real S3 server (moto, started
-# here on 127.0.0.1 and stopped at the end).
+# Runs every check and test: formatting, clippy, unit, property and integration tests, a short
+# smoke run of every fuzz target, then the integration tests again with every repository in a
+# bucket of a real S3 server (moto, started here on 127.0.0.1 and stopped at the end).
 # Everything builds in the release profile into one target directory, so RocksDB's C++ compiles
 # once for the tests, the benchmarks and the binary.
 set -euo pipefail
@@ -17,5 +17,7 @@ export AWS_ENDPOINT_URL=$endpoint AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=cairn-test AWS_SECRET_ACCESS_KEY=cairn-test
 echo "== all tests, repositories in folders (S3-only tests use $endpoint)"
 cargo test --release --workspace --locked
+echo "== fuzz targets: a short smoke run of each"
+scripts/fuzz-smoke.sh
 echo "== integration tests again, every repository in an S3 bucket at $endpoint"
 CAIRN_TEST_S3=1 cargo test --release --locked -p cairn --tests

@@ -195,3 +195,52 @@ fn forget_and_gc_keep_what_is_locked_and_report_it() {
     env.ok(&["gc", "--safety-interval", "0s"]);
     env.assert_intact();
 }
+
+#[test]
+fn gc_extends_the_locks_of_what_is_still_needed() {
+    let Some(env) = lock_env() else { return };
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a"), noise(5, 1 << 20)).unwrap();
+    env.backup(&[&src]);
+    let before: Vec<_> = env
+        .objects
+        .names("")
+        .into_iter()
+        .map(|n| {
+            let until = head_lock(&env, &n).1;
+            (n, until)
+        })
+        .collect();
+    // retain-until dates have a resolution of one second
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // by default only locks ending within half the lock days (1 day) are extended: none here
+    let gc = env.json(&["gc"]);
+    assert_eq!(gc["locks_extended"], 0, "{gc}");
+    let gc = env.json(&["gc", "--extend-locks-within", "3days"]);
+    // everything but the snapshot and the index segment the first gc superseded, plus the
+    // segment it wrote
+    assert_eq!(
+        gc["locks_extended"].as_u64().unwrap(),
+        before.len() as u64 - 1,
+        "{gc}"
+    );
+    let superseded = &before
+        .iter()
+        .find(|(n, _)| n.starts_with("index/"))
+        .unwrap()
+        .0;
+    for (name, old) in &before {
+        let (mode, new) = head_lock(&env, name);
+        assert_eq!(mode, "compliance");
+        if name.starts_with("snapshots/") || name == superseded {
+            // a snapshot's own lock covers its retention, and a superseded segment must go
+            assert_eq!(new, *old, "{name}: lock extended");
+        } else {
+            assert!(new > *old, "{name}: lock not extended ({old} → {new})");
+        }
+    }
+    let conflicting = env.run(&["gc", "--no-extend-locks", "--extend-locks-within", "3days"]);
+    assert_eq!(conflicting.status.code(), Some(2));
+}

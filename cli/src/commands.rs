@@ -175,6 +175,13 @@ pub struct GcArgs {
     /// Repack packs whose live share is below this percentage
     #[arg(long, default_value = "30%", value_parser = parse_percent)]
     repack_below: f64,
+    /// With object lock: extend the locks of needed objects that end within this long
+    /// [default: half the repository's lock days]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    extend_locks_within: Option<std::time::Duration>,
+    /// With object lock: do not extend any lock
+    #[arg(long, conflicts_with = "extend_locks_within")]
+    no_extend_locks: bool,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -723,16 +730,25 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
 }
 
 fn run_gc(repo: &Repository, a: &GcArgs) -> Result<GcReport> {
+    let half_lock = repo
+        .config()
+        .object_lock
+        .map(|l| chrono::Duration::hours(i64::from(l.days) * 12));
     let options = GcOptions {
         safety: chrono::Duration::seconds(a.safety_interval.as_secs() as i64),
         repack_below: a.repack_below,
+        extend_locks_within: match (a.no_extend_locks, a.extend_locks_within) {
+            (true, _) => None,
+            (false, Some(d)) => Some(chrono::Duration::seconds(d.as_secs() as i64)),
+            (false, None) => half_lock,
+        },
     };
     Ok(gc::run(repo, options)?)
 }
 
 fn print_gc(r: &GcReport) {
     println!(
-        "gc: {} snapshots keep {} blobs; freed {} in {} packs; marked {} in {} packs ({} repacked) for deletion after the safety interval; {} still-needed packs kept; {} marks pending; {} objects ({}) still under object lock, kept until it passes",
+        "gc: {} snapshots keep {} blobs; freed {} in {} packs; marked {} in {} packs ({} repacked) for deletion after the safety interval; {} still-needed packs kept; {} marks pending; {} objects ({}) still under object lock, kept until it passes; {} locks extended",
         r.snapshots,
         r.live_blobs,
         HumanBytes(r.bytes_freed),
@@ -743,7 +759,8 @@ fn print_gc(r: &GcReport) {
         r.packs_resurrected,
         r.marks_pending,
         r.objects_locked,
-        HumanBytes(r.bytes_locked)
+        HumanBytes(r.bytes_locked),
+        r.locks_extended
     );
 }
 

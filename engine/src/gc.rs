@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use object_store::path::Path as ObjectPath;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::blob;
@@ -24,6 +25,7 @@ use crate::pack::PackedBlob;
 use crate::packer::Packer;
 use crate::repository::{ObjectKind, Repository};
 use crate::snapshot::Snapshot;
+use crate::store::ObjectLock;
 use crate::tree::Tree;
 
 /// A set of packs marked for deletion (`marks/<id>`, sealed JSON).
@@ -97,6 +99,9 @@ pub struct GcOptions {
     pub safety: Duration,
     /// Packs whose live share (by bytes) is below this fraction are repacked.
     pub repack_below: f64,
+    /// In a repository with an object lock: extend the lock of every object still needed whose
+    /// lock ends within this long (`None`: never extend).
+    pub extend_locks_within: Option<Duration>,
 }
 
 impl Default for GcOptions {
@@ -104,6 +109,7 @@ impl Default for GcOptions {
         GcOptions {
             safety: Duration::hours(24),
             repack_below: 0.3,
+            extend_locks_within: None,
         }
     }
 }
@@ -136,6 +142,8 @@ pub struct GcReport {
     pub objects_locked: u64,
     /// Bytes of the packs among them.
     pub bytes_locked: u64,
+    /// Objects still needed whose object lock was extended.
+    pub locks_extended: u64,
 }
 
 /// Deletes an object; `false` if its object lock has not passed yet (counted in the report).
@@ -370,6 +378,7 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
         let size = sizes.get(pack).map_or(0, |(s, _)| *s);
         // a pack under an object lock is no longer indexed; a later run deletes it as a leftover
         if delete_unless_locked(repo, &ObjectKind::Pack.path(pack), &mut report)? {
+            repo.forget_cached_pack(pack);
             report.packs_deleted += 1;
             report.bytes_freed += size;
         } else {
@@ -398,5 +407,62 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
         delete_unless_locked(repo, &ObjectKind::Mark.path(id), &mut report)?;
     }
     repo.rebuild_local_index()?;
+    if let (Some(within), Some(lock)) = (options.extend_locks_within, repo.store().lock()) {
+        let marked_now: HashSet<Id> = load_marks(repo)?
+            .iter()
+            .flat_map(|(_, m)| m.packs.iter().copied())
+            .collect();
+        report.locks_extended = extend_locks(repo, lock, within, &marked_now)?;
+    }
     Ok(report)
+}
+
+/// Extends the object lock of every object still needed (config, keys, active index segments,
+/// packs not marked for deletion) whose lock ends within `within`, to `lock.days` from now.
+/// Snapshots are not extended: their own lock covers the retention, and one the policy lets go
+/// must be able to unlock. Only objects old enough to be near the end of their lock are asked.
+fn extend_locks(
+    repo: &Repository,
+    lock: ObjectLock,
+    within: Duration,
+    marked: &HashSet<Id>,
+) -> Result<u64> {
+    let now = Utc::now();
+    let horizon = now + within;
+    // written at `modified`, an object was locked until at least `modified + days - 1 day`
+    // (its writer started before; no backup takes a day)
+    let may_end_soon =
+        |modified: DateTime<Utc>| lock.retain_until(modified) - Duration::days(1) <= horizon;
+    let superseded: HashSet<Id> = repo
+        .index()
+        .known_segments()?
+        .into_iter()
+        .filter(|(_, k)| !k.active)
+        .map(|(id, _)| id)
+        .collect();
+    let mut paths = vec![];
+    for (kind, left_out) in [
+        (ObjectKind::Key, &HashSet::new()),
+        (ObjectKind::Index, &superseded),
+        (ObjectKind::Pack, marked),
+    ] {
+        for (id, _, modified) in repo.store().list_dated(kind)? {
+            if may_end_soon(modified) && !left_out.contains(&id) {
+                paths.push(kind.path(&id));
+            }
+        }
+    }
+    paths.push(ObjectPath::from("config"));
+    let until = lock.retain_until(now);
+    let extended: Vec<bool> = paths
+        .par_iter()
+        .map(|path| match repo.store().locked_until(path)? {
+            Some(current) if current <= horizon => {
+                repo.store().extend_lock(path, until).map(|()| true)
+            }
+            // locked long enough, or gone since the listing (forgotten or deleted by this run)
+            _ => Ok(false),
+        })
+        .collect::<Result<_>>()?;
+    Ok(extended.into_iter().filter(|e| *e).count() as u64)
 }

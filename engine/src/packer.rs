@@ -109,7 +109,7 @@ impl<'r> Packer<'r> {
                 .then(|| std::mem::take(&mut *open))
         };
         if let Some(pack) = full {
-            self.upload(pack)?;
+            self.upload(kind, pack)?;
         }
         Ok(true)
     }
@@ -121,8 +121,11 @@ impl<'r> Packer<'r> {
         Ok(id)
     }
 
-    fn upload(&self, pack: PackWriter) -> Result<()> {
+    fn upload(&self, kind: BlobKind, pack: PackWriter) -> Result<()> {
         let (id, bytes, blobs) = pack.finish(self.repo.keys());
+        if kind == BlobKind::Tree {
+            self.repo.remember_tree_pack(&id, &bytes);
+        }
         self.stored_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let task = self
@@ -165,10 +168,11 @@ impl<'r> Packer<'r> {
     /// Stores the partly filled packs, waits for every upload and indexes them all. After this
     /// returns, every blob saved is in the repository's index.
     pub fn finish(self) -> Result<PackerStats> {
-        for open in &self.open {
-            let pack = std::mem::take(&mut *open.lock().expect("lock"));
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            let pack =
+                std::mem::take(&mut *self.open[kind.to_byte() as usize].lock().expect("lock"));
             if !pack.is_empty() {
-                self.upload(pack)?;
+                self.upload(kind, pack)?;
             }
         }
         let mut uploads = self.uploads.lock().expect("lock");

@@ -11,12 +11,14 @@ use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 
 use crate::blob;
+use crate::blob::BlobKind;
 use crate::chunker::ChunkerParams;
 use crate::crypto::keys::{KdfParams, KeyFile};
 use crate::crypto::{Domain, MasterKeys};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexSegment, LocalIndex};
+use crate::pack_cache::PackCache;
 use crate::store::{Location, ObjectLock, Store};
 
 /// The repository format version this build writes; it reads every version from 1 up to it.
@@ -145,6 +147,8 @@ pub struct Repository {
     key_id: Id,
     config: Config,
     index: LocalIndex,
+    /// Local copies of tree packs, for remote stores.
+    tree_packs: Option<PackCache>,
 }
 
 /// Splits a stored `config` into its clear format version (checked to be one this build reads)
@@ -225,8 +229,13 @@ impl Repository {
         config: Config,
         cache_base: &Path,
     ) -> Result<Repository> {
-        let index = LocalIndex::open(&cache_base.join(config.id.to_hex()).join("index"))?;
+        let cache = cache_base.join(config.id.to_hex());
+        let index = LocalIndex::open(&cache.join("index"))?;
+        let tree_packs = store
+            .is_remote()
+            .then(|| PackCache::new(cache.join("tree-packs")));
         Ok(Repository {
+            tree_packs,
             location: location.clone(),
             store,
             keys,
@@ -429,9 +438,23 @@ impl Repository {
         }
     }
 
-    /// Reads and verifies one blob at a known location.
+    /// Reads and verifies one blob at a known location (tree blobs of a remote repository from
+    /// the local copy of their pack when possible).
     pub fn read_blob_at(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
         let start = loc.blob.offset as u64;
+        let range = start..start + loc.blob.length as u64;
+        if let (Some(cache), BlobKind::Tree) = (&self.tree_packs, loc.blob.kind) {
+            match cache
+                .read(&self.store, &loc.pack, range.clone())
+                .and_then(|stored| blob::open_blob(&self.keys, id, &stored, loc.blob.raw_len))
+            {
+                Ok(plain) => return Ok(plain),
+                Err(e) => {
+                    tracing::debug!(blob = %id, error = %e, "cached tree pack unusable; reading the repository");
+                    cache.remove(&loc.pack);
+                }
+            }
+        }
         let stored = self
             .store
             .get_range(
@@ -440,6 +463,20 @@ impl Repository {
             )
             .map_err(|e| Error::damaged("pack", loc.pack, format!("cannot read blob {id}: {e}")))?;
         blob::open_blob(&self.keys, id, &stored, loc.blob.raw_len)
+    }
+
+    /// Keeps a local copy of a tree pack this process stored (remote repositories only).
+    pub fn remember_tree_pack(&self, pack: &Id, bytes: &[u8]) {
+        if let Some(cache) = &self.tree_packs {
+            cache.insert(pack, bytes);
+        }
+    }
+
+    /// Drops the local copy of a pack deleted from the repository.
+    pub fn forget_cached_pack(&self, pack: &Id) {
+        if let Some(cache) = &self.tree_packs {
+            cache.remove(pack);
+        }
     }
 
     /// Adds a key file for `password`, returning its id.

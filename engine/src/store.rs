@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     BackoffConfig, ClientOptions, HeaderMap, HeaderValue, ObjectStore, ObjectStoreExt, PutMode,
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::ObjectKind;
+use crate::s3_lock::LockApi;
 
 /// Objects larger than this are uploaded in parts.
 const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
@@ -94,7 +95,28 @@ impl Location {
             Some(_) => self.object_store(false, None)?,
             None => inner.clone(),
         };
-        Store::new(inner, plain, self.is_remote(), lock.copied())
+        let lock = match (self, lock) {
+            (
+                Location::S3 {
+                    endpoint,
+                    bucket,
+                    prefix,
+                },
+                Some(lock),
+            ) => {
+                let builder = s3_builder(endpoint.as_deref(), bucket, None)?;
+                let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+                let region = builder
+                    .get_config_value(&AmazonS3ConfigKey::Region)
+                    .unwrap_or_else(|| "us-east-1".into());
+                let options = ClientOptions::new().with_allow_http(allow_http(endpoint.as_deref()));
+                let api =
+                    LockApi::new(builder.build()?, &options, endpoint, region, bucket, prefix)?;
+                Some((*lock, Arc::new(api)))
+            }
+            _ => None,
+        };
+        Store::new(inner, plain, self.is_remote(), lock)
     }
 
     fn object_store(
@@ -204,13 +226,6 @@ impl ObjectLock {
     pub fn retain_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now + chrono::Duration::days(self.days.into())
     }
-
-    /// Whether an object stored at `modified` may still be locked at `now`. Its retention date
-    /// was set when its writer started, before `modified`; an hour's margin covers clocks
-    /// that disagree.
-    pub fn still_locked(&self, modified: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        self.retain_until(modified) + chrono::Duration::hours(1) > now
-    }
 }
 
 /// Builds an S3 client from the standard AWS environment (`AWS_ENDPOINT_URL`, `AWS_REGION`,
@@ -228,11 +243,7 @@ fn s3_builder(
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
         builder = crate::aws_profile::apply(builder)?;
     }
-    let endpoint_url = builder
-        .get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint)
-        .unwrap_or_default();
-    let allow_http = endpoint_url.starts_with("http://")
-        || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true");
+    let endpoint_url = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
     let mut headers = HeaderMap::new();
     // Buckets with a default retention refuse uploads without a checksum header.
     headers.insert(
@@ -254,7 +265,7 @@ fn s3_builder(
         );
     }
     let options = ClientOptions::new()
-        .with_allow_http(allow_http)
+        .with_allow_http(allow_http(endpoint_url.as_deref()))
         .with_default_headers(headers)
         .with_timeout(Duration::from_secs(300))
         .with_connect_timeout(Duration::from_secs(20));
@@ -274,6 +285,12 @@ fn s3_builder(
         .with_retry(retry))
 }
 
+/// Whether plain HTTP may be used: for an `http://` endpoint, or with `AWS_ALLOW_HTTP=true`.
+fn allow_http(endpoint: Option<&str>) -> bool {
+    endpoint.is_some_and(|e| e.starts_with("http://"))
+        || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true")
+}
+
 /// Thin synchronous access to the object store.
 #[derive(Clone)]
 pub struct Store {
@@ -282,7 +299,7 @@ pub struct Store {
     plain: Arc<dyn ObjectStore>,
     rt: Arc<tokio::runtime::Runtime>,
     remote: bool,
-    lock: Option<ObjectLock>,
+    lock: Option<(ObjectLock, Arc<LockApi>)>,
 }
 
 impl Store {
@@ -290,7 +307,7 @@ impl Store {
         inner: Arc<dyn ObjectStore>,
         plain: Arc<dyn ObjectStore>,
         remote: bool,
-        lock: Option<ObjectLock>,
+        lock: Option<(ObjectLock, Arc<LockApi>)>,
     ) -> Result<Store> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -314,7 +331,23 @@ impl Store {
 
     /// The Object Lock every object is written with, if any.
     pub fn lock(&self) -> Option<ObjectLock> {
-        self.lock
+        self.lock.as_ref().map(|(lock, _)| *lock)
+    }
+
+    /// When an object's lock ends (`None`: no lock, or no such object).
+    pub fn locked_until(&self, path: &ObjectPath) -> Result<Option<DateTime<Utc>>> {
+        match &self.lock {
+            Some((_, api)) => self.rt.block_on(api.retain_until(path)),
+            None => Ok(None),
+        }
+    }
+
+    /// Extends an object's lock to `until`, in the repository's lock mode.
+    pub fn extend_lock(&self, path: &ObjectPath, until: DateTime<Utc>) -> Result<()> {
+        match &self.lock {
+            Some((lock, api)) => self.rt.block_on(api.extend(path, lock.mode, until)),
+            None => Ok(()),
+        }
     }
 
     /// Stores an object (replacing any object of that name).
@@ -412,20 +445,16 @@ impl Store {
     }
 
     /// Deletes an object; one already gone is not an error (deletions are retried after crashes).
-    /// In a repository with an object lock, an object still locked gives [`Error::Locked`]
-    /// and is left alone: S3 would only hide it behind a delete marker, freeing nothing.
+    /// In a repository with an object lock, an object still locked (as its HeadObject says)
+    /// gives [`Error::Locked`] and is left alone: S3 would only hide it behind a delete marker.
     pub fn delete(&self, path: &ObjectPath) -> Result<()> {
-        if let Some(lock) = self.lock {
-            match self.rt.block_on(self.inner.head(path)) {
-                Ok(meta) if lock.still_locked(meta.last_modified, Utc::now()) => {
-                    return Err(Error::Locked {
-                        object: path.to_string(),
-                    });
-                }
-                Ok(_) => {}
-                Err(object_store::Error::NotFound { .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
+        if self
+            .locked_until(path)?
+            .is_some_and(|until| until > Utc::now())
+        {
+            return Err(Error::Locked {
+                object: path.to_string(),
+            });
         }
         self.delete_unlocked(path)
     }

@@ -1,0 +1,116 @@
+//! The two S3 Object Lock calls `object_store` does not make: reading an object's retention
+//! (from HeadObject's `x-amz-object-lock-retain-until-date`, which every implementation
+//! answers, unlike GetObjectRetention) and extending it (PutObjectRetention). Requests are
+//! signed with `object_store`'s own SigV4 signer and credentials and sent through its client.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use md5::Digest;
+use object_store::ClientOptions;
+use object_store::aws::{AmazonS3, AwsAuthorizer};
+use object_store::client::{HttpClient, HttpConnector, HttpRequest, ReqwestConnector};
+use object_store::path::Path as ObjectPath;
+
+use crate::error::{Error, Result};
+use crate::store::LockMode;
+
+/// Object Lock requests for one bucket and prefix.
+#[derive(Debug)]
+pub struct LockApi {
+    s3: AmazonS3,
+    http: HttpClient,
+    /// `https://host[:port]/bucket` (path-style addressing).
+    base: String,
+    prefix: String,
+    region: String,
+}
+
+impl LockApi {
+    /// Lock requests through the client and credentials of `s3`.
+    pub fn new(
+        s3: AmazonS3,
+        options: &ClientOptions,
+        endpoint: Option<String>,
+        region: String,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<LockApi> {
+        let endpoint = endpoint.unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        Ok(LockApi {
+            s3,
+            http: ReqwestConnector::default().connect(options)?,
+            base: format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            prefix: prefix.to_owned(),
+            region,
+        })
+    }
+
+    fn url(&self, path: &ObjectPath) -> String {
+        match self.prefix.is_empty() {
+            true => format!("{}/{path}", self.base),
+            false => format!("{}/{}/{path}", self.base, self.prefix),
+        }
+    }
+
+    async fn send(&self, mut request: HttpRequest) -> Result<object_store::client::HttpResponse> {
+        let credential = self.s3.credentials().get_credential().await?;
+        AwsAuthorizer::new(&credential, "s3", &self.region).try_authorize(&mut request, None)?;
+        self.http.execute(request).await.map_err(|e| {
+            Error::Invalid(format!(
+                "S3 request failed: {e}; check the endpoint and retry"
+            ))
+        })
+    }
+
+    /// When the object's lock ends; `None` if it has none (or does not exist).
+    pub async fn retain_until(&self, path: &ObjectPath) -> Result<Option<DateTime<Utc>>> {
+        let request = http::Request::head(self.url(path))
+            .body(Vec::new().into())
+            .expect("valid request");
+        let response = self.send(request).await?;
+        if response.status() == http::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(Error::Invalid(format!(
+                "reading the object lock of {path} failed with HTTP {}; check the credentials' s3:GetObjectRetention permission",
+                response.status()
+            )));
+        }
+        Ok(response
+            .headers()
+            .get("x-amz-object-lock-retain-until-date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .map(|d| d.with_timezone(&Utc)))
+    }
+
+    /// Extends the object's lock to `until` (S3 refuses to shorten a compliance lock).
+    pub async fn extend(
+        &self,
+        path: &ObjectPath,
+        mode: LockMode,
+        until: DateTime<Utc>,
+    ) -> Result<()> {
+        let body = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode><RetainUntilDate>{}</RetainUntilDate></Retention>",
+            mode.header(),
+            until.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        let md5 =
+            base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes()));
+        let request = http::Request::put(format!("{}?retention", self.url(path)))
+            .header("content-md5", md5)
+            .header("content-type", "application/xml")
+            .body(body.into_bytes().into())
+            .expect("valid request");
+        let response = self.send(request).await?;
+        if !response.status().is_success() {
+            return Err(Error::Invalid(format!(
+                "extending the object lock of {path} failed with HTTP {}; check the credentials' s3:PutObjectRetention permission",
+                response.status()
+            )));
+        }
+        Ok(())
+    }
+}
