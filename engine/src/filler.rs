@@ -88,22 +88,35 @@ pub fn fill(repo: &Repository, files: &[(PathBuf, Node)], progress: &Progress) -
     }
 
     let failed = Mutex::new(failed);
-    let written: u64 = by_pack
-        .into_par_iter()
-        .map(|(pack, needs)| {
-            let needs: Vec<Need> = needs.into_values().collect();
-            match fill_from_pack(repo, files, &pack, &needs, &failed, progress) {
-                Ok(n) => n,
-                Err(e) => {
-                    let mut f = failed.lock().expect("lock");
-                    for (i, _) in needs.iter().flat_map(|n| &n.targets) {
-                        f.entry(*i).or_insert_with(|| e.to_string());
+    let fill = || -> u64 {
+        by_pack
+            .into_par_iter()
+            .map(|(pack, needs)| {
+                let needs: Vec<Need> = needs.into_values().collect();
+                match fill_from_pack(repo, files, &pack, &needs, &failed, progress) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let mut f = failed.lock().expect("lock");
+                        for (i, _) in needs.iter().flat_map(|n| &n.targets) {
+                            f.entry(*i).or_insert_with(|| e.to_string());
+                        }
+                        0
                     }
-                    0
                 }
-            }
-        })
-        .sum();
+            })
+            .sum()
+    };
+    // from a remote store, one worker per connection (each waits on its download most of the
+    // time); from a folder, one per core
+    let workers = repo.store().is_remote().then(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(repo.store().connections())
+            .build()
+    });
+    let written = match workers {
+        Some(Ok(workers)) => workers.install(fill),
+        _ => fill(),
+    };
     Filled {
         bytes: written,
         failed: failed.into_inner().expect("lock"),

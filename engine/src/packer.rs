@@ -17,8 +17,6 @@ use crate::index::IndexSegment;
 use crate::pack::{PackWriter, PackedBlob};
 use crate::repository::{ObjectKind, Repository};
 
-/// Packs uploading at once; bounds memory to about this many packs.
-const MAX_UPLOADS: usize = 4;
 /// Stored packs gathered before an index segment is written.
 const PACKS_PER_SEGMENT: usize = 64;
 
@@ -134,7 +132,8 @@ impl<'r> Packer<'r> {
             .put_async(ObjectKind::Pack.path(&id), bytes);
         let mut uploads = self.uploads.lock().expect("lock");
         uploads.running.push_back((id, blobs, task));
-        while uploads.running.len() > MAX_UPLOADS {
+        // uploads in flight, each holding a pack, bound memory
+        while uploads.running.len() > self.repo.store().connections() {
             self.settle_one(&mut uploads)?;
         }
         if uploads.stored.len() >= PACKS_PER_SEGMENT {

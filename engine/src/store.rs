@@ -300,6 +300,7 @@ pub struct Store {
     rt: Arc<tokio::runtime::Runtime>,
     remote: bool,
     lock: Option<(ObjectLock, Arc<LockApi>)>,
+    connections: usize,
 }
 
 impl Store {
@@ -315,18 +316,31 @@ impl Store {
             .enable_all()
             .build()
             .map_err(|e| Error::io("tokio runtime", e))?;
+        let connections = std::env::var("CAIRN_CONNECTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| (1..=256).contains(n))
+            .unwrap_or(if remote { 8 } else { 4 });
         Ok(Store {
             inner,
             plain,
             rt: Arc::new(rt),
             remote,
             lock,
+            connections,
         })
     }
 
     /// Whether objects travel over the network.
     pub fn is_remote(&self) -> bool {
         self.remote
+    }
+
+    /// How many requests to keep in flight (pack uploads; pack downloads of a restore from a
+    /// remote store): `CAIRN_CONNECTIONS` (1–256), else 8 for a remote store and 4 for a
+    /// folder. Each holds a pack in memory.
+    pub fn connections(&self) -> usize {
+        self.connections
     }
 
     /// The Object Lock every object is written with, if any.
