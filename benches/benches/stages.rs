@@ -15,17 +15,14 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 
 const MIB: usize = 1024 * 1024;
 
-/// Incompressible bytes (xorshift).
+/// Incompressible bytes: BLAKE3's extendable output for `seed`.
 fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut out = vec![0; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
 }
 
 /// Text-like bytes that zstd -3 shrinks about 3:1: words drawn from a small vocabulary.
