@@ -172,3 +172,44 @@ fn an_interrupted_copy_resumes_without_copying_twice() {
     assert_eq!(target.snapshot_ids().len(), 4);
     assert_restores(&target, "latest", &src);
 }
+
+#[test]
+fn a_copy_target_can_use_its_own_aws_profile() {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        eprintln!("no S3 test server (AWS_ENDPOINT_URL unset): run scripts/test.sh");
+        return;
+    }
+    // the source is a folder, so the environment's S3 settings can point nowhere
+    let mut source = Env::empty();
+    source.objects = Backend::local(&source.path("local-repo"));
+    source.repo = source.objects.location.clone();
+    source.ok(&["init"]);
+    let src = source.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), noise(9, 100_000)).unwrap();
+    source.backup(&[&src]);
+    let target = target_for(&source, true);
+
+    let aws = source.dir.path().join(".aws");
+    std::fs::create_dir(&aws).unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        "[offsite]\naws_access_key_id = offsite-key\naws_secret_access_key = offsite-secret\n",
+    )
+    .unwrap();
+    std::fs::write(
+        aws.join("config"),
+        format!(
+            "[profile offsite]\nregion = us-east-1\nendpoint_url = {}\n",
+            backend::s3_endpoint()
+        ),
+    )
+    .unwrap();
+    let mut c = copy_cmd(&source, &target, &["--all", "--to-aws-profile", "offsite"]);
+    // nothing listens there: only the profile's endpoint_url reaches the target
+    c.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(target.snapshot_ids().len(), 1);
+    assert_restores(&target, "latest", &src);
+}

@@ -75,6 +75,10 @@ pub struct CopyArgs {
     /// File whose first line is the target's password [else CAIRN_TO_PASSWORD or a prompt]
     #[arg(long, env = "CAIRN_TO_PASSWORD_FILE")]
     to_password_file: Option<PathBuf>,
+    /// Reach an S3 target with this AWS profile's credentials, region and endpoint_url (from
+    /// the shared files) instead of the AWS_* environment, which stays the source's
+    #[arg(long, env = "CAIRN_TO_AWS_PROFILE")]
+    to_aws_profile: Option<String>,
 }
 
 /// `cairn backup` options.
@@ -595,7 +599,7 @@ pub fn copy(g: &Global, a: CopyArgs) -> Result<u8> {
         "target repository password",
         false,
     )?;
-    let target_location = Location::parse(&a.to)?;
+    let target_location = Location::parse(&a.to)?.with_aws_profile(a.to_aws_profile);
     let target = Repository::open(&target_location, &pw, &cache_base(g))?;
     let mut snapshots = if a.all {
         Snapshot::load_all(&source)?

@@ -1,6 +1,8 @@
-//! Credentials and region from the AWS shared files (`~/.aws/credentials`, `~/.aws/config`)
-//! for `AWS_PROFILE` (default `default`), as the AWS tools read them. `object_store` reads only
-//! environment variables; this fills the gap for administrators used to `aws configure`.
+//! Credentials, region and endpoint from the AWS shared files (`~/.aws/credentials`,
+//! `~/.aws/config`, or `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`) for a profile, as the
+//! AWS tools read them. `object_store` reads only environment variables; this fills the gap for
+//! administrators used to `aws configure`, and gives each repository of a `copy` its own
+//! credentials.
 
 use std::path::PathBuf;
 
@@ -9,10 +11,11 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 
 use crate::error::{Error, Result};
 
-/// Adds the profile's keys (and region, when the environment gives none) to `builder`.
-/// Missing files are no error: credentials may come from a web identity or instance role.
-pub fn apply(mut builder: AmazonS3Builder) -> Result<AmazonS3Builder> {
-    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+/// Adds the keys of `profile` to `builder`, and its region and `endpoint_url` unless the
+/// builder has them (from the environment) and `own` is false. With `own`, the profile is the
+/// repository's own and wins. Missing files are no error: credentials may come from a web
+/// identity or instance role.
+pub fn apply(mut builder: AmazonS3Builder, profile: &str, own: bool) -> Result<AmazonS3Builder> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let file = |var: &str, name: &str| {
         std::env::var_os(var)
@@ -20,7 +23,7 @@ pub fn apply(mut builder: AmazonS3Builder) -> Result<AmazonS3Builder> {
             .or_else(|| home.as_ref().map(|h| h.join(".aws").join(name)))
     };
     if let Some(section) =
-        read_section(file("AWS_SHARED_CREDENTIALS_FILE", "credentials"), &profile)?
+        read_section(file("AWS_SHARED_CREDENTIALS_FILE", "credentials"), profile)?
     {
         for (key, config) in [
             ("aws_access_key_id", AmazonS3ConfigKey::AccessKeyId),
@@ -33,17 +36,22 @@ pub fn apply(mut builder: AmazonS3Builder) -> Result<AmazonS3Builder> {
         }
     }
     let config_section = if profile == "default" {
-        profile.clone()
+        profile.to_owned()
     } else {
         format!("profile {profile}")
     };
-    let region_set = std::env::var_os("AWS_REGION").is_some()
-        || std::env::var_os("AWS_DEFAULT_REGION").is_some();
-    if !region_set
-        && let Some(section) = read_section(file("AWS_CONFIG_FILE", "config"), &config_section)?
-        && let Some(region) = section.get("region")
-    {
-        builder = builder.with_region(region);
+    if let Some(section) = read_section(file("AWS_CONFIG_FILE", "config"), &config_section)? {
+        let region_set = std::env::var_os("AWS_REGION").is_some()
+            || std::env::var_os("AWS_DEFAULT_REGION").is_some();
+        if let Some(region) = section.get("region").filter(|_| own || !region_set) {
+            builder = builder.with_region(region);
+        }
+        let endpoint_set = builder
+            .get_config_value(&AmazonS3ConfigKey::Endpoint)
+            .is_some();
+        if let Some(endpoint) = section.get("endpoint_url").filter(|_| own || !endpoint_set) {
+            builder = builder.with_endpoint(endpoint);
+        }
     }
     Ok(builder)
 }

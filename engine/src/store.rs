@@ -39,6 +39,9 @@ pub enum Location {
         bucket: String,
         /// Key prefix inside the bucket ("" for the bucket's root).
         prefix: String,
+        /// An AWS profile whose credentials, region and endpoint this repository uses instead
+        /// of the environment's (for the other side of a `copy`).
+        profile: Option<String>,
     },
 }
 
@@ -79,7 +82,27 @@ impl Location {
             endpoint,
             bucket: bucket.into(),
             prefix: prefix.trim_matches('/').into(),
+            profile: None,
         })
+    }
+
+    /// This location reached with the credentials, region and endpoint of an AWS profile
+    /// (S3 only; a folder is unchanged).
+    pub fn with_aws_profile(self, name: Option<String>) -> Location {
+        match self {
+            Location::S3 {
+                endpoint,
+                bucket,
+                prefix,
+                profile,
+            } => Location::S3 {
+                endpoint,
+                bucket,
+                prefix,
+                profile: name.or(profile),
+            },
+            local => local,
+        }
     }
 
     /// Whether objects travel over the network (so caching them locally pays).
@@ -101,10 +124,11 @@ impl Location {
                     endpoint,
                     bucket,
                     prefix,
+                    profile,
                 },
                 Some(lock),
             ) => {
-                let builder = s3_builder(endpoint.as_deref(), bucket, None)?;
+                let builder = s3_builder(endpoint.as_deref(), bucket, None, profile.as_deref())?;
                 let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
                 let region = builder
                     .get_config_value(&AmazonS3ConfigKey::Region)
@@ -144,8 +168,10 @@ impl Location {
                 endpoint,
                 bucket,
                 prefix,
+                profile,
             } => {
-                let s3 = s3_builder(endpoint.as_deref(), bucket, lock)?.build()?;
+                let s3 =
+                    s3_builder(endpoint.as_deref(), bucket, lock, profile.as_deref())?.build()?;
                 if prefix.is_empty() {
                     Arc::new(s3)
                 } else {
@@ -164,6 +190,7 @@ impl std::fmt::Display for Location {
                 endpoint,
                 bucket,
                 prefix,
+                ..
             } => {
                 write!(f, "s3:")?;
                 if let Some(e) = endpoint {
@@ -230,18 +257,25 @@ impl ObjectLock {
 
 /// Builds an S3 client from the standard AWS environment (`AWS_ENDPOINT_URL`, `AWS_REGION`,
 /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, web identity, and the
-/// shared credentials file for `AWS_PROFILE`), with retries and path-style addressing.
+/// shared files for `AWS_PROFILE`), or from the repository's own `profile` alone, with retries
+/// and path-style addressing; an endpoint in the location wins.
 fn s3_builder(
     endpoint: Option<&str>,
     bucket: &str,
     lock: Option<&ObjectLock>,
+    profile: Option<&str>,
 ) -> Result<AmazonS3Builder> {
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let mut builder = match profile {
+        Some(name) => crate::aws_profile::apply(AmazonS3Builder::new(), name, true)?,
+        None if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() => {
+            let name = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+            crate::aws_profile::apply(AmazonS3Builder::from_env(), &name, false)?
+        }
+        None => AmazonS3Builder::from_env(),
+    }
+    .with_bucket_name(bucket);
     if let Some(e) = endpoint {
         builder = builder.with_endpoint(e);
-    }
-    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-        builder = crate::aws_profile::apply(builder)?;
     }
     let endpoint_url = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
     let mut headers = HeaderMap::new();
@@ -499,4 +533,43 @@ async fn put(inner: Arc<dyn ObjectStore>, path: ObjectPath, bytes: Vec<u8>) -> R
     writer.put(bytes.into());
     writer.finish().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(endpoint: Option<&str>, bucket: &str, prefix: &str) -> Location {
+        Location::S3 {
+            endpoint: endpoint.map(str::to_owned),
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            profile: None,
+        }
+    }
+
+    #[test]
+    fn locations_parse_in_every_form() {
+        let parse = |s: &str| Location::parse(s).unwrap();
+        assert_eq!(parse("/srv/repo"), Location::Local("/srv/repo".into()));
+        assert_eq!(parse("local:rel/repo"), Location::Local("rel/repo".into()));
+        assert_eq!(parse("s3:bucket"), s3(None, "bucket", ""));
+        assert_eq!(parse("s3:bucket/a/b/"), s3(None, "bucket", "a/b"));
+        assert_eq!(parse("s3://bucket/a"), s3(None, "bucket", "a"));
+        assert_eq!(
+            parse("s3:http://127.0.0.1:9000/bucket/a"),
+            s3(Some("http://127.0.0.1:9000"), "bucket", "a")
+        );
+        assert_eq!(
+            parse("s3:https://s3.example.net/bucket"),
+            s3(Some("https://s3.example.net"), "bucket", "")
+        );
+        assert_eq!(
+            parse("s3:https://s3.example.net/b/p").to_string(),
+            "s3:https://s3.example.net/b/p"
+        );
+        for bad in ["", "s3:", "s3://", "s3:https://host/"] {
+            assert!(Location::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }
