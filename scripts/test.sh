@@ -20,4 +20,5 @@ cargo test --release --workspace --locked
 echo "== fuzz targets: a short smoke run of each"
 scripts/fuzz-smoke.sh
 echo "== integration tests again, every repository in an S3 bucket at $endpoint"
-CAIRN_TEST_S3=1 cargo test --release --locked -p cairn --tests
+# the same package selection as above, so that the same test binaries run again (no rebuild)
+CAIRN_TEST_S3=1 cargo test --release --workspace --locked
