@@ -32,17 +32,7 @@ impl PackCache {
     pub fn read(&self, store: &Store, pack: &Id, range: Range<u64>) -> Result<Vec<u8>> {
         let path = self.path(pack);
         if !path.exists() {
-            let bytes = store
-                .get(&ObjectKind::Pack.path(pack))?
-                .ok_or_else(|| Error::damaged("pack", pack, "it is missing from the repository"))?;
-            if Id::of_stored(&bytes) != *pack {
-                return Err(Error::damaged(
-                    "pack",
-                    pack,
-                    "its contents do not hash to its name",
-                ));
-            }
-            self.insert(pack, &bytes);
+            self.insert(pack, &store.get_named(ObjectKind::Pack, pack)?);
         }
         let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         let mut out = vec![0; (range.end - range.start) as usize];

@@ -111,7 +111,8 @@ impl ObjectKind {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The singular name of this kind, for messages.
+    pub fn name(self) -> &'static str {
         match self {
             ObjectKind::Key => "key",
             ObjectKind::Pack => "pack",
@@ -318,20 +319,7 @@ impl Repository {
 
     /// Loads an object stored by [`Repository::save_object`], verifying its name and MAC.
     pub fn load_object(&self, kind: ObjectKind, domain: Domain, id: &Id) -> Result<Vec<u8>> {
-        let stored = self
-            .store
-            .get(&kind.path(id))?
-            .ok_or_else(|| Error::Missing {
-                kind: kind.name(),
-                id: id.to_hex(),
-            })?;
-        if Id::of_stored(&stored) != *id {
-            return Err(Error::damaged(
-                kind.name(),
-                id,
-                "its contents do not hash to its name",
-            ));
-        }
+        let stored = self.store.get_named(kind, id)?;
         blob::open(&self.keys, domain, &stored, kind.name(), id, None)
     }
 
@@ -528,16 +516,7 @@ fn save_key(store: &Store, keys: &MasterKeys, password: &[u8], kdf: KdfParams) -
 }
 
 fn load_key(store: &Store, id: &Id) -> Result<KeyFile> {
-    let bytes = store
-        .get(&ObjectKind::Key.path(id))?
-        .ok_or_else(|| Error::damaged("key", id, "it is missing"))?;
-    if Id::of_stored(&bytes) != *id {
-        return Err(Error::damaged(
-            "key",
-            id,
-            "its contents do not hash to its name",
-        ));
-    }
+    let bytes = store.get_named(ObjectKind::Key, id)?;
     serde_json::from_slice(&bytes).map_err(|e| Error::damaged("key", id, e))
 }
 

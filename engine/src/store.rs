@@ -422,23 +422,41 @@ impl Store {
 
     /// Stores an object only if no object of that name exists.
     pub fn put_new(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
-        self.rt.block_on(self.inner.put_opts(
-            path,
-            PutPayload::from(bytes),
-            PutMode::Create.into(),
-        ))?;
-        Ok(())
+        self.create(&self.inner, path, bytes)
     }
 
     /// Stores a short-lived object (a lock) only if no object of that name exists, without any
     /// object lock, so that it can be deleted when done.
     pub fn put_new_unlocked(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
-        self.rt.block_on(self.plain.put_opts(
-            path,
-            PutPayload::from(bytes),
-            PutMode::Create.into(),
-        ))?;
+        self.create(&self.plain, path, bytes)
+    }
+
+    fn create(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        path: &ObjectPath,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        self.rt
+            .block_on(store.put_opts(path, PutPayload::from(bytes), PutMode::Create.into()))?;
         Ok(())
+    }
+
+    /// Reads a content-named object (every object but `config` and `locks/`) and checks that
+    /// its bytes hash to its name.
+    pub fn get_named(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.get(&kind.path(id))?.ok_or_else(|| Error::Missing {
+            kind: kind.name(),
+            id: id.to_hex(),
+        })?;
+        if Id::of_stored(&bytes) != *id {
+            return Err(Error::damaged(
+                kind.name(),
+                id,
+                "its contents do not hash to its name",
+            ));
+        }
+        Ok(bytes)
     }
 
     /// Reads a whole object; `None` if it does not exist.
