@@ -184,9 +184,7 @@ fn a_copy_target_can_use_its_own_aws_profile() {
     source.objects = Backend::local(&source.path("local-repo"));
     source.repo = source.objects.location.clone();
     source.ok(&["init"]);
-    let src = source.path("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("f"), noise(9, 100_000)).unwrap();
+    let src = dir_with(&source, "src", 100_000, &[("f", 9)]);
     source.backup(&[&src]);
     let target = target_for(&source, true);
 

@@ -13,13 +13,12 @@ fn gc(env: &Env, safety: &str) -> serde_json::Value {
     env.json(&["gc", "--safety-interval", safety])
 }
 
-fn dir_with(env: &Env, name: &str, files: &[(&str, u64)]) -> std::path::PathBuf {
-    let d = env.path(name);
-    std::fs::create_dir_all(&d).unwrap();
-    for (f, seed) in files {
-        std::fs::write(d.join(f), noise(*seed, 1 << 20)).unwrap();
-    }
-    d
+/// Asserts that more than 3 MiB came back since `before` and that `kept` is whole.
+fn assert_freed_and_whole(env: &Env, before: u64, kept: &str, src: &Path) {
+    let after = env.repo_size();
+    assert!(after < before - (3 << 20), "{before} -> {after}");
+    env.assert_intact();
+    restores_identically(env, kept, src);
 }
 
 fn restores_identically(env: &Env, snapshot: &str, src: &Path) {
@@ -32,8 +31,8 @@ fn restores_identically(env: &Env, snapshot: &str, src: &Path) {
 /// A repository with two snapshots, the older (3 MiB in `old/`) forgotten; returns the kept
 /// snapshot and its folder.
 fn with_forgotten_data(env: &Env) -> (String, std::path::PathBuf) {
-    let old = dir_with(env, "old", &[("a", 1), ("b", 2), ("c", 3)]);
-    let keep = dir_with(env, "keep", &[("d", 4)]);
+    let old = dir_with(env, "old", 1 << 20, &[("a", 1), ("b", 2), ("c", 3)]);
+    let keep = dir_with(env, "keep", 1 << 20, &[("d", 4)]);
     env.backup(&[&old]);
     let kept = env.backup(&[&keep]);
     env.ok(&["forget", "--keep-last", "1", "--group-by", ""]);
@@ -68,14 +67,7 @@ fn forgotten_data_is_marked_then_swept_and_the_rest_survives() {
     let swept = gc(&env, "0s");
     assert_eq!(swept["packs_deleted"], 2, "{swept}");
     assert!(swept["bytes_freed"].as_u64().unwrap() > 3 << 20);
-    assert!(
-        env.repo_size() < before - (3 << 20),
-        "{} -> {}",
-        before,
-        env.repo_size()
-    );
-    env.assert_intact();
-    restores_identically(&env, &kept, &keep);
+    assert_freed_and_whole(&env, before, &kept, &keep);
 }
 
 #[test]
@@ -84,6 +76,7 @@ fn partly_live_packs_are_repacked() {
     let src = dir_with(
         &env,
         "src",
+        1 << 20,
         &[("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)],
     );
     env.backup(&[&src]);
@@ -96,20 +89,13 @@ fn partly_live_packs_are_repacked() {
     let first = gc(&env, "0s");
     assert_eq!(first["packs_repacked"], 1, "{first}");
     gc(&env, "0s");
-    assert!(
-        env.repo_size() < before - (3 << 20),
-        "{} -> {}",
-        before,
-        env.repo_size()
-    );
-    env.assert_intact();
-    restores_identically(&env, &kept, &src);
+    assert_freed_and_whole(&env, before, &kept, &src);
 }
 
 #[test]
 fn a_marked_pack_that_a_new_snapshot_needs_is_kept() {
     let env = Env::new();
-    let src = dir_with(&env, "src", &[("a", 1)]);
+    let src = dir_with(&env, "src", 1 << 20, &[("a", 1)]);
     let id = env.backup(&[&src]);
     let snapshot = {
         let repo = env.open_repo();
@@ -131,7 +117,7 @@ fn a_marked_pack_that_a_new_snapshot_needs_is_kept() {
 #[test]
 fn backups_do_not_reuse_marked_packs_and_refuse_to_commit_into_a_due_mark() {
     let env = Env::new();
-    let src = dir_with(&env, "src", &[("a", 1)]);
+    let src = dir_with(&env, "src", 1 << 20, &[("a", 1)]);
     // the file is 1 or 2 chunks depending on the repository's random gear seed
     let first = env.json(&["backup", src.to_str().unwrap()]);
     env.ok(&["forget", "--keep-last", "0", "--group-by", ""]);

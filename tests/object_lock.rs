@@ -81,9 +81,7 @@ fn versions(env: &Env, name: &str) -> (Vec<String>, Vec<String>) {
 #[test]
 fn every_object_is_locked_and_cannot_be_deleted() {
     let Some(env) = lock_env() else { return };
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("a"), noise(1, 2 << 20)).unwrap();
+    let src = dir_with(&env, "src", 2 << 20, &[("a", 1)]);
     env.backup(&[&src]);
     let names = env.objects.names("");
     for dir in ["config", "keys/", "data/", "index/", "snapshots/"] {
@@ -133,9 +131,7 @@ fn every_object_is_locked_and_cannot_be_deleted() {
 #[test]
 fn forget_and_gc_keep_what_is_locked_and_report_it() {
     let Some(env) = lock_env() else { return };
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("a"), noise(2, 3 << 20)).unwrap();
+    let src = dir_with(&env, "src", 3 << 20, &[("a", 2)]);
     let first = env.backup(&[&src]);
     std::fs::write(src.join("a"), noise(3, 3 << 20)).unwrap();
     env.backup(&[&src]);
@@ -199,9 +195,7 @@ fn forget_and_gc_keep_what_is_locked_and_report_it() {
 #[test]
 fn gc_extends_the_locks_of_what_is_still_needed() {
     let Some(env) = lock_env() else { return };
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("a"), noise(5, 1 << 20)).unwrap();
+    let src = dir_with(&env, "src", 1 << 20, &[("a", 5)]);
     env.backup(&[&src]);
     let before: Vec<_> = env
         .objects

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     BackoffConfig, ClientOptions, HeaderMap, HeaderValue, ObjectStore, ObjectStoreExt, PutMode,
@@ -114,11 +114,7 @@ impl Location {
     /// written with that retention, except the short-lived ones of [`Store::put_new_unlocked`].
     pub fn open(&self, create: bool, lock: Option<&ObjectLock>) -> Result<Store> {
         let inner = self.object_store(create, lock)?;
-        let plain = match lock {
-            Some(_) => self.object_store(false, None)?,
-            None => inner.clone(),
-        };
-        let lock = match (self, lock) {
+        let (plain, lock) = match (self, lock) {
             (
                 Location::S3 {
                     endpoint,
@@ -128,17 +124,18 @@ impl Location {
                 },
                 Some(lock),
             ) => {
+                // one client without lock headers: for `locks/`, and for the lock calls
                 let builder = s3_builder(endpoint.as_deref(), bucket, None, profile.as_deref())?;
                 let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
                 let region = builder
                     .get_config_value(&AmazonS3ConfigKey::Region)
                     .unwrap_or_else(|| "us-east-1".into());
                 let options = ClientOptions::new().with_allow_http(allow_http(endpoint.as_deref()));
-                let api =
-                    LockApi::new(builder.build()?, &options, endpoint, region, bucket, prefix)?;
-                Some((*lock, Arc::new(api)))
+                let s3 = builder.build()?;
+                let api = LockApi::new(s3.clone(), &options, endpoint, region, bucket, prefix)?;
+                (under_prefix(s3, prefix), Some((*lock, Arc::new(api))))
             }
-            _ => None,
+            _ => (inner.clone(), None),
         };
         Store::new(inner, plain, self.is_remote(), lock)
     }
@@ -172,13 +169,18 @@ impl Location {
             } => {
                 let s3 =
                     s3_builder(endpoint.as_deref(), bucket, lock, profile.as_deref())?.build()?;
-                if prefix.is_empty() {
-                    Arc::new(s3)
-                } else {
-                    Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
-                }
+                under_prefix(s3, prefix)
             }
         })
+    }
+}
+
+/// The bucket's objects under `prefix` ("" for all).
+fn under_prefix(s3: AmazonS3, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
     }
 }
 

@@ -207,6 +207,17 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A folder `name` in the environment holding one file of `len` noise bytes per
+/// (file name, seed).
+pub fn dir_with(env: &Env, name: &str, len: usize, files: &[(&str, u64)]) -> PathBuf {
+    let d = env.path(name);
+    std::fs::create_dir_all(&d).unwrap();
+    for (f, seed) in files {
+        std::fs::write(d.join(f), noise(*seed, len)).unwrap();
+    }
+    d
+}
+
 /// Deterministic pseudo-random bytes (xorshift), incompressible.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
