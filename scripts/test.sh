@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, unit, property and integration tests, a short
 # smoke run of every fuzz target, then the integration tests again with every repository in a
-# bucket of a real S3 server (moto, started here on 127.0.0.1 and stopped at the end).
+# bucket of a real S3 server (moto, started here on 127.0.0.1 and stopped at the end). The
+# Kubernetes tests run against a real etcd + kube-apiserver + kube-controller-manager started
+# here on 127.0.0.1 (built once from Debian's source package, in parallel with the Rust build).
 # Everything builds in the release profile into one target directory, so RocksDB's C++ compiles
 # once for the tests, the benchmarks and the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cairn-target}
 scripts/setup.sh
+scripts/kube-build.sh > /tmp/cairn-kube-build.log 2>&1 &
+kube_build=$!
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
+if ! wait "$kube_build"; then
+  tail -30 /tmp/cairn-kube-build.log >&2
+  echo "building the test kube-apiserver failed; see /tmp/cairn-kube-build.log" >&2
+  exit 1
+fi
 S3_PORT=${CAIRN_TEST_S3_PORT:-19000}
+KUBE_PORT=${CAIRN_TEST_KUBE_PORT:-16443}
 endpoint=$(scripts/s3-server.sh "$S3_PORT")
-trap 'kill "$(cat /tmp/cairn-moto-'"$S3_PORT"'.pid)" 2>/dev/null || true' EXIT
+trap 'kill "$(cat /tmp/cairn-moto-'"$S3_PORT"'.pid)" $(cat /tmp/cairn-kube-'"$KUBE_PORT"'/*.pid) 2>/dev/null || true' EXIT
+export CAIRN_TEST_KUBECONFIG
+CAIRN_TEST_KUBECONFIG=$(scripts/kube-server.sh "$KUBE_PORT")
 export AWS_ENDPOINT_URL=$endpoint AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=cairn-test AWS_SECRET_ACCESS_KEY=cairn-test
 echo "== all tests, repositories in folders (S3-only tests use $endpoint)"

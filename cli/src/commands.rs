@@ -287,7 +287,7 @@ fn location(g: &Global) -> Result<Location> {
     Ok(Location::parse(g.repo.as_deref().unwrap_or_default())?)
 }
 
-fn open(g: &Global) -> Result<Repository> {
+pub(crate) fn open(g: &Global) -> Result<Repository> {
     let loc = location(g)?;
     let pw = password::get(
         g.password_file.as_deref(),
@@ -298,7 +298,7 @@ fn open(g: &Global) -> Result<Repository> {
     Ok(Repository::open(&loc, &pw, &cache_base(g))?)
 }
 
-fn print_json(v: &impl serde::Serialize) {
+pub(crate) fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
 

@@ -2,6 +2,7 @@
 //! output only; the work is done by `cairn-engine`.
 
 mod commands;
+mod k8s;
 mod password;
 mod progress;
 
@@ -79,6 +80,9 @@ enum Command {
     /// Repair repository metadata
     #[command(subcommand)]
     Repair(commands::RepairCommand),
+    /// Back up and restore Kubernetes namespaces and their volumes
+    #[command(subcommand)]
+    K8s(k8s::K8sCommand),
     /// Print a repository object as JSON, for debugging
     #[command(subcommand)]
     Cat(commands::CatCommand),
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
         Command::Key(k) => commands::key(g, k),
         Command::Repair(r) => commands::repair(g, r),
         Command::Cat(c) => commands::cat(g, c),
+        Command::K8s(k) => k8s::run(g, k),
     };
     match result {
         Ok(code) => ExitCode::from(code),

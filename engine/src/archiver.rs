@@ -6,7 +6,7 @@
 //! queue to worker threads that compress, encrypt and pack them, while packs upload in the
 //! background. Memory is bounded by the queue and pack sizes, never by file or data size.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -66,6 +66,23 @@ pub struct BackupOutcome {
     pub skipped: Vec<String>,
 }
 
+/// What one entry of a snapshot's tree holds.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A file or folder on disk (symlinks are stored, never followed).
+    Path(PathBuf),
+    /// Bytes made in memory (e.g. a Kubernetes manifest), stored as a regular file readable by
+    /// its owner only, with this modification time (nanoseconds since the epoch).
+    Bytes {
+        /// The file's content.
+        data: Vec<u8>,
+        /// Its modification time.
+        mtime_ns: i64,
+    },
+    /// A folder made in memory, its entries by name.
+    Folder(BTreeMap<RawBytes, Source>),
+}
+
 type Job = (Id, Vec<u8>);
 
 struct Walk<'a, 'r> {
@@ -89,13 +106,29 @@ pub fn backup(
     options: &BackupOptions,
     progress: &Progress,
 ) -> Result<BackupOutcome> {
-    let started = Utc::now();
-    let clock = Instant::now();
     let roots = root_entries(paths)?;
     let root_paths: Vec<RawBytes> = roots
         .iter()
         .map(|(_, p)| RawBytes::from_os(p.as_os_str()))
         .collect();
+    let root = roots
+        .into_iter()
+        .map(|(name, path)| (name, Source::Path(path)))
+        .collect();
+    backup_sources(repo, root, root_paths, options, progress)
+}
+
+/// Backs up the entries of `root` (the snapshot's root tree) and writes a snapshot recording
+/// `paths` as what was backed up; the parent snapshot is looked up by host and `paths`.
+pub fn backup_sources(
+    repo: &Repository,
+    root: BTreeMap<RawBytes, Source>,
+    root_paths: Vec<RawBytes>,
+    options: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
+    let started = Utc::now();
+    let clock = Instant::now();
     let parent = find_parent(repo, options, &root_paths)?;
     let parent_root = parent
         .as_ref()
@@ -130,10 +163,9 @@ pub fn backup(
             summary: Summary::default(),
         };
         let mut nodes = Vec::new();
-        for (name, path) in &roots {
-            let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        for (name, source) in &root {
             let before = parent_root.as_ref().and_then(|t| t.find(name));
-            match walk.entry(name.clone(), path, &meta, before)? {
+            match walk.source(name.clone(), source, before)? {
                 Some(node) => nodes.push(node),
                 None => {
                     let why = walk
@@ -277,6 +309,50 @@ impl Walk<'_, '_> {
         self.errors.push(format!("{}: {what}", path.display()));
     }
 
+    /// The node of one entry of a [`Source`], or `None` (with a warning) if it is left out.
+    fn source(
+        &mut self,
+        name: RawBytes,
+        source: &Source,
+        before: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        match source {
+            Source::Path(path) => {
+                let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+                self.entry(name, path, &meta, before)
+            }
+            Source::Bytes { data, mtime_ns } => {
+                let mut node = made_node(name, NodeKind::File, 0o600, *mtime_ns);
+                let (content, size) = self.content(data.as_slice(), data.len() as u64, None)?;
+                node.content = content;
+                node.size = size;
+                self.summary.files += 1;
+                self.summary.bytes += size;
+                match before {
+                    Some(b) if b.content == node.content => self.summary.files_unmodified += 1,
+                    Some(_) => self.summary.files_changed += 1,
+                    None => self.summary.files_new += 1,
+                }
+                Ok(Some(node))
+            }
+            Source::Folder(entries) => {
+                let before = before
+                    .and_then(|b| b.subtree.as_ref())
+                    .and_then(|id| load_parent_tree(self.repo, id));
+                let mut nodes = Vec::with_capacity(entries.len());
+                for (child, source) in entries {
+                    let old = before.as_ref().and_then(|t| t.find(child));
+                    nodes.extend(self.source(child.clone(), source, old)?);
+                }
+                let mtime_ns = nodes.iter().map(|n| n.mtime_ns).max().unwrap_or(0);
+                let mut node = made_node(name, NodeKind::Dir, 0o700, mtime_ns);
+                node.subtree = Some(self.packer.save(BlobKind::Tree, &Tree { nodes }.encode())?);
+                self.summary.dirs += 1;
+                Ok(Some(node))
+            }
+        }
+    }
+
     fn check_workers(&self) -> Result<()> {
         match self.failed.lock().expect("lock").take() {
             Some(e) => Err(e),
@@ -397,10 +473,25 @@ impl Walk<'_, '_> {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        let (ids, size) = self.content(file, node.size, Some(path))?;
+        if node.is_hardlinked() {
+            self.hardlinks.insert(link_key, (ids.clone(), size));
+        }
+        Ok((ids, size))
+    }
+
+    /// Chunks `data` (about `size_hint` bytes), queueing new chunks; returns the blob ids and
+    /// the bytes read. `path` names the source in read errors.
+    fn content(
+        &mut self,
+        data: impl std::io::Read,
+        size_hint: u64,
+        path: Option<&Path>,
+    ) -> Result<(Vec<Id>, u64)> {
         let mut ids = Vec::new();
         let mut size = 0u64;
-        for chunk in self.repo.config().chunker.chunks(file, node.size) {
-            let chunk = chunk.map_err(|e| Error::io(path, e))?;
+        for chunk in self.repo.config().chunker.chunks(data, size_hint) {
+            let chunk = chunk.map_err(|e| Error::io(path.unwrap_or(Path::new("-")), e))?;
             size += chunk.len() as u64;
             self.progress.add_bytes(chunk.len() as u64);
             let id = self.repo.keys().blob_id(&chunk);
@@ -412,10 +503,31 @@ impl Walk<'_, '_> {
             }
         }
         self.check_workers()?;
-        if node.is_hardlinked() {
-            self.hardlinks.insert(link_key, (ids.clone(), size));
-        }
         Ok((ids, size))
+    }
+}
+
+/// The node of an entry made in memory: owned by root, with these permissions and time.
+fn made_node(name: RawBytes, kind: NodeKind, mode: u32, mtime_ns: i64) -> Node {
+    Node {
+        name,
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        user: String::new(),
+        group: String::new(),
+        mtime_ns,
+        ctime_ns: mtime_ns,
+        size: 0,
+        inode: 0,
+        device: 0,
+        links: 1,
+        rdev: 0,
+        content: vec![],
+        subtree: None,
+        target: None,
+        xattrs: vec![],
     }
 }
 

@@ -111,6 +111,16 @@ pub enum Error {
         /// The object's name.
         object: String,
     },
+    /// The Kubernetes API server refused or failed a request.
+    #[error(
+        "Kubernetes API error while {doing}: {source}; check the kubeconfig or service account, its RBAC permissions and that the API server is reachable, then retry"
+    )]
+    Kubernetes {
+        /// What Cairn was doing.
+        doing: String,
+        /// The client's error.
+        source: Box<kube::Error>,
+    },
     /// The storage backend failed.
     #[error("storage error: {0}; check that the repository is reachable and writable, then retry")]
     Storage(#[from] object_store::Error),
@@ -128,6 +138,14 @@ impl Error {
             kind,
             id: id.to_string(),
             reason: reason.to_string(),
+        }
+    }
+
+    /// Wraps a Kubernetes client error with what Cairn was doing.
+    pub fn kube(doing: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kubernetes {
+            doing: doing.into(),
+            source: Box::new(source),
         }
     }
 

@@ -5,7 +5,8 @@
 //! [`index`] records where each blob is, [`store`] reaches a folder or an S3 bucket,
 //! [`repository`] holds the objects, [`tree`] and
 //! [`snapshot`] describe what was backed up, [`archiver`] and [`restorer`] run backup and
-//! restore, and [`fsmeta`] reads and applies file metadata. The on-disk format is specified in
+//! restore, and [`fsmeta`] reads and applies file metadata; [`sources`] holds what is backed up besides
+//! folders (Kubernetes). The on-disk format is specified in
 //! `format-spec/`.
 
 pub mod archiver;
@@ -31,6 +32,7 @@ pub mod restorer;
 pub mod retention;
 pub mod s3_lock;
 pub mod snapshot;
+pub mod sources;
 pub mod store;
 pub mod tree;
 

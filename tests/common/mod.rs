@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod kube;
 pub use backend::Backend;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,453 @@
+//! `cairn k8s …`: backup and restore of Kubernetes namespaces and their volumes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use cairn_engine::progress::Progress;
+use cairn_engine::restorer::{self, RestoreOptions};
+use cairn_engine::snapshot::Snapshot;
+use cairn_engine::sources::kube::backup::{self, BackupSettings};
+use cairn_engine::sources::kube::restore::{self, RestoreReport, RestoreSettings};
+use cairn_engine::sources::kube::select::{DEFAULT_PLATFORM_NAMESPACES, KeepRule, Selector};
+use cairn_engine::sources::kube::volumes::{self, VolumeSettings};
+use cairn_engine::sources::kube::{self as kube, Cluster, Connect};
+use clap::{Args, Subcommand};
+use indicatif::HumanBytes;
+use serde_json::json;
+
+use crate::commands::{open, print_json};
+use crate::progress::Display;
+use crate::{EXIT_PARTIAL, Global};
+
+/// `cairn k8s` commands.
+#[derive(Subcommand)]
+pub enum K8sCommand {
+    /// Back up every object of every user namespace: one snapshot per namespace
+    Backup(BackupArgs),
+    /// Back up the files of the volumes that pods on this node mount: one snapshot per namespace
+    BackupVolumes(VolumeArgs),
+    /// Create the objects of namespace snapshots in a cluster; existing objects are never changed
+    Restore(RestoreArgs),
+    /// Restore one claim's files from a volume snapshot into a folder
+    RestoreVolume(RestoreVolumeArgs),
+}
+
+/// How to reach the cluster.
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file [default: KUBECONFIG, ~/.kube/config, or the pod's service account]
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use instead of the current one
+    #[arg(long)]
+    context: Option<String>,
+    /// Name recorded as the snapshots' host [default: the kubeconfig's cluster name]
+    #[arg(long, env = "CAIRN_CLUSTER")]
+    cluster: Option<String>,
+}
+
+impl ClusterArgs {
+    fn connect(&self) -> Result<(Cluster, String)> {
+        let cluster = Cluster::connect(&Connect {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        })?;
+        let name = self
+            .cluster
+            .clone()
+            .unwrap_or_else(|| cluster.name().into());
+        Ok((cluster, name))
+    }
+}
+
+/// Which namespaces a backup looks at.
+#[derive(Args)]
+pub struct NamespaceArgs {
+    /// Platform namespaces besides kube-system, kube-public and kube-node-lease: only objects
+    /// matching --keep are taken from them (comma-separated)
+    #[arg(long, env = "CAIRN_PLATFORM_NAMESPACES", value_delimiter = ',')]
+    platform_namespaces: Vec<String>,
+    /// Only these namespaces (repeatable; all user namespaces if not given)
+    #[arg(short, long = "namespace")]
+    namespaces: Vec<String>,
+    /// Record this time instead of now (RFC 3339)
+    #[arg(long)]
+    time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl NamespaceArgs {
+    fn platform(&self) -> Vec<String> {
+        DEFAULT_PLATFORM_NAMESPACES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.platform_namespaces.iter().cloned())
+            .collect()
+    }
+}
+
+/// `cairn k8s backup` options.
+#[derive(Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    namespaces: NamespaceArgs,
+    /// Also keep objects of this KIND:SELECTOR from platform namespaces (repeatable,
+    /// `;`-separated in the variable) [default: ConfigMap:grafana_dashboard]
+    #[arg(long, env = "CAIRN_KEEP", value_delimiter = ';', value_parser = KeepRule::parse)]
+    keep: Vec<KeepRule>,
+}
+
+/// `cairn k8s backup-volumes` options.
+#[derive(Args)]
+pub struct VolumeArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    namespaces: NamespaceArgs,
+    /// This node's name (in a pod: from the downward API's spec.nodeName)
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
+    /// Where the kubelet's folder (/var/lib/kubelet) is mounted in this container
+    #[arg(long, env = "CAIRN_KUBELET_ROOT", default_value = "/var/lib/kubelet")]
+    kubelet_root: PathBuf,
+    /// Keep running and back up every day at this UTC time (HH:MM), as the per-node DaemonSet
+    /// does; a failed run is reported and the next day's runs anyway
+    #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
+    daily_at: Option<chrono::NaiveTime>,
+}
+
+/// `cairn k8s restore` options.
+#[derive(Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Namespace snapshots to restore (id prefixes), or `latest`: the newest of every
+    /// namespace (of --cluster, if given)
+    #[arg(required = true)]
+    snapshots: Vec<String>,
+    /// Only print what would be created and what exists already
+    #[arg(long)]
+    dry_run: bool,
+    /// Restore namespace OLD into NEW (repeatable)
+    #[arg(long, value_name = "OLD=NEW", value_parser = parse_mapping)]
+    namespace_mapping: Vec<(String, String)>,
+    /// Only these kinds (kind, resource or resource.group; comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    include_kinds: Vec<String>,
+    /// Only objects with matching labels (key=value, key!=value, key, !key; comma-separated)
+    #[arg(short = 'l', long, value_parser = Selector::parse, default_value = "")]
+    selector: Selector,
+    /// Only these namespaces of the snapshots (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    include_namespaces: Vec<String>,
+}
+
+/// `cairn k8s restore-volume` options.
+#[derive(Args)]
+pub struct RestoreVolumeArgs {
+    /// Volume snapshot id prefix, or `latest`: the newest volume snapshot of --namespace
+    /// holding the claim
+    snapshot: String,
+    /// The claim whose files to restore
+    #[arg(long)]
+    pvc: String,
+    /// The claim's namespace (needed with `latest`)
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Folder to restore into: the claim's mount point, or any folder
+    #[arg(short, long)]
+    target: PathBuf,
+    /// Restore even if the target holds files (existing files are then replaced)
+    #[arg(long)]
+    overwrite: bool,
+}
+
+fn parse_time_of_day(s: &str) -> Result<chrono::NaiveTime, String> {
+    chrono::NaiveTime::parse_from_str(s, "%H:%M")
+        .map_err(|_| format!("{s:?}: give a UTC time of day as HH:MM, e.g. 01:30"))
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.into(), b.into())),
+        _ => Err(format!("{s:?}: write a namespace mapping as OLD=NEW")),
+    }
+}
+
+/// Runs a `cairn k8s` command.
+pub fn run(g: &Global, command: K8sCommand) -> Result<u8> {
+    match command {
+        K8sCommand::Backup(a) => backup(g, a),
+        K8sCommand::BackupVolumes(a) => backup_volumes(g, a),
+        K8sCommand::Restore(a) => restore(g, a),
+        K8sCommand::RestoreVolume(a) => restore_volume(g, a),
+    }
+}
+
+fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (cluster, name) = a.cluster.connect()?;
+    let settings = BackupSettings {
+        cluster: name,
+        platform_namespaces: a.namespaces.platform(),
+        keep: if a.keep.is_empty() {
+            vec![KeepRule::grafana_dashboards()]
+        } else {
+            a.keep
+        },
+        only: a.namespaces.namespaces.clone(),
+        time: a.namespaces.time,
+    };
+    let progress = Arc::new(Progress::default());
+    let display = Display::start(progress.clone(), "backed up", !g.quiet && !g.json);
+    let report = backup::backup(&repo, &cluster, &settings, &progress)?;
+    drop(display);
+    if g.json {
+        print_json(&report);
+    } else {
+        for s in &report.snapshots {
+            println!(
+                "namespace {}: snapshot {} saved, {} objects, {} new",
+                s.namespace,
+                s.snapshot.short(),
+                s.objects,
+                HumanBytes(s.new_bytes)
+            );
+        }
+        for l in &report.left_out {
+            println!("namespace {} left out: {}", l.namespace, l.reason);
+        }
+        for o in &report.opted_out {
+            println!("left out (opt-out label): {o}");
+        }
+    }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    if !report.errors.is_empty() {
+        eprintln!(
+            "{} resources could not be listed and are not in the snapshots: give the service account get/list on them, then back up again",
+            report.errors.len()
+        );
+        return Ok(EXIT_PARTIAL);
+    }
+    Ok(0)
+}
+
+fn backup_volumes(g: &Global, a: VolumeArgs) -> Result<u8> {
+    let Some(at) = a.daily_at else {
+        return backup_volumes_once(g, &a);
+    };
+    loop {
+        let now = chrono::Utc::now();
+        let mut next = now.date_naive().and_time(at).and_utc();
+        if next <= now {
+            next += chrono::Duration::days(1);
+        }
+        tracing::info!("next volume backup at {next}");
+        std::thread::sleep((next - now).to_std().unwrap_or_default());
+        match backup_volumes_once(g, &a) {
+            Ok(0) => {}
+            Ok(_) => eprintln!("the volume backup of {next} is incomplete (see above)"),
+            Err(e) => eprintln!("cairn: error: the volume backup of {next} failed: {e:#}"),
+        }
+    }
+}
+
+fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (cluster, name) = a.cluster.connect()?;
+    let settings = VolumeSettings {
+        cluster: name,
+        node: a.node.clone(),
+        kubelet_root: a.kubelet_root.clone(),
+        platform_namespaces: a.namespaces.platform(),
+        only: a.namespaces.namespaces.clone(),
+        time: a.namespaces.time,
+    };
+    let progress = Arc::new(Progress::default());
+    let display = Display::start(progress.clone(), "backed up", !g.quiet && !g.json);
+    let report = volumes::backup_volumes(&repo, &cluster, &settings, &progress)?;
+    drop(display);
+    let errors: usize = report.snapshots.iter().map(|s| s.errors.len()).sum();
+    if g.json {
+        print_json(&report);
+    } else {
+        for s in &report.snapshots {
+            println!(
+                "namespace {}: snapshot {} saved, claims {}, {} read, {} new",
+                s.namespace,
+                s.snapshot.short(),
+                s.claims.join(", "),
+                HumanBytes(s.bytes),
+                HumanBytes(s.new_bytes)
+            );
+            for e in &s.errors {
+                eprintln!("error: {e}");
+            }
+        }
+        for c in &report.not_mounted {
+            println!("not backed up: claim {c} is mounted by no pod");
+        }
+        for c in &report.opted_out {
+            println!("left out (opt-out label): claim {c}");
+        }
+        for h in &report.hook_errors {
+            eprintln!("hook failed: {h}");
+        }
+        for ns in &report.failed {
+            eprintln!(
+                "error: the volumes of namespace {ns} were not backed up: a hook failed (see above); fix the hook or set its on-error annotation to Continue"
+            );
+        }
+        for c in &report.missing {
+            eprintln!(
+                "error: claim {c} is mounted on this node but its folder is not under {}",
+                a.kubelet_root.display()
+            );
+        }
+    }
+    if !report.missing.is_empty() {
+        eprintln!(
+            "mount the kubelet's folder read-only at --kubelet-root (CAIRN_KUBELET_ROOT), then back up again"
+        );
+    }
+    let incomplete = errors + report.missing.len() + report.hook_errors.len() + report.failed.len();
+    Ok(if incomplete > 0 { EXIT_PARTIAL } else { 0 })
+}
+
+fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (mut cluster, _) = a.cluster.connect()?;
+    let mut snapshots = Vec::new();
+    for spec in &a.snapshots {
+        if spec == "latest" {
+            let found =
+                kube::latest_per_namespace(&repo, a.cluster.cluster.as_deref(), "resources")?;
+            if found.is_empty() {
+                bail!(
+                    "no Kubernetes resource snapshot in this repository (of that --cluster): list them with `cairn snapshots`"
+                );
+            }
+            snapshots.extend(found.into_iter().map(|(_, s)| s));
+        } else {
+            let (id, snap) = Snapshot::find(&repo, spec)?;
+            if kube::tag(&snap, "content") != Some("resources") {
+                bail!(
+                    "snapshot {} holds no Kubernetes resources: give a snapshot made by `cairn k8s backup`",
+                    id.short()
+                );
+            }
+            snapshots.push(snap);
+        }
+    }
+    let settings = RestoreSettings {
+        namespace_mapping: a.namespace_mapping.into_iter().collect::<BTreeMap<_, _>>(),
+        include_kinds: a.include_kinds,
+        selector: a.selector,
+        include_namespaces: a.include_namespaces,
+        dry_run: a.dry_run,
+    };
+    let report = restore::restore(&repo, &mut cluster, &snapshots, &settings)?;
+    if g.json {
+        print_json(&json!({"dry_run": a.dry_run, "report": report}));
+    } else {
+        print_restore(&report, a.dry_run);
+    }
+    Ok(if report.failed.is_empty() {
+        0
+    } else {
+        EXIT_PARTIAL
+    })
+}
+
+fn print_restore(r: &RestoreReport, dry_run: bool) {
+    let created = if dry_run { "would create" } else { "created" };
+    for o in &r.created {
+        println!("{created}: {o}");
+    }
+    for o in &r.existing {
+        println!("exists, left untouched: {o}");
+    }
+    for o in &r.left_out {
+        println!("left out: {}: {}", o.object, o.reason);
+    }
+    for o in &r.failed {
+        eprintln!("failed: {}: {}", o.object, o.reason);
+    }
+    println!(
+        "{} {created}, {} existing left untouched, {} left out, {} failed",
+        r.created.len(),
+        r.existing.len(),
+        r.left_out.len(),
+        r.failed.len()
+    );
+    if !r.failed.is_empty() {
+        eprintln!(
+            "fix what the messages say, then run the same restore again: what exists now is skipped"
+        );
+    }
+}
+
+fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (id, snap) = if a.snapshot == "latest" {
+        let ns = a
+            .namespace
+            .as_deref()
+            .context("give --namespace with `latest`")?;
+        Snapshot::load_all(&repo)?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| {
+                kube::tag(s, "namespace") == Some(ns)
+                    && kube::tag(s, "content") == Some("volumes")
+                    && volumes::claim_tree(&repo, s, &a.pvc).is_ok()
+            })
+            .with_context(|| format!("no volume snapshot of namespace {ns} holds claim {}: list them with `cairn snapshots`", a.pvc))?
+    } else {
+        Snapshot::find(&repo, &a.snapshot)?
+    };
+    let tree = volumes::claim_tree(&repo, &snap, &a.pvc)?;
+    let non_empty = std::fs::read_dir(&a.target).is_ok_and(|mut d| d.next().is_some());
+    if non_empty && !a.overwrite {
+        bail!(
+            "{} is not empty: the claim's data is not overwritten; restore into an empty volume or folder, or give --overwrite",
+            a.target.display()
+        );
+    }
+    let options = RestoreOptions {
+        target: a.target.clone(),
+        includes: vec![],
+        overwrite: a.overwrite,
+        chown: nix::unistd::geteuid().is_root(),
+    };
+    let progress = Arc::new(Progress::default());
+    let display = Display::start(progress.clone(), "restored", !g.quiet && !g.json);
+    let claim = Snapshot { tree, ..snap };
+    let out = restorer::restore(&repo, &claim, &options, &progress)?;
+    drop(display);
+    if g.json {
+        print_json(&json!({"snapshot_id": id, "pvc": a.pvc, "target": a.target, "outcome": out}));
+    } else {
+        for e in &out.errors {
+            eprintln!("error: {e}");
+        }
+        println!(
+            "restored claim {} from snapshot {} to {}: {} files, {}",
+            a.pvc,
+            id.short(),
+            a.target.display(),
+            out.files,
+            HumanBytes(out.bytes)
+        );
+    }
+    Ok(if out.errors.is_empty() {
+        0
+    } else {
+        EXIT_PARTIAL
+    })
+}

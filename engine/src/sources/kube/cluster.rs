@@ -1,0 +1,309 @@
+//! A blocking connection to one cluster's API server: discovery, listing and creating objects
+//! of any kind as JSON.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::api::{Api, AttachParams, DynamicObject, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope, verbs};
+use serde_json::Value;
+
+use super::hooks::Hook;
+use crate::error::{Error, Result};
+
+/// How to reach the API server.
+#[derive(Clone, Debug, Default)]
+pub struct Connect {
+    /// A kubeconfig file; without it, `KUBECONFIG`, `~/.kube/config` or the in-cluster service
+    /// account are used, in that order.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its current one.
+    pub context: Option<String>,
+}
+
+/// One API resource the server serves, with what it supports.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    /// Group, version, kind and plural.
+    pub api: ApiResource,
+    /// Whether its objects live in namespaces.
+    pub namespaced: bool,
+    /// Whether it can be listed.
+    pub listable: bool,
+}
+
+impl Resource {
+    /// `plural` for the core group, `plural.group` otherwise, as `kubectl` names resources.
+    pub fn qualified_name(&self) -> String {
+        match self.api.group.as_str() {
+            "" => self.api.plural.clone(),
+            g => format!("{}.{g}", self.api.plural),
+        }
+    }
+}
+
+/// What creating an object did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The object was created.
+    New,
+    /// An object of that name already existed; it was left untouched.
+    Existed,
+}
+
+/// A connection to one cluster, with the API resources it serves.
+pub struct Cluster {
+    runtime: tokio::runtime::Runtime,
+    client: kube::Client,
+    discovery: Discovery,
+    name: String,
+}
+
+impl Cluster {
+    /// Connects and discovers the served API resources.
+    pub fn connect(how: &Connect) -> Result<Cluster> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        let options = KubeConfigOptions {
+            context: how.context.clone(),
+            ..Default::default()
+        };
+        let (config, name) = runtime.block_on(async {
+            match &how.kubeconfig {
+                Some(path) => {
+                    let file = Kubeconfig::read_from(path).map_err(|e| {
+                        Error::Invalid(format!(
+                            "cannot read kubeconfig {}: {e}; check --kubeconfig",
+                            path.display()
+                        ))
+                    })?;
+                    let name = cluster_name(&file, &options);
+                    let config = kube::Config::from_custom_kubeconfig(file, &options)
+                        .await
+                        .map_err(|e| {
+                            Error::Invalid(format!(
+                                "kubeconfig {} is not usable: {e}; check its current context",
+                                path.display()
+                            ))
+                        })?;
+                    Ok((config, name))
+                }
+                None => {
+                    let config = kube::Config::infer().await.map_err(|e| {
+                        Error::Invalid(format!(
+                            "no Kubernetes connection found ({e}): give --kubeconfig, set KUBECONFIG, or run in a pod with a service account"
+                        ))
+                    })?;
+                    let name = Kubeconfig::read()
+                        .map(|f| cluster_name(&f, &options))
+                        .unwrap_or_else(|_| "in-cluster".into());
+                    Ok::<_, Error>((config, name))
+                }
+            }
+        })?;
+        // the client spawns its connection tasks: it must be made inside the runtime
+        let _inside = runtime.enter();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| Error::kube("setting up the Kubernetes client", e))?;
+        let discovery = runtime
+            .block_on(Discovery::new(client.clone()).run())
+            .map_err(|e| Error::kube("discovering the API resources", e))?;
+        Ok(Cluster {
+            runtime,
+            client,
+            discovery,
+            name,
+        })
+    }
+
+    /// The cluster's name in the kubeconfig (`in-cluster` inside a pod).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Discovers the served API resources again (after CRDs were created).
+    pub fn rediscover(&mut self) -> Result<()> {
+        self.discovery = self
+            .runtime
+            .block_on(Discovery::new(self.client.clone()).run())
+            .map_err(|e| Error::kube("discovering the API resources", e))?;
+        Ok(())
+    }
+
+    /// Every served resource, each group's at its most stable version (so that kinds served
+    /// only by an older version, like CronJob at `batch/v1beta1` on 1.20, are included).
+    pub fn resources(&self) -> Vec<Resource> {
+        self.discovery
+            .groups()
+            .flat_map(|g| g.resources_by_stability())
+            .map(|(api, caps)| resource(api, &caps))
+            .collect()
+    }
+
+    /// The resource serving `kind` at `api_version`, or else the kind in the same group at the
+    /// version the server prefers.
+    pub fn resolve(&self, api_version: &str, kind: &str) -> Option<Resource> {
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        self.discovery
+            .resolve_gvk(&gvk)
+            .or_else(|| self.discovery.get(group)?.recommended_kind(kind))
+            .map(|(api, caps)| resource(api, &caps))
+    }
+
+    /// Every object of `resource` (in `namespace`, or everywhere), as JSON with `apiVersion`
+    /// and `kind` set, read in pages of 500.
+    pub fn list(&self, resource: &Resource, namespace: Option<&str>) -> Result<Vec<Value>> {
+        let api = self.api(resource, namespace);
+        let mut params = ListParams::default().limit(500);
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .block_on(api.list(&params))
+                .map_err(|e| Error::kube(format!("listing {}", resource.qualified_name()), e))?;
+            for mut item in page.items {
+                item.types = Some(kube::api::TypeMeta {
+                    api_version: resource.api.api_version.clone(),
+                    kind: resource.api.kind.clone(),
+                });
+                out.push(serde_json::to_value(item).expect("objects serialize"));
+            }
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The object `name` of `resource`, if it exists.
+    pub fn get(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>> {
+        let api = self.api(resource, namespace);
+        let got = self
+            .block_on(api.get_opt(name))
+            .map_err(|e| Error::kube(format!("reading {} {name}", resource.api.kind), e))?;
+        Ok(got.map(|o| serde_json::to_value(o).expect("objects serialize")))
+    }
+
+    /// Creates `object`; never replaces or changes an existing one.
+    pub fn create(&self, resource: &Resource, object: &Value) -> Result<Created, String> {
+        let namespace = object["metadata"]["namespace"].as_str();
+        let api = self.api(resource, namespace);
+        let dynamic: DynamicObject =
+            serde_json::from_value(object.clone()).map_err(|e| e.to_string())?;
+        match self.block_on(api.create(&PostParams::default(), &dynamic)) {
+            Ok(_) => Ok(Created::New),
+            Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(Created::Existed),
+            Err(kube::Error::Api(s)) => Err(s.message),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Waits until the CustomResourceDefinition `name` is established (at most `limit`).
+    pub fn wait_established(&self, name: &str, limit: Duration) -> Result<bool> {
+        let crd = self
+            .resolve("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+            .ok_or_else(|| {
+                Error::Invalid("this cluster serves no CustomResourceDefinitions".into())
+            })?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let established = self.get(&crd, None, name)?.is_some_and(|o| {
+                o["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                })
+            });
+            if established || std::time::Instant::now() >= deadline {
+                return Ok(established);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs `hook`'s command in its pod and container; an error says why it failed.
+    pub fn exec(&self, hook: &Hook) -> Result<(), String> {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &hook.namespace);
+        let params = AttachParams::default()
+            .container(hook.container.clone())
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
+        let run = async {
+            let mut process = pods
+                .exec(&hook.pod, hook.command.clone(), &params)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = process.take_status().ok_or("the pod gave no exit status")?;
+            let output = process.stderr().map(|mut err| async move {
+                let mut text = String::new();
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut err, &mut text).await;
+                text
+            });
+            let (status, stderr) = futures::join!(status, async {
+                match output {
+                    Some(o) => o.await,
+                    None => String::new(),
+                }
+            });
+            match status {
+                Some(s) if s.status.as_deref() == Some("Success") => Ok(()),
+                Some(s) => Err(format!(
+                    "{} {}",
+                    s.message.unwrap_or_default(),
+                    stderr.trim()
+                )),
+                None => Err("the pod gave no exit status".into()),
+            }
+        };
+        self.block_on(async { tokio::time::timeout(hook.timeout, run).await })
+            .map_err(|_| format!("did not finish within {:?}", hook.timeout))?
+    }
+
+    fn api(&self, resource: &Resource, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) if resource.namespaced => {
+                Api::namespaced_with(self.client.clone(), ns, &resource.api)
+            }
+            _ => Api::all_with(self.client.clone(), &resource.api),
+        }
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+}
+
+fn resource(api: ApiResource, caps: &ApiCapabilities) -> Resource {
+    Resource {
+        namespaced: caps.scope == Scope::Namespaced,
+        listable: caps.supports_operation(verbs::LIST),
+        api,
+    }
+}
+
+/// The name of the cluster the kubeconfig's (chosen) context points at.
+fn cluster_name(file: &Kubeconfig, options: &KubeConfigOptions) -> String {
+    let context = options
+        .context
+        .clone()
+        .or_else(|| file.current_context.clone());
+    file.contexts
+        .iter()
+        .find(|c| Some(&c.name) == context.as_ref())
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .unwrap_or_else(|| "cluster".into())
+}

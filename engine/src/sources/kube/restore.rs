@@ -1,0 +1,411 @@
+//! `cairn k8s restore`: creates the objects of namespace snapshots in a cluster, in dependency
+//! order, and never changes an object that already exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::clean;
+use super::cluster::{Cluster, Created};
+use super::select::Selector;
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+use crate::snapshot::Snapshot;
+use crate::tree::{self, NodeKind, RawBytes};
+
+/// Settings of a Kubernetes restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreSettings {
+    /// Old namespace → the namespace to restore it into.
+    pub namespace_mapping: BTreeMap<String, String>,
+    /// Only these kinds (kind, plural or `plural.group`, any case); all when empty.
+    /// Namespaces are created when needed whatever this says.
+    pub include_kinds: Vec<String>,
+    /// Only objects whose labels match (Namespaces are created when needed regardless).
+    pub selector: Selector,
+    /// Only these (old) namespaces; all when empty.
+    pub include_namespaces: Vec<String>,
+    /// Only print what would be done.
+    pub dry_run: bool,
+}
+
+/// Names one object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ObjectRef {
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace (after mapping), if namespaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+}
+
+impl ObjectRef {
+    fn of(object: &Value) -> ObjectRef {
+        ObjectRef {
+            kind: object["kind"].as_str().unwrap_or_default().into(),
+            namespace: object["metadata"]["namespace"].as_str().map(str::to_string),
+            name: object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// An object with why it was not created.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotCreated {
+    /// The object.
+    #[serde(flatten)]
+    pub object: ObjectRef,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a restore did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreReport {
+    /// Objects created (dry run: that would be created).
+    pub created: Vec<ObjectRef>,
+    /// Objects that already existed and were left untouched.
+    pub existing: Vec<ObjectRef>,
+    /// Objects not restored on purpose, with why (their controller recreates them, ...).
+    pub left_out: Vec<NotCreated>,
+    /// Objects the server refused, with its answer.
+    pub failed: Vec<NotCreated>,
+}
+
+/// The objects stored in a namespace snapshot, as JSON.
+pub fn stored_objects(repo: &Repository, snapshot: &Snapshot) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    tree::walk(
+        repo,
+        &snapshot.tree,
+        &mut Vec::new(),
+        &mut |path, node| {
+            let top = &path[0];
+            if *top != RawBytes(b"resources".to_vec()) && *top != RawBytes(b"cluster".to_vec()) {
+                return Ok(false);
+            }
+            if node.kind == NodeKind::File {
+                let mut bytes = Vec::with_capacity(node.size as usize);
+                for id in &node.content {
+                    bytes.extend(repo.load_blob(id)?);
+                }
+                let object = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::damaged("stored Kubernetes object", tree::display_path(path), e)
+                })?;
+                out.push(object);
+            }
+            Ok(true)
+        },
+        &mut tree::stop_at_damage,
+    )?;
+    Ok(out)
+}
+
+/// The order objects are created in: what others depend on first.
+fn rank(kind: &str) -> u8 {
+    match kind {
+        "CustomResourceDefinition" => 0,
+        "Namespace" => 1,
+        "StorageClass" => 2,
+        "PersistentVolume" => 3,
+        "PersistentVolumeClaim" => 4,
+        "Secret" => 5,
+        "ConfigMap" => 6,
+        "ServiceAccount" => 7,
+        "LimitRange" => 8,
+        "ResourceQuota" => 9,
+        "Role" | "ClusterRole" => 10,
+        "RoleBinding" | "ClusterRoleBinding" => 11,
+        "Pod" => 13,
+        _ => 12,
+    }
+}
+
+/// Why a stored object is not restored on purpose, if it is not.
+fn policy(object: &Value) -> Option<String> {
+    let owners = object["metadata"]["ownerReferences"].as_array();
+    if let Some(owner) = owners.and_then(|o| o.iter().find(|o| o["controller"] == true)) {
+        return Some(format!(
+            "owned by {} {}: its controller makes it again",
+            owner["kind"].as_str().unwrap_or("?"),
+            owner["name"].as_str().unwrap_or("?")
+        ));
+    }
+    match object["kind"].as_str() {
+        Some("Secret") if object["type"] == "kubernetes.io/service-account-token" => {
+            Some("service account token: the cluster makes a new one".into())
+        }
+        Some("ConfigMap") if object["metadata"]["name"] == "kube-root-ca.crt" => {
+            Some("made by the cluster in every namespace".into())
+        }
+        Some("Service")
+            if object["metadata"]["name"] == "kubernetes"
+                && object["metadata"]["namespace"] == "default" =>
+        {
+            Some("the API server's own service".into())
+        }
+        Some("PersistentVolume") if object["spec"]["persistentVolumeReclaimPolicy"] != "Retain" => {
+            Some("provisioned dynamically: the restored claim gets a new volume; bring its data back with `cairn k8s restore-volume`".into())
+        }
+        _ => None,
+    }
+}
+
+/// Whether `kind_filter` (kind, plural or `plural.group`, any case) names `object`'s kind.
+fn kind_matches(cluster: &Cluster, filters: &[String], object: &Value) -> bool {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let resource = cluster.resolve(object["apiVersion"].as_str().unwrap_or_default(), kind);
+    filters.iter().any(|f| {
+        f.eq_ignore_ascii_case(kind)
+            || resource.as_ref().is_some_and(|r| {
+                f.eq_ignore_ascii_case(&r.api.plural) || f.eq_ignore_ascii_case(&r.qualified_name())
+            })
+    })
+}
+
+/// Restores the objects of `snapshots` into the cluster.
+pub fn restore(
+    repo: &Repository,
+    cluster: &mut Cluster,
+    snapshots: &[Snapshot],
+    settings: &RestoreSettings,
+) -> Result<RestoreReport> {
+    let mut stored: BTreeMap<(String, String, String, String), Value> = BTreeMap::new();
+    for snapshot in snapshots {
+        for object in stored_objects(repo, snapshot)? {
+            let key = (
+                object["apiVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                object["kind"].as_str().unwrap_or_default().to_string(),
+                object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            stored.insert(key, object);
+        }
+    }
+    let ns_wanted = |ns: &str| {
+        settings.include_namespaces.is_empty()
+            || settings.include_namespaces.iter().any(|n| n == ns)
+    };
+    let mut report = RestoreReport::default();
+    let mut chosen = Vec::new();
+    let mut unbind = Vec::new();
+    let mut custom_kinds = BTreeSet::new();
+    for ((_, kind, ns, name), object) in stored {
+        let wanted = match kind.as_str() {
+            "Namespace" => ns_wanted(&name),
+            "PersistentVolume" => ns_wanted(
+                object["spec"]["claimRef"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default(),
+            ),
+            "StorageClass" | "CustomResourceDefinition" => true,
+            _ => ns_wanted(&ns),
+        };
+        let filtered = matches!(kind.as_str(), "Namespace" | "CustomResourceDefinition")
+            || (settings.include_kinds.is_empty()
+                || kind_matches(cluster, &settings.include_kinds, &object))
+                && settings.selector.matches(&object);
+        if !wanted || !filtered {
+            continue;
+        }
+        if let Some(reason) = policy(&object) {
+            if kind == "PersistentVolume" {
+                let claim = &object["spec"]["claimRef"];
+                unbind.push(format!(
+                    "{}/{}",
+                    claim["namespace"].as_str().unwrap_or_default(),
+                    claim["name"].as_str().unwrap_or_default()
+                ));
+            }
+            report.left_out.push(NotCreated {
+                object: ObjectRef::of(&object),
+                reason,
+            });
+            continue;
+        }
+        if kind != "CustomResourceDefinition" {
+            let group = object["apiVersion"].as_str().unwrap_or_default();
+            custom_kinds.insert((
+                group.split('/').next().unwrap_or_default().to_string(),
+                kind,
+            ));
+        }
+        chosen.push(object);
+    }
+    // CustomResourceDefinitions are restored only for the custom objects restored with them,
+    // unless asked for by kind
+    chosen.retain(|o| {
+        o["kind"] != "CustomResourceDefinition"
+            || custom_kinds.contains(&(
+                o["spec"]["group"].as_str().unwrap_or_default().to_string(),
+                o["spec"]["names"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ))
+            || (!settings.include_kinds.is_empty()
+                && kind_matches(cluster, &settings.include_kinds, o))
+    });
+    for object in &mut chosen {
+        clean::for_restore(object, &settings.namespace_mapping, &unbind);
+    }
+    chosen.sort_by_key(|o| {
+        (
+            rank(o["kind"].as_str().unwrap_or_default()),
+            ObjectRef::of(o),
+        )
+    });
+
+    let crds: Vec<&Value> = chosen
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .collect();
+    for crd in &crds {
+        create(cluster, crd, settings.dry_run, &mut report)?;
+    }
+    if !crds.is_empty() && !settings.dry_run {
+        for crd in &crds {
+            let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+            if !cluster.wait_established(name, Duration::from_secs(60))? {
+                tracing::warn!("CustomResourceDefinition {name} is not established after 60 s");
+            }
+        }
+        cluster.rediscover()?;
+    }
+    for object in chosen
+        .iter()
+        .filter(|o| o["kind"] != "CustomResourceDefinition")
+    {
+        create(cluster, object, settings.dry_run, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Creates one object (or, in a dry run, checks whether it exists), recording the outcome.
+fn create(
+    cluster: &Cluster,
+    object: &Value,
+    dry_run: bool,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    let who = ObjectRef::of(object);
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let Some(resource) = cluster.resolve(api_version, kind) else {
+        if dry_run {
+            report.created.push(who); // its API comes with a CustomResourceDefinition restored first
+        } else {
+            report.failed.push(NotCreated {
+                object: who,
+                reason: format!(
+                    "this cluster does not serve {kind} ({api_version}): install its API (CustomResourceDefinition or operator) first, then restore again"
+                ),
+            });
+        }
+        return Ok(());
+    };
+    let mut object = object.clone();
+    object["apiVersion"] = Value::from(resource.api.api_version.clone());
+    if dry_run {
+        let exists = cluster
+            .get(&resource, who.namespace.as_deref(), &who.name)?
+            .is_some();
+        if exists {
+            report.existing.push(who)
+        } else {
+            report.created.push(who)
+        }
+        return Ok(());
+    }
+    match cluster.create(&resource, &object) {
+        Ok(Created::New) => {
+            tracing::info!("created {who}");
+            report.created.push(who)
+        }
+        Ok(Created::Existed) => report.existing.push(who),
+        Err(reason) => report.failed.push(NotCreated {
+            object: who,
+            reason,
+        }),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dependencies_come_first() {
+        let order = [
+            "Deployment",
+            "Secret",
+            "Namespace",
+            "CustomResourceDefinition",
+            "Pod",
+            "RoleBinding",
+            "Role",
+            "PersistentVolumeClaim",
+        ];
+        let mut sorted = order.to_vec();
+        sorted.sort_by_key(|k| rank(k));
+        assert_eq!(
+            sorted,
+            [
+                "CustomResourceDefinition",
+                "Namespace",
+                "PersistentVolumeClaim",
+                "Secret",
+                "Role",
+                "RoleBinding",
+                "Deployment",
+                "Pod"
+            ]
+        );
+    }
+
+    #[test]
+    fn owned_objects_and_cluster_made_ones_are_left_to_the_cluster() {
+        let owned = json!({"kind": "ReplicaSet", "metadata": {"ownerReferences": [{"kind": "Deployment", "name": "web", "controller": true}]}});
+        assert!(policy(&owned).unwrap().contains("Deployment web"));
+        let referenced = json!({"kind": "ConfigMap", "metadata": {"name": "c", "ownerReferences": [{"kind": "X", "name": "y"}]}});
+        assert!(policy(&referenced).is_none());
+        assert!(policy(&json!({"kind": "Secret", "type": "kubernetes.io/service-account-token", "metadata": {}})).is_some());
+        assert!(policy(&json!({"kind": "Secret", "type": "Opaque", "metadata": {}})).is_none());
+        let api =
+            json!({"kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default"}});
+        assert!(policy(&api).is_some());
+        let other =
+            json!({"kind": "Service", "metadata": {"name": "kubernetes", "namespace": "shop"}});
+        assert!(policy(&other).is_none());
+        assert!(policy(&json!({"kind": "PersistentVolume", "metadata": {}, "spec": {"persistentVolumeReclaimPolicy": "Delete"}})).is_some());
+        assert!(policy(&json!({"kind": "PersistentVolume", "metadata": {}, "spec": {"persistentVolumeReclaimPolicy": "Retain"}})).is_none());
+    }
+}

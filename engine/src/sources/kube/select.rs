@@ -1,0 +1,200 @@
+//! What a Kubernetes backup takes and leaves out: platform namespaces, the opt-out label,
+//! resources that can never be restored meaningfully, and label selectors.
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// Namespaces and objects with this label (any value) are never backed up.
+pub const NOBACKUP_LABEL: &str = "compliantkubernetes.io/nobackup";
+
+/// Namespaces that belong to the platform, not to its users; the configuration can add more.
+pub const DEFAULT_PLATFORM_NAMESPACES: [&str; 3] =
+    ["kube-system", "kube-public", "kube-node-lease"];
+
+/// Resources never backed up, as `(group, plural)` (`*`: every resource of the group):
+/// what the cluster makes or reports by itself (events, nodes, endpoints, leases, metrics),
+/// requests that are not objects (reviews, bindings), and the `extensions` group, whose
+/// objects are the same as those served by `apps` and `networking.k8s.io`.
+pub const NEVER_BACKED_UP: &[(&str, &str)] = &[
+    ("", "events"),
+    ("events.k8s.io", "*"),
+    ("", "nodes"),
+    ("", "endpoints"),
+    ("discovery.k8s.io", "*"),
+    ("coordination.k8s.io", "*"),
+    ("", "componentstatuses"),
+    ("", "bindings"),
+    ("authentication.k8s.io", "*"),
+    ("authorization.k8s.io", "*"),
+    ("metrics.k8s.io", "*"),
+    ("extensions", "*"),
+];
+
+/// Whether objects of `(group, plural)` are left out of every backup.
+pub fn never_backed_up(group: &str, plural: &str) -> bool {
+    NEVER_BACKED_UP
+        .iter()
+        .any(|&(g, p)| g == group && (p == "*" || p == plural))
+}
+
+/// Whether an object (or namespace) carries the opt-out label.
+pub fn opted_out(object: &Value) -> bool {
+    object["metadata"]["labels"].get(NOBACKUP_LABEL).is_some()
+}
+
+/// One requirement of a label selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+/// An equality-based label selector (`a=b,c!=d,e,!f`), as `kubectl -l` takes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector(Vec<Requirement>);
+
+impl Selector {
+    /// Parses `a=b`, `a==b`, `a!=b`, `a` and `!a`, joined by commas.
+    pub fn parse(text: &str) -> Result<Selector, String> {
+        let mut out = Vec::new();
+        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let req = if let Some((k, v)) = term.split_once("!=") {
+                Requirement::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some(k) = term.strip_prefix('!') {
+                Requirement::Absent(k.trim().into())
+            } else {
+                Requirement::Exists(term.into())
+            };
+            let key = match &req {
+                Requirement::Equals(k, _)
+                | Requirement::NotEquals(k, _)
+                | Requirement::Exists(k)
+                | Requirement::Absent(k) => k,
+            };
+            if key.is_empty() || key.contains([' ', '(', ')']) {
+                return Err(format!(
+                    "{term:?} is not a label requirement: use key=value, key!=value, key or !key"
+                ));
+            }
+            out.push(req);
+        }
+        Ok(Selector(out))
+    }
+
+    /// Whether `object`'s labels meet every requirement.
+    pub fn matches(&self, object: &Value) -> bool {
+        let labels = &object["metadata"]["labels"];
+        let label = |k: &str| labels.get(k).and_then(Value::as_str);
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
+            Requirement::Exists(k) => label(k).is_some(),
+            Requirement::Absent(k) => label(k).is_none(),
+        })
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let terms: Vec<String> = self
+            .0
+            .iter()
+            .map(|r| match r {
+                Requirement::Equals(k, v) => format!("{k}={v}"),
+                Requirement::NotEquals(k, v) => format!("{k}!={v}"),
+                Requirement::Exists(k) => k.clone(),
+                Requirement::Absent(k) => format!("!{k}"),
+            })
+            .collect();
+        f.write_str(&terms.join(","))
+    }
+}
+
+/// Objects kept even from platform namespaces: a kind and a label selector, written
+/// `KIND:SELECTOR` (default: `ConfigMap:grafana_dashboard`, Grafana's dashboards).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeepRule {
+    /// The kind, e.g. `ConfigMap`.
+    pub kind: String,
+    /// Which objects of that kind.
+    pub selector: Selector,
+}
+
+impl KeepRule {
+    /// The default rule: Grafana dashboards.
+    pub fn grafana_dashboards() -> KeepRule {
+        KeepRule::parse("ConfigMap:grafana_dashboard").expect("valid rule")
+    }
+
+    /// Parses `KIND:SELECTOR`.
+    pub fn parse(text: &str) -> Result<KeepRule, String> {
+        let (kind, selector) = text.split_once(':').ok_or_else(|| {
+            format!("{text:?}: write a kept-object rule as KIND:SELECTOR, e.g. ConfigMap:grafana_dashboard")
+        })?;
+        Ok(KeepRule {
+            kind: kind.trim().into(),
+            selector: Selector::parse(selector)?,
+        })
+    }
+
+    /// Whether `object` is kept by this rule.
+    pub fn matches(&self, object: &Value) -> bool {
+        object["kind"].as_str() == Some(self.kind.as_str()) && self.selector.matches(object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn selectors_match_labels() {
+        let o = json!({"metadata": {"labels": {"app": "web", "tier": "front"}}});
+        let yes = [
+            "app=web",
+            "app==web",
+            "app",
+            "!db",
+            "tier!=back",
+            "app=web,tier",
+        ];
+        let no = ["app=db", "db", "!app", "tier!=front", "app=web,db"];
+        for s in yes {
+            assert!(Selector::parse(s).unwrap().matches(&o), "{s}");
+        }
+        for s in no {
+            assert!(!Selector::parse(s).unwrap().matches(&o), "{s}");
+        }
+        assert!(Selector::parse("").unwrap().matches(&json!({})));
+        assert!(Selector::parse("a in (b)").is_err());
+        assert_eq!(Selector::parse("a==b, !c").unwrap().to_string(), "a=b,!c");
+    }
+
+    #[test]
+    fn keep_rules_name_a_kind_and_labels() {
+        let rule = KeepRule::grafana_dashboards();
+        let dash = json!({"kind": "ConfigMap", "metadata": {"labels": {"grafana_dashboard": "1"}}});
+        let secret = json!({"kind": "Secret", "metadata": {"labels": {"grafana_dashboard": "1"}}});
+        assert!(rule.matches(&dash));
+        assert!(!rule.matches(&secret));
+        assert!(KeepRule::parse("ConfigMap").is_err());
+    }
+
+    #[test]
+    fn opt_out_and_never_backed_up() {
+        assert!(opted_out(
+            &json!({"metadata": {"labels": {NOBACKUP_LABEL: ""}}})
+        ));
+        assert!(!opted_out(&json!({"metadata": {"labels": {"other": "x"}}})));
+        assert!(never_backed_up("", "events"));
+        assert!(never_backed_up("coordination.k8s.io", "leases"));
+        assert!(!never_backed_up("", "configmaps"));
+        assert!(!never_backed_up("apps", "deployments"));
+    }
+}

@@ -1,0 +1,301 @@
+//! `cairn k8s backup-volumes`: the files of every PersistentVolumeClaim mounted by a pod on
+//! this node, read where the kubelet mounts them, one snapshot per namespace (`volumes/<claim>/`).
+//!
+//! Each node backs up its own pods' claims, so nodes run in parallel into one repository; a
+//! claim that no pod mounts cannot be read anywhere and is reported. The pods' [`hooks`]
+//! run before and after a namespace's claims are read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::cluster::{Cluster, Resource};
+use super::hooks::{Hook, Phase};
+use super::{select, snapshot_paths, tags};
+use crate::archiver::{self, BackupOptions, Parent, Source};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::progress::Progress;
+use crate::repository::Repository;
+use crate::snapshot::Snapshot;
+use crate::tree::{RawBytes, Tree};
+
+/// Settings of a volume backup on one node.
+#[derive(Clone, Debug)]
+pub struct VolumeSettings {
+    /// The cluster's name, recorded as the snapshots' host.
+    pub cluster: String,
+    /// This node's name: only pods scheduled here are looked at.
+    pub node: String,
+    /// Where the kubelet keeps its pods (`/var/lib/kubelet`), as mounted into this container.
+    pub kubelet_root: PathBuf,
+    /// Namespaces of the platform: their volumes are not backed up.
+    pub platform_namespaces: Vec<String>,
+    /// Only these namespaces (all when empty).
+    pub only: Vec<String>,
+    /// Time to record instead of the start time (for tests).
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// One namespace's volume snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct VolumeSnapshot {
+    /// The namespace.
+    pub namespace: String,
+    /// The snapshot written.
+    pub snapshot: Id,
+    /// The claims in it.
+    pub claims: Vec<String>,
+    /// Bytes of volume data read.
+    pub bytes: u64,
+    /// Bytes of new data the run added to the repository.
+    pub new_bytes: u64,
+    /// Files that could not be read and were left out.
+    pub errors: Vec<String>,
+}
+
+/// What a volume backup on one node did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VolumeReport {
+    /// Snapshots written, one per namespace with claims mounted on this node.
+    pub snapshots: Vec<VolumeSnapshot>,
+    /// Claims (`namespace/name`) that no pod mounts: nothing can read them; not backed up.
+    pub not_mounted: Vec<String>,
+    /// Claims mounted only on other nodes, with the node (their node's run takes them).
+    pub elsewhere: Vec<String>,
+    /// Claims left out by the opt-out label (on the claim or on a pod mounting it).
+    pub opted_out: Vec<String>,
+    /// Claims mounted here whose folder was not found under the kubelet root.
+    pub missing: Vec<String>,
+    /// Hooks that failed, with why.
+    pub hook_errors: Vec<String>,
+    /// Namespaces whose volumes were not backed up because a hook failed with `on-error: Fail`.
+    pub failed: Vec<String>,
+}
+
+/// Where a claim is mounted.
+struct Mount {
+    node: String,
+    pod: Value,
+}
+
+impl Mount {
+    fn uid(&self) -> &str {
+        self.pod["metadata"]["uid"].as_str().unwrap_or_default()
+    }
+}
+
+/// What one namespace's volume snapshot takes: claims by name, and the pods mounting them.
+#[derive(Default)]
+struct Plan {
+    claims: BTreeMap<RawBytes, Source>,
+    pods: BTreeMap<String, Value>,
+}
+
+/// Backs up the claims mounted by pods on `settings.node`.
+pub fn backup_volumes(
+    repo: &Repository,
+    cluster: &Cluster,
+    settings: &VolumeSettings,
+    progress: &Progress,
+) -> Result<VolumeReport> {
+    let find = |kind: &str| -> Result<Resource> {
+        cluster
+            .resolve("v1", kind)
+            .ok_or_else(|| Error::Invalid(format!("the cluster does not serve v1 {kind}")))
+    };
+    let namespaces: BTreeSet<String> = cluster
+        .list(&find("Namespace")?, None)?
+        .into_iter()
+        .filter(|ns| !select::opted_out(ns))
+        .map(|ns| {
+            ns["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .filter(|ns| !settings.platform_namespaces.contains(ns))
+        .filter(|ns| settings.only.is_empty() || settings.only.contains(ns))
+        .collect();
+    let mut mounts: BTreeMap<(String, String), Vec<Mount>> = BTreeMap::new();
+    for pod in cluster.list(&find("Pod")?, None)? {
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+        if !namespaces.contains(ns) {
+            continue;
+        }
+        for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+            if let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() {
+                mounts
+                    .entry((ns.into(), claim.into()))
+                    .or_default()
+                    .push(Mount {
+                        node: pod["spec"]["nodeName"].as_str().unwrap_or_default().into(),
+                        pod: pod.clone(),
+                    });
+            }
+        }
+    }
+    let mut report = VolumeReport::default();
+    let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
+    for claim in cluster.list(&find("PersistentVolumeClaim")?, None)? {
+        let ns = claim["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = claim["metadata"]["name"].as_str().unwrap_or_default();
+        if !namespaces.contains(ns) {
+            continue;
+        }
+        let key = format!("{ns}/{name}");
+        let here = mounts.get(&(ns.to_string(), name.to_string()));
+        if select::opted_out(&claim)
+            || here.is_some_and(|m| m.iter().any(|m| select::opted_out(&m.pod)))
+        {
+            report.opted_out.push(key);
+            continue;
+        }
+        let Some(mounts) = here else {
+            report.not_mounted.push(key);
+            continue;
+        };
+        let Some(mount) = mounts.iter().find(|m| m.node == settings.node) else {
+            report
+                .elsewhere
+                .push(format!("{key} on {}", mounts[0].node));
+            continue;
+        };
+        let volume = claim["spec"]["volumeName"].as_str().unwrap_or_default();
+        match mounted_folder(&settings.kubelet_root, mount.uid(), volume) {
+            Some(dir) => {
+                let plan = plans.entry(ns.to_string()).or_default();
+                plan.claims
+                    .insert(RawBytes(name.as_bytes().to_vec()), Source::Path(dir));
+                for m in mounts.iter().filter(|m| m.node == settings.node) {
+                    let pod = m.pod["metadata"]["name"].as_str().unwrap_or_default();
+                    plan.pods.insert(pod.to_string(), m.pod.clone());
+                }
+            }
+            None => report.missing.push(key),
+        }
+    }
+    for (ns, plan) in plans {
+        let pods: Vec<&Value> = plan.pods.values().collect();
+        if !run_hooks(cluster, &pods, Phase::Pre, &mut report) {
+            report.failed.push(ns);
+            run_hooks(cluster, &pods, Phase::Post, &mut report);
+            continue;
+        }
+        let names = plan.claims.keys().map(RawBytes::lossy).collect();
+        let root = BTreeMap::from([(RawBytes(b"volumes".to_vec()), Source::Folder(plan.claims))]);
+        let options = BackupOptions {
+            host: settings.cluster.clone(),
+            tags: tags(&settings.cluster, &ns, "volumes", Some(&settings.node)),
+            parent: Parent::Auto,
+            time: settings.time,
+        };
+        let out = archiver::backup_sources(
+            repo,
+            root,
+            snapshot_paths(&ns, "volumes"),
+            &options,
+            progress,
+        );
+        run_hooks(cluster, &pods, Phase::Post, &mut report);
+        let out = out?;
+        report.snapshots.push(VolumeSnapshot {
+            namespace: ns,
+            snapshot: out.id,
+            claims: names,
+            bytes: out.snapshot.summary.bytes,
+            new_bytes: out.snapshot.summary.new_bytes,
+            errors: out.errors,
+        });
+    }
+    Ok(report)
+}
+
+/// Runs the `phase` hooks of `pods`, recording failures; false if one that must not fail did.
+fn run_hooks(cluster: &Cluster, pods: &[&Value], phase: Phase, report: &mut VolumeReport) -> bool {
+    let mut ok = true;
+    for pod in pods {
+        let hook = match Hook::of(pod, phase) {
+            Ok(Some(h)) => h,
+            Ok(None) => continue,
+            Err(e) => {
+                report.hook_errors.push(e);
+                ok = false;
+                continue;
+            }
+        };
+        tracing::info!(pod = %hook.pod, "running {phase:?} hook {:?}", hook.command);
+        if let Err(why) = cluster.exec(&hook) {
+            let what = if hook.fail_backup {
+                ""
+            } else {
+                " (on-error: Continue)"
+            };
+            report.hook_errors.push(format!(
+                "{phase:?} hook of pod {}/{} in container {}{what}: {}",
+                hook.namespace,
+                hook.pod,
+                hook.container,
+                why.trim()
+            ));
+            ok &= !hook.fail_backup;
+        }
+    }
+    ok
+}
+
+/// The folder where the kubelet mounts volume `volume` of pod `pod_uid`:
+/// `<root>/pods/<uid>/volumes/<plugin>/<volume>`, and its `mount` folder for CSI volumes.
+fn mounted_folder(root: &Path, pod_uid: &str, volume: &str) -> Option<PathBuf> {
+    if volume.is_empty() || pod_uid.is_empty() {
+        return None;
+    }
+    let plugins = std::fs::read_dir(root.join("pods").join(pod_uid).join("volumes")).ok()?;
+    plugins.flatten().find_map(|plugin| {
+        let dir = plugin.path().join(volume);
+        let csi = plugin.file_name() == "kubernetes.io~csi";
+        let dir = if csi { dir.join("mount") } else { dir };
+        dir.is_dir().then_some(dir)
+    })
+}
+
+/// The tree of claim `claim` in a volume snapshot.
+pub fn claim_tree(repo: &Repository, snapshot: &Snapshot, claim: &str) -> Result<Id> {
+    let missing = || Error::PathNotInSnapshot(format!("volumes/{claim}"));
+    let root = Tree::load(repo, &snapshot.tree)?;
+    let volumes = root
+        .find(&RawBytes(b"volumes".to_vec()))
+        .ok_or_else(missing)?;
+    let volumes = Tree::load(repo, volumes.subtree.as_ref().ok_or_else(missing)?)?;
+    let node = volumes
+        .find(&RawBytes(claim.as_bytes().to_vec()))
+        .ok_or_else(missing)?;
+    node.subtree.ok_or_else(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_plain_and_csi_mounts() {
+        let root = tempfile::tempdir().unwrap();
+        let pods = root.path().join("pods");
+        std::fs::create_dir_all(pods.join("u1/volumes/kubernetes.io~local-volume/pv-a")).unwrap();
+        std::fs::create_dir_all(pods.join("u2/volumes/kubernetes.io~csi/pv-b/mount")).unwrap();
+        assert_eq!(
+            mounted_folder(root.path(), "u1", "pv-a"),
+            Some(pods.join("u1/volumes/kubernetes.io~local-volume/pv-a"))
+        );
+        assert_eq!(
+            mounted_folder(root.path(), "u2", "pv-b"),
+            Some(pods.join("u2/volumes/kubernetes.io~csi/pv-b/mount"))
+        );
+        assert_eq!(mounted_folder(root.path(), "u1", "pv-b"), None);
+        assert_eq!(mounted_folder(root.path(), "u3", "pv-a"), None);
+        assert_eq!(mounted_folder(root.path(), "u1", ""), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! What Cairn backs up besides plain folders.
+
+pub mod kube;

@@ -1,0 +1,171 @@
+//! The test API server (a real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1,
+//! started by `scripts/test.sh` through `scripts/kube-server.sh`), reached with the `kube`
+//! crate directly, independently of the code under test, to set up and inspect objects.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{ApiResource, Scope, pinned_kind};
+use serde_json::Value;
+
+/// A client of the test API server.
+pub struct Kube {
+    /// The kubeconfig file, for `cairn --kubeconfig`.
+    pub kubeconfig: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    client: kube::Client,
+}
+
+/// A short random suffix, so that tests sharing one API server use their own names.
+pub fn suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{:08x}", random as u32)
+}
+
+impl Kube {
+    /// Connects to the server at `CAIRN_TEST_KUBECONFIG`.
+    pub fn connect() -> Kube {
+        let kubeconfig = PathBuf::from(std::env::var_os("CAIRN_TEST_KUBECONFIG").expect(
+            "CAIRN_TEST_KUBECONFIG is not set: run the tests with scripts/test.sh, which starts a test API server",
+        ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = runtime.block_on(async {
+            let file = Kubeconfig::read_from(&kubeconfig).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .unwrap();
+            kube::Client::try_from(config).unwrap()
+        });
+        Kube {
+            kubeconfig,
+            runtime,
+            client,
+        }
+    }
+
+    fn api(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps): (ApiResource, _) = self
+            .runtime
+            .block_on(pinned_kind(&self.client, &gvk))
+            .unwrap_or_else(|e| panic!("{api_version} {kind} not served: {e}"));
+        match namespace {
+            Some(ns) if caps.scope == Scope::Namespaced => {
+                Api::namespaced_with(self.client.clone(), ns, &resource)
+            }
+            _ => Api::all_with(self.client.clone(), &resource),
+        }
+    }
+
+    /// Creates `object` (JSON with apiVersion, kind and metadata) and returns it as stored.
+    pub fn create(&self, object: Value) -> Value {
+        let api = self.api(
+            object["apiVersion"].as_str().unwrap(),
+            object["kind"].as_str().unwrap(),
+            object["metadata"]["namespace"].as_str(),
+        );
+        let dynamic: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+        let made = self
+            .runtime
+            .block_on(api.create(&PostParams::default(), &dynamic))
+            .unwrap_or_else(|e| panic!("creating {object}: {e}"));
+        serde_json::to_value(made).unwrap()
+    }
+
+    /// The object, if it exists.
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let api = self.api(api_version, kind, ns);
+        self.runtime
+            .block_on(api.get_opt(name))
+            .unwrap()
+            .map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    /// Every object of a kind in a namespace.
+    pub fn list(&self, api_version: &str, kind: &str, ns: &str) -> Vec<Value> {
+        let api = self.api(api_version, kind, Some(ns));
+        let list = self
+            .runtime
+            .block_on(api.list(&Default::default()))
+            .unwrap();
+        list.items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect()
+    }
+
+    /// Deletes an object and waits until it is gone (namespaces: until the controller manager
+    /// has emptied and removed them).
+    pub fn delete(&self, api_version: &str, kind: &str, ns: Option<&str>, name: &str) {
+        let api = self.api(api_version, kind, ns);
+        self.runtime
+            .block_on(api.delete(name, &DeleteParams::foreground()))
+            .unwrap();
+        wait_until(
+            &format!("{kind} {name} to be deleted"),
+            Duration::from_secs(120),
+            || self.get(api_version, kind, ns, name).is_none(),
+        );
+    }
+}
+
+impl Kube {
+    /// A kubeconfig for the same server that authenticates as service account `sa` of `ns`
+    /// (with the token the controller manager made for it), written to `path`.
+    pub fn kubeconfig_for(&self, ns: &str, sa: &str, path: &std::path::Path) -> PathBuf {
+        let mut token = String::new();
+        wait_until(
+            &format!("a token for {ns}/{sa}"),
+            Duration::from_secs(60),
+            || {
+                let found = self.list("v1", "Secret", ns).into_iter().find(|s| {
+                    s["type"] == "kubernetes.io/service-account-token"
+                        && s["metadata"]["annotations"]["kubernetes.io/service-account.name"] == sa
+                        && s["data"]["token"].is_string()
+                });
+                if let Some(secret) = found {
+                    use base64::Engine;
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(secret["data"]["token"].as_str().unwrap())
+                        .unwrap();
+                    token = String::from_utf8(raw).unwrap();
+                }
+                !token.is_empty()
+            },
+        );
+        let admin = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let theirs: String = admin
+            .lines()
+            .map(|l| match l.trim_start().strip_prefix("token: ") {
+                Some(_) => format!("    token: {token}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(path, theirs).unwrap();
+        path.to_owned()
+    }
+}
+
+/// Polls `done` every 200 ms until it holds; panics after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

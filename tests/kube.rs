@@ -1,0 +1,792 @@
+//! `cairn k8s` against a real API server (etcd + kube-apiserver 1.20 + kube-controller-manager
+//! on 127.0.0.1, started by scripts/test.sh): namespaces with workloads, a custom resource and
+//! opt-outs are backed up, deleted, restored and compared object by object; a second restore
+//! changes nothing; restores into other namespaces, dry runs and filters do what they say.
+//!
+//! What this cannot catch: no kubelet or scheduler runs, so pods never start. Volume data is
+//! read from a folder laid out like the kubelet's pod volume tree (as a node's
+//! `/var/lib/kubelet` appears to the backup container), and a restore into a claim is tested
+//! as a restore into its (empty) mount folder. Backup hooks cannot run without a kubelet: the
+//! tests see them fail and check what each on-error policy then does, not a successful exec.
+//! Whether a restored Deployment's pods come up again is the cluster's business and is not
+//! tested here.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use common::kube::{Kube, suffix, wait_until};
+use common::*;
+use serde_json::{Value, json};
+
+/// `cairn --json k8s ARGS… --kubeconfig K`.
+fn k8s(env: &Env, kube: &Kube, args: &[&str]) -> Value {
+    let mut all = vec!["k8s"];
+    all.extend_from_slice(args);
+    all.extend(["--kubeconfig", kube.kubeconfig.to_str().unwrap()]);
+    env.json(&all)
+}
+
+/// Names in a restore report's list, as `Kind namespace/name` or `Kind name`.
+fn names(list: &Value) -> BTreeSet<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| match o["namespace"].as_str() {
+            Some(ns) => format!(
+                "{} {ns}/{}",
+                o["kind"].as_str().unwrap(),
+                o["name"].as_str().unwrap()
+            ),
+            None => format!(
+                "{} {}",
+                o["kind"].as_str().unwrap(),
+                o["name"].as_str().unwrap()
+            ),
+        })
+        .collect()
+}
+
+/// Every stored object of a snapshot, restored into a folder and read back, by path.
+fn stored_objects(env: &Env, snapshot: &str) -> BTreeMap<String, Value> {
+    let target = env.path(&format!("objects-{snapshot}"));
+    env.ok(&["restore", snapshot, "--target", target.to_str().unwrap()]);
+    all_files(&target)
+        .into_iter()
+        .map(|p| {
+            let rel = p
+                .strip_prefix(&target)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            (
+                rel,
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn crd(group: &str) -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("widgets.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
+}
+
+/// A namespace of an online shop: every common kind, a custom object and an opted-out object.
+fn make_shop(kube: &Kube, ns: &str, group: &str, secret: &str) {
+    let meta = |name: &str| json!({"name": name, "namespace": ns, "labels": {"app": "web"}});
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    kube.create(crd(group));
+    wait_until("the CRD to be established", Duration::from_secs(60), || {
+        kube.get(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            &format!("widgets.{group}"),
+        )
+        .is_some_and(|c| {
+            c["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+            })
+        })
+    });
+    for object in [
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta("web"),
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx:1.25", "ports": [{"containerPort": 80}]}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": meta("web"),
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 80}]}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("settings"), "data": {"mode": "production"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "scratch", "namespace": ns,
+            "labels": {"compliantkubernetes.io/nobackup": "true"}}, "data": {"tmp": "1"}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": ns},
+            "type": "Opaque", "stringData": {"password": secret}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta("data"),
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+                "resources": {"requests": {"storage": "1Gi"}}}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": ns}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "reader", "namespace": ns},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "reader", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": ns}]}),
+        json!({"apiVersion": format!("{group}/v1"), "kind": "Widget", "metadata": meta("w1"), "spec": {"size": 3}}),
+    ] {
+        kube.create(object);
+    }
+    // the controller manager makes the Deployment's ReplicaSet
+    wait_until(
+        "the Deployment's ReplicaSet",
+        Duration::from_secs(60),
+        || !kube.list("apps/v1", "ReplicaSet", ns).is_empty(),
+    );
+}
+
+/// The fields a restore must bring back unchanged (the server's own fields aside).
+fn comparable(object: &Value) -> Value {
+    let mut spec = object["spec"].clone();
+    if object["kind"] == "Service" {
+        let s = spec.as_object_mut().unwrap();
+        s.remove("clusterIP");
+        s.remove("clusterIPs");
+    }
+    json!({"labels": object["metadata"]["labels"], "spec": spec, "data": object["data"],
+        "rules": object["rules"], "subjects": object["subjects"], "roleRef": object["roleRef"]})
+}
+
+#[test]
+fn namespaces_are_backed_up_deleted_restored_and_never_overwritten() {
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let (shop, quiet, group) = (
+        format!("shop-{s}"),
+        format!("quiet-{s}"),
+        format!("t{s}.cairn.test"),
+    );
+    let secret = format!("pa55-{s}-word");
+    make_shop(&kube, &shop, &group, &secret);
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": quiet, "labels": {"compliantkubernetes.io/nobackup": ""}}}));
+    kube.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": quiet}}));
+    let dash = format!("dash-{s}");
+    kube.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": dash, "namespace": "kube-system", "labels": {"grafana_dashboard": "1"}}, "data": {"d.json": "{}"}}));
+    kube.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": format!("plain-{s}"), "namespace": "kube-system"}, "data": {"x": "y"}}));
+
+    let report = k8s(
+        &env,
+        &kube,
+        &[
+            "backup",
+            "-n",
+            &shop,
+            "-n",
+            &quiet,
+            "-n",
+            "kube-system",
+            "--cluster",
+            "test",
+        ],
+    );
+    let snaps: BTreeMap<&str, &str> = report["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["namespace"].as_str().unwrap(),
+                s["snapshot"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        snaps.keys().copied().collect::<Vec<_>>(),
+        ["kube-system", shop.as_str()]
+    );
+    let left_out = report["left_out"].as_array().unwrap();
+    assert!(
+        left_out.iter().any(|l| l["namespace"] == quiet.as_str()
+            && l["reason"].as_str().unwrap().contains("nobackup")),
+        "{report}"
+    );
+    assert_eq!(
+        report["opted_out"],
+        json!([format!("{shop}/configmaps/scratch")])
+    );
+
+    // the shop's snapshot: its objects without server fields, the cluster objects it needs
+    let stored = stored_objects(&env, snaps[shop.as_str()]);
+    let paths: BTreeSet<&str> = stored.keys().map(String::as_str).collect();
+    for p in [
+        "resources/configmaps/settings.json".to_string(),
+        "resources/deployments.apps/web.json".into(),
+        "resources/services/web.json".into(),
+        "resources/secrets/db.json".into(),
+        "resources/persistentvolumeclaims/data.json".into(),
+        "resources/serviceaccounts/app.json".into(),
+        "resources/roles.rbac.authorization.k8s.io/reader.json".into(),
+        "resources/rolebindings.rbac.authorization.k8s.io/reader.json".into(),
+        format!("resources/widgets.{group}/w1.json"),
+        format!("cluster/namespaces/{shop}.json"),
+        format!("cluster/customresourcedefinitions.apiextensions.k8s.io/widgets.{group}.json"),
+    ] {
+        assert!(
+            paths.contains(p.as_str()),
+            "{p} not stored; stored: {paths:?}"
+        );
+    }
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("resources/replicasets.apps/"))
+    );
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.contains("scratch") || p.contains("events")),
+        "{paths:?}"
+    );
+    for (path, object) in &stored {
+        for field in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "managedFields",
+        ] {
+            assert!(
+                object["metadata"].get(field).is_none(),
+                "{path} keeps {field}"
+            );
+        }
+        assert!(object.get("status").is_none(), "{path} keeps its status");
+    }
+    let system = stored_objects(&env, snaps["kube-system"]);
+    assert!(
+        system.contains_key(&format!("resources/configmaps/{dash}.json")),
+        "{system:?}"
+    );
+    assert!(
+        !system.keys().any(|p| p.contains("plain-")),
+        "only dashboards come from platform namespaces"
+    );
+    // secrets are encrypted at rest like everything else
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&secret);
+    for name in env.objects.names("") {
+        let bytes = env.objects.read(&name);
+        for needle in [secret.as_bytes(), encoded.as_bytes()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{name} holds the secret in clear"
+            );
+        }
+    }
+
+    // disaster: the namespace and the CRD are gone
+    kube.delete("v1", "Namespace", None, &shop);
+    kube.delete(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        None,
+        &format!("widgets.{group}"),
+    );
+
+    let restored = k8s(&env, &kube, &["restore", snaps[shop.as_str()]]);
+    let report = &restored["report"];
+    assert_eq!(report["failed"], json!([]), "{report}");
+    let created = names(&report["created"]);
+    for o in [
+        format!("Namespace {shop}"),
+        format!("CustomResourceDefinition widgets.{group}"),
+        format!("Deployment {shop}/web"),
+        format!("Service {shop}/web"),
+        format!("ConfigMap {shop}/settings"),
+        format!("Secret {shop}/db"),
+        format!("PersistentVolumeClaim {shop}/data"),
+        format!("ServiceAccount {shop}/app"),
+        format!("Role {shop}/reader"),
+        format!("RoleBinding {shop}/reader"),
+        format!("Widget {shop}/w1"),
+    ] {
+        assert!(created.contains(&o), "{o} not created: {report}");
+    }
+    let left: Vec<&Value> = report["left_out"].as_array().unwrap().iter().collect();
+    assert!(
+        left.iter().any(|l| l["kind"] == "ReplicaSet"
+            && l["reason"].as_str().unwrap().contains("Deployment web")),
+        "{report}"
+    );
+    assert!(!created.iter().any(|c| c.starts_with("ReplicaSet")));
+
+    // object by object, the cluster holds what was backed up
+    for (path, object) in &stored {
+        let kind = object["kind"].as_str().unwrap();
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let ns = object["metadata"]["namespace"].as_str();
+        let shown = match ns {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        };
+        if !created.contains(&shown) || matches!(kind, "Namespace" | "CustomResourceDefinition") {
+            continue;
+        }
+        let live = kube
+            .get(object["apiVersion"].as_str().unwrap(), kind, ns, name)
+            .unwrap_or_else(|| panic!("{path} reported created but not in the cluster"));
+        assert_eq!(
+            comparable(&live),
+            comparable(object),
+            "{path} differs after restore"
+        );
+    }
+    let live_secret = kube.get("v1", "Secret", Some(&shop), "db").unwrap();
+    assert_eq!(
+        live_secret["data"]["password"],
+        json!(base64::engine::general_purpose::STANDARD.encode(&secret))
+    );
+
+    // again: everything exists, nothing is touched
+    let before = kube
+        .get("v1", "ConfigMap", Some(&shop), "settings")
+        .unwrap();
+    let again = k8s(&env, &kube, &["restore", snaps[shop.as_str()]]);
+    assert_eq!(again["report"]["created"], json!([]), "{again}");
+    assert_eq!(again["report"]["failed"], json!([]), "{again}");
+    assert!(
+        names(&again["report"]["existing"]).is_superset(&created),
+        "{again}"
+    );
+    let after = kube
+        .get("v1", "ConfigMap", Some(&shop), "settings")
+        .unwrap();
+    assert_eq!(
+        before["metadata"]["resourceVersion"],
+        after["metadata"]["resourceVersion"]
+    );
+
+    // into another namespace
+    let copy = format!("copy-{s}");
+    let mapped = k8s(
+        &env,
+        &kube,
+        &[
+            "restore",
+            snaps[shop.as_str()],
+            "--namespace-mapping",
+            &format!("{shop}={copy}"),
+        ],
+    );
+    let created = names(&mapped["report"]["created"]);
+    assert!(created.contains(&format!("Namespace {copy}")), "{mapped}");
+    assert!(
+        created.contains(&format!("Deployment {copy}/web")),
+        "{mapped}"
+    );
+    assert!(
+        names(&mapped["report"]["existing"])
+            .contains(&format!("CustomResourceDefinition widgets.{group}"))
+    );
+    let binding = kube
+        .get(
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding",
+            Some(&copy),
+            "reader",
+        )
+        .unwrap();
+    assert_eq!(binding["subjects"][0]["namespace"], copy.as_str());
+    assert_eq!(
+        kube.get("v1", "ConfigMap", Some(&copy), "settings")
+            .unwrap()["data"],
+        json!({"mode": "production"})
+    );
+
+    // a dry run changes nothing
+    let dry = format!("dry-{s}");
+    let planned = k8s(
+        &env,
+        &kube,
+        &[
+            "restore",
+            snaps[shop.as_str()],
+            "--dry-run",
+            "--namespace-mapping",
+            &format!("{shop}={dry}"),
+        ],
+    );
+    assert!(
+        names(&planned["report"]["created"]).contains(&format!("ConfigMap {dry}/settings")),
+        "{planned}"
+    );
+    assert!(kube.get("v1", "Namespace", None, &dry).is_none());
+
+    // only some kinds, only some labels
+    let some = format!("some-{s}");
+    let filtered = k8s(
+        &env,
+        &kube,
+        &[
+            "restore",
+            "latest",
+            "--cluster",
+            "test",
+            "--include-namespaces",
+            &shop,
+            "--namespace-mapping",
+            &format!("{shop}={some}"),
+            "--include-kinds",
+            "configmaps,Secret",
+            "-l",
+            "app=web",
+        ],
+    );
+    assert_eq!(
+        names(&filtered["report"]["created"]),
+        BTreeSet::from([
+            format!("Namespace {some}"),
+            format!("ConfigMap {some}/settings")
+        ]),
+        "{filtered}"
+    );
+}
+
+#[test]
+fn volumes_are_read_from_the_kubelet_tree_and_restored_into_empty_folders() {
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let ns = format!("vols-{s}");
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    let claim = |name: &str, volume: Option<&str>| {
+        let mut c = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": ns},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}});
+        if let Some(v) = volume {
+            c["spec"]["volumeName"] = json!(v);
+        }
+        kube.create(c);
+    };
+    let pv = format!("pv-{s}");
+    kube.create(json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "", "hostPath": {"path": "/srv/data"},
+            "claimRef": {"kind": "PersistentVolumeClaim", "namespace": ns, "name": "data"}}}));
+    claim("data", Some(&pv));
+    claim("idle", None);
+    claim("remote", Some("pv-elsewhere"));
+    let pod = |ns: &str, name: &str, node: &str, claim: &str, on_error: &str| {
+        kube.create(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns,
+                "annotations": {"pre.hook.backup.cairn.io/command": "[\"/bin/sync\"]",
+                    "pre.hook.backup.cairn.io/on-error": on_error}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}),
+        )
+    };
+    // no kubelet runs, so every hook fails: `Continue` lets the backup go on, `Fail` stops it
+    let db = pod(&ns, "db", "node-a", "data", "Continue");
+    pod(&ns, "other", "node-b", "remote", "Continue");
+    let frozen = format!("frozen-{s}");
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": frozen}}));
+    kube.create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "db", "namespace": frozen},
+        "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pv-frozen", "resources": {"requests": {"storage": "1Gi"}}}}));
+    let stuck = pod(&frozen, "db", "node-a", "db", "Fail");
+
+    // node-a's kubelet tree: the claim's volume is mounted under the pod's uid
+    let kubelet = env.path("kubelet");
+    let uid = db["metadata"]["uid"].as_str().unwrap();
+    let mount = kubelet.join(format!("pods/{uid}/volumes/kubernetes.io~host-path/{pv}"));
+    make_full_tree(&mount);
+
+    let stuck_uid = stuck["metadata"]["uid"].as_str().unwrap();
+    std::fs::create_dir_all(kubelet.join(format!(
+        "pods/{stuck_uid}/volumes/kubernetes.io~csi/pv-frozen/mount"
+    )))
+    .unwrap();
+
+    let out = env.run(&[
+        "--json",
+        "k8s",
+        "backup-volumes",
+        "-n",
+        &ns,
+        "-n",
+        &frozen,
+        "--node",
+        "node-a",
+        "--kubelet-root",
+        kubelet.to_str().unwrap(),
+        "--cluster",
+        "test",
+        "--kubeconfig",
+        kube.kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], json!([frozen]), "{report}");
+    let hook_errors = report["hook_errors"].as_array().unwrap();
+    assert_eq!(hook_errors.len(), 2, "{report}");
+    assert!(
+        hook_errors
+            .iter()
+            .any(|e| e.as_str().unwrap().contains(&format!(
+                "Pre hook of pod {ns}/db in container c (on-error: Continue)"
+            ))),
+        "{report}"
+    );
+    let snaps = report["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 1, "{report}");
+    assert_eq!(snaps[0]["claims"], json!(["data"]));
+    assert_eq!(report["not_mounted"], json!([format!("{ns}/idle")]));
+    assert_eq!(
+        report["elsewhere"],
+        json!([format!("{ns}/remote on node-b")])
+    );
+    let snapshot = snaps[0]["snapshot"].as_str().unwrap();
+    let tags = env.json(&["snapshots"]);
+    let tags = &tags
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == snapshot)
+        .unwrap()["tags"];
+    for t in [
+        format!("namespace={ns}"),
+        "content=volumes".into(),
+        "node=node-a".into(),
+        "cluster=test".into(),
+    ] {
+        assert!(tags.as_array().unwrap().contains(&json!(t)), "{tags}");
+    }
+
+    // restored into an empty folder (a new claim's mount point): identical files
+    let target = env.path("new-claim");
+    std::fs::create_dir(&target).unwrap();
+    env.ok(&[
+        "k8s",
+        "restore-volume",
+        "latest",
+        "-n",
+        &ns,
+        "--pvc",
+        "data",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(diff_trees(&mount, &target, is_root()), Vec::<String>::new());
+
+    // a volume holding files is not overwritten unless asked
+    std::fs::write(target.join("docs/readme.txt"), "changed since").unwrap();
+    let refused = env.run(&[
+        "k8s",
+        "restore-volume",
+        snapshot,
+        "--pvc",
+        "data",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("--overwrite"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("docs/readme.txt")).unwrap(),
+        "changed since"
+    );
+    env.ok(&[
+        "k8s",
+        "restore-volume",
+        snapshot,
+        "--pvc",
+        "data",
+        "--target",
+        target.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert_eq!(
+        std::fs::read(target.join("docs/readme.txt")).unwrap(),
+        std::fs::read(mount.join("docs/readme.txt")).unwrap()
+    );
+
+    // a claim not in the snapshot
+    let missing = env.run(&[
+        "k8s",
+        "restore-volume",
+        snapshot,
+        "--pvc",
+        "nope",
+        "--target",
+        env.path("x").to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("cairn ls"),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(!Path::new(&env.path("x")).join("docs").exists());
+}
+
+/// The objects of `deploy/base` (the files its kustomization lists), as kustomize would make
+/// them for namespace `ns`, with cluster-wide names suffixed by `s` so that runs do not clash.
+/// The 1.20 test server serves CronJob only as batch/v1beta1 (1.21 and later: batch/v1, as the
+/// manifests say), so CronJobs are sent as v1beta1 here.
+fn deploy_objects(ns: &str, s: &str) -> Vec<Value> {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base");
+    let read = |f: &str| std::fs::read_to_string(base.join(f)).unwrap();
+    let kustomization: Value = serde_saphyr::from_str(&read("kustomization.yaml")).unwrap();
+    let mut out = Vec::new();
+    for file in kustomization["resources"].as_array().unwrap() {
+        for mut o in serde_saphyr::from_multiple::<Value>(&read(file.as_str().unwrap())).unwrap() {
+            let kind = o["kind"].as_str().unwrap().to_string();
+            match kind.as_str() {
+                "Namespace" => o["metadata"]["name"] = json!(ns),
+                "ClusterRole" | "ClusterRoleBinding" => {
+                    let name = format!("{}-{s}", o["metadata"]["name"].as_str().unwrap());
+                    o["metadata"]["name"] = json!(name);
+                    if kind == "ClusterRoleBinding" {
+                        o["roleRef"]["name"] = json!(name);
+                        o["subjects"][0]["namespace"] = json!(ns);
+                    }
+                }
+                _ => o["metadata"]["namespace"] = json!(ns),
+            }
+            if kind == "CronJob" {
+                o["apiVersion"] = json!("batch/v1beta1");
+            }
+            out.push(o);
+        }
+    }
+    out
+}
+
+#[test]
+fn deployed_roles_are_enough_to_back_up_and_the_backup_role_cannot_restore() {
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let system = format!("cairn-{s}");
+    let objects = deploy_objects(&system, &s);
+    // least privilege, as written: backup only reads; the volume backup reads and runs hooks;
+    // restore creates but never changes or deletes
+    for o in objects.iter().filter(|o| o["kind"] == "ClusterRole") {
+        let role = o["metadata"]["name"].as_str().unwrap();
+        for rule in o["rules"].as_array().unwrap() {
+            let resources: Vec<&str> = rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            for verb in rule["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+            {
+                let allowed = matches!(verb, "get" | "list")
+                    || verb == "create" && role.starts_with("cairn-restore")
+                    || verb == "create"
+                        && role.starts_with("cairn-volumes")
+                        && resources == ["pods/exec"];
+                assert!(allowed, "{role} may {verb} {resources:?}");
+            }
+        }
+    }
+    // the real API server accepts every object of the deployment
+    for o in objects {
+        kube.create(o);
+    }
+
+    let app = format!("app-{s}");
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": app}}));
+    kube.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": app}, "data": {"a": "1"}}));
+    kube.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "key", "namespace": app}, "stringData": {"k": "v"}}));
+    kube.create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": app},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}));
+    let as_sa = |sa: &str| kube.kubeconfig_for(&system, sa, &env.path(&format!("{sa}.kubeconfig")));
+
+    // the backup's service account reads everything it needs, with no error
+    let backup_kc = as_sa("cairn-backup");
+    let report = env.json(&[
+        "k8s",
+        "backup",
+        "--kubeconfig",
+        backup_kc.to_str().unwrap(),
+        "-n",
+        &app,
+    ]);
+    assert_eq!(report["errors"], json!([]), "{report}");
+    assert_eq!(
+        report["snapshots"][0]["namespace"],
+        app.as_str(),
+        "{report}"
+    );
+    assert!(
+        report["snapshots"][0]["objects"].as_u64().unwrap() >= 4,
+        "{report}"
+    );
+    let volumes_kc = as_sa("cairn-volumes");
+    let volumes = env.json(&[
+        "k8s",
+        "backup-volumes",
+        "--kubeconfig",
+        volumes_kc.to_str().unwrap(),
+        "-n",
+        &app,
+        "--node",
+        "node-a",
+        "--kubelet-root",
+        env.path("none").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        volumes["not_mounted"],
+        json!([format!("{app}/data")]),
+        "{volumes}"
+    );
+
+    // ... and cannot create anything
+    let moved = format!("moved-{s}");
+    let mapping = format!("{app}={moved}");
+    let snapshot = report["snapshots"][0]["snapshot"].as_str().unwrap();
+    let refused = env.run(&[
+        "--json",
+        "k8s",
+        "restore",
+        snapshot,
+        "--namespace-mapping",
+        &mapping,
+        "--kubeconfig",
+        backup_kc.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
+    let refused: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(refused["report"]["created"], json!([]));
+    assert!(
+        refused["report"]["failed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("forbidden"),
+        "{refused}"
+    );
+    assert!(kube.get("v1", "Namespace", None, &moved).is_none());
+
+    // the restore's service account can restore, and still never overwrites
+    let restore_kc = as_sa("cairn-restore");
+    let restore = |kc: &Path| {
+        env.json(&[
+            "k8s",
+            "restore",
+            snapshot,
+            "--namespace-mapping",
+            &mapping,
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+        ])
+    };
+    let first = restore(&restore_kc);
+    assert_eq!(first["report"]["failed"], json!([]), "{first}");
+    assert!(
+        names(&first["report"]["created"]).contains(&format!("ConfigMap {moved}/settings")),
+        "{first}"
+    );
+    let second = restore(&restore_kc);
+    assert_eq!(second["report"]["created"], json!([]), "{second}");
+    assert!(
+        names(&second["report"]["existing"]).contains(&format!("ConfigMap {moved}/settings")),
+        "{second}"
+    );
+}
