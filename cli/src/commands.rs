@@ -746,6 +746,7 @@ fn run_gc(repo: &Repository, a: &GcArgs) -> Result<GcReport> {
             (false, Some(d)) => Some(chrono::Duration::seconds(d.as_secs() as i64)),
             (false, None) => half_lock,
         },
+        ..GcOptions::default()
     };
     Ok(gc::run(repo, options)?)
 }

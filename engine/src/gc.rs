@@ -24,6 +24,7 @@ use crate::index::IndexSegment;
 use crate::pack::PackedBlob;
 use crate::packer::Packer;
 use crate::repository::{ObjectKind, Repository};
+use crate::segments::{self, ActiveSegments};
 use crate::snapshot::Snapshot;
 use crate::store::ObjectLock;
 use crate::tree::Tree;
@@ -102,6 +103,8 @@ pub struct GcOptions {
     /// In a repository with an object lock: extend the lock of every object still needed whose
     /// lock ends within this long (`None`: never extend).
     pub extend_locks_within: Option<Duration>,
+    /// Most entries per index segment written by the compaction (bounds its memory).
+    pub segment_entries: usize,
 }
 
 impl Default for GcOptions {
@@ -110,6 +113,7 @@ impl Default for GcOptions {
             safety: Duration::hours(24),
             repack_below: 0.3,
             extend_locks_within: None,
+            segment_entries: 500_000,
         }
     }
 }
@@ -133,7 +137,7 @@ pub struct GcReport {
     pub packs_repacked: u64,
     /// Marked packs found still needed and kept.
     pub packs_resurrected: u64,
-    /// Index segments replaced by the compacted one.
+    /// Index segments replaced by the compacted ones.
     pub segments_compacted: u64,
     /// Marks still waiting for their safety interval.
     pub marks_pending: u64,
@@ -301,45 +305,73 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
     let live = live_set(repo, &mut report)?;
 
     // The index as the repository holds it now; segments written later by backups survive.
-    let segments = repo.index_segments()?;
-    let old_segments = segments.listed;
-    let mut packs: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
-    for (_, segment) in segments.active {
-        packs.extend(segment.packs);
-    }
+    // It is read one segment at a time, in passes: memory holds per-pack figures, not entries.
+    let mut index = ActiveSegments::of(repo, segments::KEPT_ENTRIES)?;
     let sizes: HashMap<Id, (u64, DateTime<Utc>)> = repo
         .store()
         .list_dated(ObjectKind::Pack)?
         .into_iter()
         .map(|(id, size, t)| (id, (size, t)))
         .collect();
-
-    // Sweep: due marks. A marked pack goes if every live blob in it is also in an unmarked pack.
     let due: Vec<&(Id, Mark)> = marks.iter().filter(|(_, m)| m.due() <= started).collect();
     report.marks_pending = (marks.len() - due.len()) as u64;
+    let due_packs: HashSet<Id> = due
+        .iter()
+        .flat_map(|(_, m)| m.packs.iter().copied())
+        .collect();
+
+    // Pass 1: stored and live bytes of every pack; the live blobs of packs due for deletion.
+    let mut figures: HashMap<Id, (u64, u64)> = HashMap::new();
+    let mut at_risk: HashMap<Id, Vec<Id>> = HashMap::new();
+    index.for_each_pack(|pack, blobs| {
+        let total = blobs.iter().map(|b| b.length as u64).sum();
+        let live_blobs = blobs.iter().filter(|b| live.contains(&b.id));
+        let alive = live_blobs.clone().map(|b| b.length as u64).sum();
+        figures.insert(*pack, (total, alive));
+        if due_packs.contains(pack) {
+            at_risk.insert(*pack, live_blobs.map(|b| b.id).collect());
+        }
+        Ok(())
+    })?;
+
+    // Mark: dead packs, and partly live packs after copying their live blobs elsewhere.
+    let mut to_mark = vec![];
+    let mut to_repack = HashSet::new();
+    for (pack, &(total, alive)) in &figures {
+        if marked.contains(pack) {
+            continue;
+        }
+        if alive == 0 {
+            to_mark.push(*pack);
+        } else if (alive as f64) < options.repack_below * total as f64 {
+            to_repack.insert(*pack);
+        }
+    }
+
+    // Pass 2 (when needed): which at-risk blobs another, unmarked pack also holds, and the
+    // entries of the packs to repack.
+    let wanted: HashSet<Id> = at_risk.values().flatten().copied().collect();
+    let mut covered: HashSet<Id> = HashSet::new();
+    let mut repack_entries: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
+    if !wanted.is_empty() || !to_repack.is_empty() {
+        index.for_each_pack(|pack, blobs| {
+            if !marked.contains(pack) {
+                covered.extend(blobs.iter().map(|b| b.id).filter(|id| wanted.contains(id)));
+            }
+            if to_repack.contains(pack) {
+                repack_entries.insert(*pack, blobs.to_vec());
+            }
+            Ok(())
+        })?;
+    }
+
+    // Sweep: a due pack goes unless it holds a live blob that no unmarked pack holds.
     let mut doomed: HashSet<Id> = HashSet::new();
-    // Only live blobs of due packs can make a pack needed: look for other copies of just those.
-    let at_risk: HashSet<Id> = due
-        .iter()
-        .flat_map(|(_, m)| &m.packs)
-        .filter_map(|p| packs.get(p))
-        .flatten()
-        .map(|b| b.id)
-        .filter(|id| live.contains(id))
-        .collect();
-    let covered: HashSet<Id> = packs
-        .iter()
-        .filter(|(p, _)| !marked.contains(*p))
-        .flat_map(|(_, blobs)| blobs.iter().map(|b| b.id))
-        .filter(|id| at_risk.contains(id))
-        .collect();
     for (_, mark) in &due {
         for pack in &mark.packs {
-            let needed = packs.get(pack).is_some_and(|blobs| {
-                blobs
-                    .iter()
-                    .any(|b| live.contains(&b.id) && !covered.contains(&b.id))
-            });
+            let needed = at_risk
+                .get(pack)
+                .is_some_and(|ids| ids.iter().any(|id| !covered.contains(id)));
             if needed {
                 report.packs_resurrected += 1;
             } else {
@@ -349,39 +381,20 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
     }
     // Packs in no index, older than the safety interval: leftovers of interrupted backups.
     for (pack, (_, modified)) in &sizes {
-        if !packs.contains_key(pack) && *modified + options.safety <= started {
+        if !figures.contains_key(pack) && *modified + options.safety <= started {
             doomed.insert(*pack);
         }
     }
 
-    // Mark: dead packs, and partly live packs after copying their live blobs elsewhere.
-    let mut to_mark = vec![];
-    let mut to_repack = vec![];
-    for (pack, blobs) in &packs {
-        if marked.contains(pack) || doomed.contains(pack) {
-            continue;
-        }
-        let total: u64 = blobs.iter().map(|b| b.length as u64).sum();
-        let alive: u64 = blobs
-            .iter()
-            .filter(|b| live.contains(&b.id))
-            .map(|b| b.length as u64)
-            .sum();
-        if alive == 0 {
-            to_mark.push(*pack);
-        } else if (alive as f64) < options.repack_below * total as f64 {
-            to_repack.push(*pack);
-        }
-    }
     if !to_repack.is_empty() {
         let excluded: HashSet<Id> = to_repack.iter().chain(&marked).copied().collect();
         let packer = Packer::excluding(repo, excluded);
-        for pack in &to_repack {
+        for (pack, entries) in &repack_entries {
             let bytes = repo
                 .store()
                 .get(&ObjectKind::Pack.path(pack))?
                 .ok_or_else(|| Error::damaged("pack", pack, "it is missing from the repository"))?;
-            for b in packs[pack].iter().filter(|b| live.contains(&b.id)) {
+            for b in entries.iter().filter(|b| live.contains(&b.id)) {
                 let stored = &bytes[b.offset as usize..(b.offset + b.length) as usize];
                 let plain = blob::open_blob(repo.keys(), &b.id, stored, b.raw_len)?;
                 packer.save_with_id(b.kind, b.id, &plain)?;
@@ -392,15 +405,25 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
         to_mark.extend(&to_repack);
     }
 
-    // Compact: one segment with every pack that stays, superseding the segments read above.
-    let compacted = IndexSegment {
-        packs: packs
-            .iter()
-            .filter(|(p, _)| !doomed.contains(*p))
-            .map(|(p, b)| (*p, b.clone()))
-            .collect(),
-        supersedes: old_segments.clone(),
-    };
+    // Compact (pass 3): every pack that stays, in segments of at most `segment_entries`
+    // entries; the last one written supersedes the segments read above, so that readers never
+    // see a part of the new index without the old one.
+    let old_segments = index.listed.clone();
+    let mut compacted = IndexSegment::default();
+    let mut entries = 0;
+    index.for_each_pack(|pack, blobs| {
+        if doomed.contains(pack) {
+            return Ok(());
+        }
+        if entries > 0 && entries + blobs.len() > options.segment_entries {
+            repo.save_index(&std::mem::take(&mut compacted))?;
+            entries = 0;
+        }
+        entries += blobs.len();
+        compacted.packs.push((*pack, blobs.to_vec()));
+        Ok(())
+    })?;
+    compacted.supersedes = old_segments.clone();
     repo.save_index(&compacted)?;
     for seg in &old_segments {
         // a segment under an object lock stays, superseded, until a later run deletes it
@@ -505,6 +528,98 @@ fn extend_locks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archiver::{self, BackupOptions};
+    use crate::checker::{self, DataSubset};
+    use crate::chunker::ChunkerParams;
+    use crate::crypto::keys::KdfParams;
+    use crate::progress::Progress;
+    use crate::repository::InitOptions;
+    use crate::store::Location;
+
+    /// A repository of many small packs: 4 KiB chunks in packs of 16 KiB.
+    fn small_packs_repo(dir: &std::path::Path) -> Repository {
+        let options = InitOptions {
+            chunker: ChunkerParams {
+                min_size: 1024,
+                avg_size: 4096,
+                max_size: 16384,
+                gear_seed: 7,
+            },
+            pack_size: 16 * 1024,
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..InitOptions::default()
+        };
+        let location = Location::Local(dir.join("repo"));
+        Repository::init(&location, b"pw", options, &dir.join("cache")).unwrap()
+    }
+
+    #[test]
+    fn compaction_writes_bounded_segments_and_keeps_every_pack_reachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = small_packs_repo(dir.path());
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let mut x = 1u64;
+        let noise: Vec<u8> = (0..600_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(data.join("a"), &noise).unwrap();
+        archiver::backup(
+            &repo,
+            &[data],
+            &BackupOptions::default(),
+            &Progress::default(),
+        )
+        .unwrap();
+        let before = ActiveSegments::of(&repo, 0).unwrap();
+        let mut packs = 0;
+        let mut index = before;
+        index.for_each_pack(|_, _| Ok(packs += 1)).unwrap();
+        assert!(packs > 20, "{packs} packs");
+
+        let options = GcOptions {
+            segment_entries: 40,
+            ..GcOptions::default()
+        };
+        run(&repo, options).unwrap();
+        repo.rebuild_local_index().unwrap();
+        let segments = repo.index_segments().unwrap();
+        assert!(
+            segments.active.len() > 2,
+            "{} segments",
+            segments.active.len()
+        );
+        for (_, segment) in &segments.active {
+            let entries: usize = segment.packs.iter().map(|(_, b)| b.len()).sum();
+            assert!(
+                entries <= 40 || segment.packs.len() == 1,
+                "{entries} entries"
+            );
+        }
+        let superseding = segments
+            .active
+            .iter()
+            .filter(|(_, s)| !s.supersedes.is_empty());
+        assert_eq!(superseding.count(), 1, "only the last segment supersedes");
+        // a pass with no room to keep segments still sees every pack, every time
+        let mut index = ActiveSegments::of(&repo, 0).unwrap();
+        for _ in 0..2 {
+            let mut seen = 0;
+            index.for_each_pack(|_, _| Ok(seen += 1)).unwrap();
+            assert_eq!(seen, packs);
+        }
+        let report = checker::check(&repo, DataSubset::All).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
 
     #[test]
     fn the_live_set_never_misses_a_live_blob() {

@@ -31,6 +31,7 @@ pub mod repository;
 pub mod restorer;
 pub mod retention;
 pub mod s3_lock;
+pub mod segments;
 pub mod snapshot;
 pub mod sources;
 pub mod store;

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexSegment, LocalIndex};
 use crate::pack_cache::PackCache;
+use crate::segments;
 use crate::store::{Location, ObjectLock, Store};
 
 /// The repository format version this build writes; it reads every version from 1 up to it.
@@ -365,12 +366,23 @@ impl Repository {
             self.index.clear()?;
             known.clear();
         }
+        // New segments are read once for what they supersede; up to a budget of entries they
+        // are kept for adding, beyond it read again, so that memory stays bounded.
         let mut fresh = vec![];
+        let mut room = segments::KEPT_ENTRIES;
         for id in listed.iter().filter(|id| !known.contains_key(*id)) {
             // A damaged segment must not stop the repository from opening (`repair index` needs
             // it open): its blobs are reported missing when something needs them.
             match self.load_index(id) {
-                Ok(segment) => fresh.push((*id, segment)),
+                Ok(segment) => {
+                    let entries: usize = segment.packs.iter().map(|(_, b)| b.len()).sum();
+                    let supersedes = segment.supersedes.clone();
+                    let kept = (entries <= room).then(|| {
+                        room -= entries;
+                        segment
+                    });
+                    fresh.push((*id, supersedes, kept));
+                }
                 Err(e @ Error::Damaged { .. }) => tracing::warn!("{e}"),
                 // removed by a gc since it was listed: its content is in the compacted segment
                 Err(Error::Missing { .. }) => {}
@@ -380,7 +392,7 @@ impl Repository {
         let superseded: HashSet<Id> = known
             .values()
             .flat_map(|k| &k.supersedes)
-            .chain(fresh.iter().flat_map(|(_, s)| &s.supersedes))
+            .chain(fresh.iter().flat_map(|(_, s, _)| s))
             .copied()
             .collect();
         if known
@@ -391,9 +403,21 @@ impl Repository {
             self.index.clear()?;
             return self.sync_index();
         }
-        for (id, segment) in &fresh {
-            self.index
-                .add_segment(id, segment, !superseded.contains(id))?;
+        for (id, supersedes, kept) in fresh {
+            let active = !superseded.contains(&id);
+            let segment = match kept {
+                Some(segment) => segment,
+                None if !active => IndexSegment {
+                    packs: vec![],
+                    supersedes,
+                },
+                None => match self.load_index(&id) {
+                    Ok(segment) => segment,
+                    Err(Error::Missing { .. }) => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            self.index.add_segment(&id, &segment, active)?;
         }
         Ok(())
     }
