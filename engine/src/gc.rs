@@ -580,10 +580,14 @@ mod tests {
             &Progress::default(),
         )
         .unwrap();
-        let before = ActiveSegments::of(&repo, 0).unwrap();
+        let mut index = ActiveSegments::of(&repo, 0).unwrap();
         let mut packs = 0;
-        let mut index = before;
-        index.for_each_pack(|_, _| Ok(packs += 1)).unwrap();
+        index
+            .for_each_pack(|_, _| {
+                packs += 1;
+                Ok(())
+            })
+            .unwrap();
         assert!(packs > 20, "{packs} packs");
 
         let options = GcOptions {
@@ -614,7 +618,12 @@ mod tests {
         let mut index = ActiveSegments::of(&repo, 0).unwrap();
         for _ in 0..2 {
             let mut seen = 0;
-            index.for_each_pack(|_, _| Ok(seen += 1)).unwrap();
+            index
+                .for_each_pack(|_, _| {
+                    seen += 1;
+                    Ok(())
+                })
+                .unwrap();
             assert_eq!(seen, packs);
         }
         let report = checker::check(&repo, DataSubset::All).unwrap();

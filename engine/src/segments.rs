@@ -1,0 +1,81 @@
+//! The repository's active index segments, read one at a time, for passes over the whole index
+//! (garbage collection) that must not hold all of it in memory: segments are kept between
+//! passes only up to a budget of entries, and loaded again after that.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::PackedBlob;
+use crate::repository::{ObjectKind, Repository};
+
+/// Index entries kept in memory between passes (about 60 bytes each).
+pub const KEPT_ENTRIES: usize = 500_000;
+
+/// The active segments of a repository, as the synchronised local cache knows them.
+pub struct ActiveSegments<'r> {
+    repo: &'r Repository,
+    /// Every listed segment (a segment written to replace them all supersedes these).
+    pub listed: Vec<Id>,
+    active: Vec<Id>,
+    kept: HashMap<Id, Vec<(Id, Vec<PackedBlob>)>>,
+    budget: usize,
+}
+
+impl<'r> ActiveSegments<'r> {
+    /// The segments listed now; the local cache must have been synchronised just before.
+    /// Fails if a listed segment is unknown to the cache (damaged): a pass over an incomplete
+    /// index could take a pack for unindexed.
+    pub fn of(repo: &'r Repository, keep_entries: usize) -> Result<ActiveSegments<'r>> {
+        let listed = repo.store().ids(ObjectKind::Index)?;
+        let known = repo.index().known_segments()?;
+        let mut active = Vec::new();
+        for id in &listed {
+            match known.get(id) {
+                Some(k) if k.active => active.push(*id),
+                Some(_) => {}
+                None => {
+                    return Err(Error::damaged(
+                        "index",
+                        id,
+                        "it could not be read, so the index is incomplete",
+                    ));
+                }
+            }
+        }
+        Ok(ActiveSegments {
+            repo,
+            listed,
+            active,
+            kept: HashMap::new(),
+            budget: keep_entries,
+        })
+    }
+
+    /// Calls `f` with every pack of the active segments and its blobs, each pack once (a pack
+    /// listed by two segments has the same entries in both).
+    pub fn for_each_pack(
+        &mut self,
+        mut f: impl FnMut(&Id, &[PackedBlob]) -> Result<()>,
+    ) -> Result<()> {
+        let mut seen = HashSet::new();
+        let mut room = self.budget;
+        for id in self.active.clone() {
+            let packs = match self.kept.remove(&id) {
+                Some(p) => p,
+                None => self.repo.load_index(&id)?.packs,
+            };
+            for (pack, blobs) in &packs {
+                if seen.insert(*pack) {
+                    f(pack, blobs)?;
+                }
+            }
+            let entries: usize = packs.iter().map(|(_, b)| b.len()).sum();
+            if entries <= room {
+                room -= entries;
+                self.kept.insert(id, packs);
+            }
+        }
+        Ok(())
+    }
+}
