@@ -23,25 +23,30 @@ pub struct ActiveSegments<'r> {
 }
 
 impl<'r> ActiveSegments<'r> {
-    /// The segments listed now; the local cache must have been synchronised just before.
-    /// Fails if a listed segment is unknown to the cache (damaged): a pass over an incomplete
-    /// index could take a pack for unindexed.
+    /// The segments listed now. The local cache, synchronised just before, says which are
+    /// active; a segment it does not know was written since by a backup, or is damaged: it is
+    /// read here, and a damaged one stops the caller, since a pass over an incomplete index
+    /// could take a pack for unindexed.
     pub fn of(repo: &'r Repository, keep_entries: usize) -> Result<ActiveSegments<'r>> {
-        let listed = repo.store().ids(ObjectKind::Index)?;
         let known = repo.index().known_segments()?;
+        let mut listed = Vec::new();
         let mut active = Vec::new();
-        for id in &listed {
-            match known.get(id) {
-                Some(k) if k.active => active.push(*id),
+        for id in repo.store().ids(ObjectKind::Index)? {
+            match known.get(&id) {
+                Some(k) if k.active => active.push(id),
                 Some(_) => {}
-                None => {
-                    return Err(Error::damaged(
-                        "index",
-                        id,
-                        "it could not be read, so the index is incomplete",
-                    ));
-                }
+                None => match repo.load_index(&id) {
+                    Ok(segment) if segment.supersedes.is_empty() => active.push(id),
+                    Ok(_) => {
+                        return Err(Error::Invalid(
+                            "the index was rewritten while gc ran (by `cairn repair index`?): run gc again".into(),
+                        ));
+                    }
+                    Err(Error::Missing { .. }) => continue,
+                    Err(e) => return Err(e),
+                },
             }
+            listed.push(id);
         }
         Ok(ActiveSegments {
             repo,
