@@ -369,6 +369,11 @@ fn namespaces_are_backed_up_deleted_restored_and_never_overwritten() {
     );
     let created = names(&mapped["report"]["created"]);
     assert!(created.contains(&format!("Namespace {copy}")), "{mapped}");
+    let left = mapped["report"]["left_out"].as_array().unwrap();
+    assert!(
+        !left.is_empty() && left.iter().all(|l| l["namespace"] == copy.as_str()),
+        "reported where they would have gone: {mapped}"
+    );
     assert!(
         created.contains(&format!("Deployment {copy}/web")),
         "{mapped}"
@@ -701,6 +706,7 @@ fn deployed_roles_are_enough_to_back_up_and_the_backup_role_cannot_restore() {
 
     // the backup's service account reads everything it needs, with no error
     let backup_kc = as_sa("cairn-backup");
+    let metrics = env.path("k8s.prom");
     let report = env.json(&[
         "k8s",
         "backup",
@@ -708,8 +714,30 @@ fn deployed_roles_are_enough_to_back_up_and_the_backup_role_cannot_restore() {
         backup_kc.to_str().unwrap(),
         "-n",
         &app,
+        "--cluster",
+        "prod-1",
+        "--metrics-file",
+        metrics.to_str().unwrap(),
     ]);
     assert_eq!(report["errors"], json!([]), "{report}");
+    // the run's figures, by cluster and namespace, for monitoring
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let line = format!(
+        "cairn_backup_objects{{command=\"k8s-backup\",cluster=\"prod-1\",namespace=\"{app}\"}} "
+    );
+    let objects = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        objects,
+        report["snapshots"][0]["objects"].to_string(),
+        "{text}"
+    );
+    assert!(
+        text.contains("cairn_backup_errors{command=\"k8s-backup\",cluster=\"prod-1\"} 0\n"),
+        "{text}"
+    );
     assert_eq!(
         report["snapshots"][0]["namespace"],
         app.as_str(),

@@ -102,6 +102,8 @@ pub struct BackupArgs {
     /// Record this time instead of now (RFC 3339, e.g. 2026-01-31T02:00:00Z)
     #[arg(long)]
     time: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
 }
 
 /// `cairn ls` options.
@@ -379,6 +381,36 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     let out = archiver::backup(&repo, &a.paths, &options, &progress)?;
     drop(display);
     let s = &out.snapshot.summary;
+    let mut m = crate::metrics::Metrics::new("backup");
+    let labels = [("host", options.host.as_str())];
+    let figures = [
+        (
+            "backup_last_success_timestamp_seconds",
+            "When the last successful backup started (Unix time).",
+            out.snapshot.time.timestamp() as f64,
+        ),
+        (
+            "backup_duration_seconds",
+            "How long the backup took.",
+            s.seconds,
+        ),
+        ("backup_files", "Files backed up.", s.files as f64),
+        ("backup_bytes", "Bytes backed up.", s.bytes as f64),
+        (
+            "backup_new_bytes",
+            "Bytes of new data added to the repository.",
+            s.new_bytes as f64,
+        ),
+        (
+            "backup_errors",
+            "Resources or files that could not be read.",
+            out.errors.len() as f64,
+        ),
+    ];
+    for (name, help, value) in figures {
+        m.gauge(name, help, &labels, value);
+    }
+    m.publish(&repo, &a.metrics)?;
     if g.json {
         print_json(
             &json!({"snapshot_id": out.id, "summary": s, "errors": out.errors, "skipped": out.skipped}),

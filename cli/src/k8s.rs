@@ -18,6 +18,7 @@ use indicatif::HumanBytes;
 use serde_json::json;
 
 use crate::commands::{open, print_json};
+use crate::metrics::{Metrics, MetricsArgs};
 use crate::progress::Display;
 use crate::{EXIT_PARTIAL, Global};
 
@@ -98,6 +99,8 @@ pub struct BackupArgs {
     /// `;`-separated in the variable) [default: ConfigMap:grafana_dashboard]
     #[arg(long, env = "CAIRN_KEEP", value_delimiter = ';', value_parser = KeepRule::parse)]
     keep: Vec<KeepRule>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// `cairn k8s backup-volumes` options.
@@ -117,6 +120,8 @@ pub struct VolumeArgs {
     /// does; a failed run is reported and the next day's runs anyway
     #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
     daily_at: Option<chrono::NaiveTime>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// `cairn k8s restore` options.
@@ -205,6 +210,46 @@ fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     let display = Display::start(progress.clone(), "backed up", !g.quiet && !g.json);
     let report = backup::backup(&repo, &cluster, &settings, &progress)?;
     drop(display);
+    let mut m = Metrics::new("k8s-backup");
+    for s in &report.snapshots {
+        let labels = [
+            ("cluster", settings.cluster.as_str()),
+            ("namespace", s.namespace.as_str()),
+        ];
+        m.gauge(
+            "backup_last_success_timestamp_seconds",
+            "When the last successful backup started (Unix time).",
+            &labels,
+            s.time.timestamp() as f64,
+        );
+        m.gauge(
+            "backup_duration_seconds",
+            "How long the backup took.",
+            &labels,
+            s.seconds,
+        );
+        m.gauge(
+            "backup_objects",
+            "Kubernetes objects stored.",
+            &labels,
+            s.objects as f64,
+        );
+        m.gauge("backup_bytes", "Bytes backed up.", &labels, s.bytes as f64);
+        m.gauge(
+            "backup_new_bytes",
+            "Bytes of new data added to the repository.",
+            &labels,
+            s.new_bytes as f64,
+        );
+    }
+    let cluster_label = [("cluster", settings.cluster.as_str())];
+    m.gauge(
+        "backup_errors",
+        "Resources or files that could not be read.",
+        &cluster_label,
+        report.errors.len() as f64,
+    );
+    m.publish(&repo, &a.metrics)?;
     if g.json {
         print_json(&report);
     } else {
@@ -273,6 +318,51 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
     let report = volumes::backup_volumes(&repo, &cluster, &settings, &progress)?;
     drop(display);
     let errors: usize = report.snapshots.iter().map(|s| s.errors.len()).sum();
+    let mut m = Metrics::new("k8s-backup-volumes");
+    for s in &report.snapshots {
+        let labels = [
+            ("cluster", settings.cluster.as_str()),
+            ("namespace", s.namespace.as_str()),
+            ("node", settings.node.as_str()),
+        ];
+        m.gauge(
+            "backup_last_success_timestamp_seconds",
+            "When the last successful backup started (Unix time).",
+            &labels,
+            s.time.timestamp() as f64,
+        );
+        m.gauge(
+            "backup_duration_seconds",
+            "How long the backup took.",
+            &labels,
+            s.seconds,
+        );
+        m.gauge("backup_bytes", "Bytes backed up.", &labels, s.bytes as f64);
+        m.gauge(
+            "backup_new_bytes",
+            "Bytes of new data added to the repository.",
+            &labels,
+            s.new_bytes as f64,
+        );
+        m.gauge(
+            "backup_errors",
+            "Resources or files that could not be read.",
+            &labels,
+            s.errors.len() as f64,
+        );
+    }
+    let node_labels = [
+        ("cluster", settings.cluster.as_str()),
+        ("node", settings.node.as_str()),
+    ];
+    let failed = report.failed.len() + report.missing.len();
+    m.gauge(
+        "backup_failed_namespaces",
+        "Namespaces or claims not backed up (failed hook or missing folder).",
+        &node_labels,
+        failed as f64,
+    );
+    m.publish(&repo, &a.metrics)?;
     if g.json {
         print_json(&report);
     } else {

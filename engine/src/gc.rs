@@ -557,6 +557,17 @@ mod tests {
         Repository::init(&location, b"pw", options, &dir.join("cache")).unwrap()
     }
 
+    fn pack_count(index: &mut ActiveSegments) -> usize {
+        let mut packs = 0;
+        index
+            .for_each_pack(|_, _| {
+                packs += 1;
+                Ok(())
+            })
+            .unwrap();
+        packs
+    }
+
     #[test]
     fn compaction_writes_bounded_segments_and_keeps_every_pack_reachable() {
         let dir = tempfile::tempdir().unwrap();
@@ -580,14 +591,7 @@ mod tests {
             &Progress::default(),
         )
         .unwrap();
-        let mut index = ActiveSegments::of(&repo, 0).unwrap();
-        let mut packs = 0;
-        index
-            .for_each_pack(|_, _| {
-                packs += 1;
-                Ok(())
-            })
-            .unwrap();
+        let packs = pack_count(&mut ActiveSegments::of(&repo, 0).unwrap());
         assert!(packs > 20, "{packs} packs");
 
         let options = GcOptions {
@@ -617,14 +621,7 @@ mod tests {
         // a pass with no room to keep segments still sees every pack, every time
         let mut index = ActiveSegments::of(&repo, 0).unwrap();
         for _ in 0..2 {
-            let mut seen = 0;
-            index
-                .for_each_pack(|_, _| {
-                    seen += 1;
-                    Ok(())
-                })
-                .unwrap();
-            assert_eq!(seen, packs);
+            assert_eq!(pack_count(&mut index), packs);
         }
         let report = checker::check(&repo, DataSubset::All).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);

@@ -69,6 +69,12 @@ pub struct NamespaceSnapshot {
     pub snapshot: Id,
     /// Objects stored.
     pub objects: usize,
+    /// When the snapshot was taken.
+    pub time: DateTime<Utc>,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// Bytes of manifests stored.
+    pub bytes: u64,
     /// Bytes of new data the run added to the repository.
     pub new_bytes: u64,
 }
@@ -284,6 +290,9 @@ pub fn backup(
             namespace: ns.clone(),
             snapshot: out.id,
             objects: objects.len(),
+            time: out.snapshot.time,
+            seconds: out.snapshot.summary.seconds,
+            bytes: out.snapshot.summary.bytes,
             new_bytes: out.snapshot.summary.new_bytes,
         });
     }

@@ -243,8 +243,13 @@ pub fn restore(
                     claim["name"].as_str().unwrap_or_default()
                 ));
             }
+            // reported where it would have gone
+            let mut object_ref = ObjectRef::of(&object);
+            object_ref.namespace = object_ref
+                .namespace
+                .map(|ns| settings.namespace_mapping.get(&ns).cloned().unwrap_or(ns));
             report.left_out.push(NotCreated {
-                object: ObjectRef::of(&object),
+                object: object_ref,
                 reason,
             });
             continue;

@@ -49,6 +49,10 @@ pub struct VolumeSnapshot {
     pub snapshot: Id,
     /// The claims in it.
     pub claims: Vec<String>,
+    /// When the snapshot was taken.
+    pub time: DateTime<Utc>,
+    /// Seconds it took.
+    pub seconds: f64,
     /// Bytes of volume data read.
     pub bytes: u64,
     /// Bytes of new data the run added to the repository.
@@ -206,6 +210,8 @@ pub fn backup_volumes(
             namespace: ns,
             snapshot: out.id,
             claims: names,
+            time: out.snapshot.time,
+            seconds: out.snapshot.summary.seconds,
             bytes: out.snapshot.summary.bytes,
             new_bytes: out.snapshot.summary.new_bytes,
             errors: out.errors,

@@ -1,0 +1,156 @@
+//! Prometheus metrics of backups: written as a node-exporter textfile, and pushed to a real
+//! Pushgateway (Debian's prometheus-pushgateway, started on 127.0.0.1 by scripts/test.sh).
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::*;
+
+/// The value of metric `name` on the line whose labels include every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn snapshot_time(env: &Env) -> f64 {
+    let snaps = env.json(&["snapshots"]);
+    let time = snaps.as_array().unwrap().last().unwrap()["time"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chrono::DateTime::parse_from_rfc3339(&time)
+        .unwrap()
+        .timestamp() as f64
+}
+
+#[test]
+fn a_backup_writes_its_figures_for_the_textfile_collector() {
+    let env = Env::new();
+    let data = dir_with(&env, "data", 10_000, &[("a", 1), ("b", 2), ("c", 3)]);
+    let file = env.path("cairn.prom");
+    let args = [
+        "backup",
+        data.to_str().unwrap(),
+        "--host",
+        "web-1",
+        "--metrics-file",
+        file.to_str().unwrap(),
+    ];
+    env.ok(&args);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let host = "host=\"web-1\"";
+    assert_eq!(
+        metric(&text, "cairn_backup_files", &[host, "command=\"backup\""]),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "cairn_backup_bytes", &[host]),
+        Some(30_000.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "cairn_backup_errors", &[host]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "cairn_repository_snapshots", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "cairn_backup_last_success_timestamp_seconds",
+            &[host]
+        ),
+        Some(snapshot_time(&env))
+    );
+    assert!(text.contains("# TYPE cairn_backup_files gauge"), "{text}");
+
+    // the next run replaces the file whole
+    env.ok(&args);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        metric(&text, "cairn_repository_snapshots", &[]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "cairn_backup_new_bytes", &[host]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(env.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count(),
+        0
+    );
+}
+
+/// What the Pushgateway at `base` exposes.
+fn scrape(base: &str) -> String {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_backup_pushes_its_figures_to_a_pushgateway_and_says_when_it_cannot() {
+    let gateway = std::env::var("CAIRN_TEST_PUSHGATEWAY").expect(
+        "CAIRN_TEST_PUSHGATEWAY is not set: run the tests with scripts/test.sh, which starts a Pushgateway",
+    );
+    let env = Env::new();
+    let data = dir_with(&env, "data", 5_000, &[("a", 4), ("b", 5)]);
+    let host = format!("push-{}", std::process::id());
+    env.ok(&[
+        "backup",
+        data.to_str().unwrap(),
+        "--host",
+        &host,
+        "--metrics-push",
+        &gateway,
+    ]);
+    let text = scrape(&gateway);
+    let labels = [
+        &format!("host=\"{host}\"")[..],
+        "job=\"cairn\"",
+        "command=\"backup\"",
+    ];
+    assert_eq!(
+        metric(&text, "cairn_backup_files", &labels),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "cairn_backup_bytes", &labels),
+        Some(10_000.0),
+        "{text}"
+    );
+
+    // an unreachable gateway: the snapshot is saved, and the run says what failed
+    let out = env.run(&[
+        "backup",
+        data.to_str().unwrap(),
+        "--metrics-push",
+        "http://127.0.0.1:9",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--metrics-push"), "{}", stderr(&out));
+    assert_eq!(env.snapshot_ids().len(), 2);
+}
