@@ -383,33 +383,10 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     let s = &out.snapshot.summary;
     let mut m = crate::metrics::Metrics::new("backup");
     let labels = [("host", options.host.as_str())];
-    let figures = [
-        (
-            "backup_last_success_timestamp_seconds",
-            "When the last successful backup started (Unix time).",
-            out.snapshot.time.timestamp() as f64,
-        ),
-        (
-            "backup_duration_seconds",
-            "How long the backup took.",
-            s.seconds,
-        ),
-        ("backup_files", "Files backed up.", s.files as f64),
-        ("backup_bytes", "Bytes backed up.", s.bytes as f64),
-        (
-            "backup_new_bytes",
-            "Bytes of new data added to the repository.",
-            s.new_bytes as f64,
-        ),
-        (
-            "backup_errors",
-            "Resources or files that could not be read.",
-            out.errors.len() as f64,
-        ),
-    ];
-    for (name, help, value) in figures {
-        m.gauge(name, help, &labels, value);
-    }
+    let time = out.snapshot.time;
+    m.snapshot(&labels, time, s.seconds, s.bytes, s.new_bytes);
+    m.gauge("backup_files", "Files backed up.", &labels, s.files as f64);
+    m.errors(&labels, out.errors.len());
     m.publish(&repo, &a.metrics)?;
     if g.json {
         print_json(

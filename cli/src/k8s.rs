@@ -216,39 +216,16 @@ fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
             ("cluster", settings.cluster.as_str()),
             ("namespace", s.namespace.as_str()),
         ];
-        m.gauge(
-            "backup_last_success_timestamp_seconds",
-            "When the last successful backup started (Unix time).",
-            &labels,
-            s.time.timestamp() as f64,
-        );
-        m.gauge(
-            "backup_duration_seconds",
-            "How long the backup took.",
-            &labels,
-            s.seconds,
-        );
+        m.snapshot(&labels, s.time, s.seconds, s.bytes, s.new_bytes);
         m.gauge(
             "backup_objects",
             "Kubernetes objects stored.",
             &labels,
             s.objects as f64,
         );
-        m.gauge("backup_bytes", "Bytes backed up.", &labels, s.bytes as f64);
-        m.gauge(
-            "backup_new_bytes",
-            "Bytes of new data added to the repository.",
-            &labels,
-            s.new_bytes as f64,
-        );
     }
     let cluster_label = [("cluster", settings.cluster.as_str())];
-    m.gauge(
-        "backup_errors",
-        "Resources or files that could not be read.",
-        &cluster_label,
-        report.errors.len() as f64,
-    );
+    m.errors(&cluster_label, report.errors.len());
     m.publish(&repo, &a.metrics)?;
     if g.json {
         print_json(&report);
@@ -325,31 +302,8 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
             ("namespace", s.namespace.as_str()),
             ("node", settings.node.as_str()),
         ];
-        m.gauge(
-            "backup_last_success_timestamp_seconds",
-            "When the last successful backup started (Unix time).",
-            &labels,
-            s.time.timestamp() as f64,
-        );
-        m.gauge(
-            "backup_duration_seconds",
-            "How long the backup took.",
-            &labels,
-            s.seconds,
-        );
-        m.gauge("backup_bytes", "Bytes backed up.", &labels, s.bytes as f64);
-        m.gauge(
-            "backup_new_bytes",
-            "Bytes of new data added to the repository.",
-            &labels,
-            s.new_bytes as f64,
-        );
-        m.gauge(
-            "backup_errors",
-            "Resources or files that could not be read.",
-            &labels,
-            s.errors.len() as f64,
-        );
+        m.snapshot(&labels, s.time, s.seconds, s.bytes, s.new_bytes);
+        m.errors(&labels, s.errors.len());
     }
     let node_labels = [
         ("cluster", settings.cluster.as_str()),

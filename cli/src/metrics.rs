@@ -62,6 +62,45 @@ impl Metrics {
             .push((labels, value));
     }
 
+    /// Records the figures every backup snapshot has: when it started, how long it took, the
+    /// bytes it read and the new bytes it added.
+    pub fn snapshot(
+        &mut self,
+        labels: &[(&'static str, &str)],
+        time: chrono::DateTime<chrono::Utc>,
+        seconds: f64,
+        bytes: u64,
+        new_bytes: u64,
+    ) {
+        let figures = [
+            (
+                "backup_last_success_timestamp_seconds",
+                "When the last successful backup started (Unix time).",
+                time.timestamp() as f64,
+            ),
+            (
+                "backup_duration_seconds",
+                "How long the backup took.",
+                seconds,
+            ),
+            ("backup_bytes", "Bytes backed up.", bytes as f64),
+            (
+                "backup_new_bytes",
+                "Bytes of new data added to the repository.",
+                new_bytes as f64,
+            ),
+        ];
+        for (name, help, value) in figures {
+            self.gauge(name, help, labels, value);
+        }
+    }
+
+    /// Records how many resources or files a backup could not read.
+    pub fn errors(&mut self, labels: &[(&'static str, &str)], count: usize) {
+        let help = "Resources or files that could not be read.";
+        self.gauge("backup_errors", help, labels, count as f64);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
