@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs what building and testing Cairn needs on a fresh Debian machine (idempotent):
-# libclang for the RocksDB bindings; setpriv, curl and a Prometheus Pushgateway for the tests. Run as root (CI and the dev machines are).
+# Installs what building Cairn needs on a fresh Debian machine (idempotent): libclang for the
+# RocksDB bindings. With --tests, also what the tests need: setpriv, curl, a Prometheus
+# Pushgateway and a headless Chromium (the HTML report's test). Run as root (CI and the dev
+# machines are).
 set -euo pipefail
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
-command -v setpriv >/dev/null || need+=(util-linux)
-command -v curl >/dev/null || need+=(curl)
-command -v prometheus-pushgateway >/dev/null || need+=(prometheus-pushgateway)
+if [ "${1:-}" = --tests ]; then
+  command -v setpriv >/dev/null || need+=(util-linux)
+  command -v curl >/dev/null || need+=(curl)
+  command -v prometheus-pushgateway >/dev/null || need+=(prometheus-pushgateway)
+  command -v chromium >/dev/null || need+=(chromium)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null

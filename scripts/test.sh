@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cairn-target}
-scripts/setup.sh
+scripts/setup.sh --tests
 scripts/kube-build.sh > /tmp/cairn-kube-build.log 2>&1 &
 kube_build=$!
 cargo fmt --all -- --check

@@ -136,7 +136,7 @@ fn report_names_affected_snapshots_and_paths_and_restore_does_the_rest() {
     flip_middle(&env.objects, &data_pack);
     let out = env.run(&["--json", "check", "--read-data"]);
     assert_eq!(out.status.code(), Some(1));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: serde_json::Value = json_result(&out.stdout);
     let problems = report["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{report}");
     assert_eq!(

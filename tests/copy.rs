@@ -8,23 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::backend::create_bucket;
 use common::*;
-
-/// A target repository made to chunk and name data like `source`'s.
-fn target_for(source: &Env, on_s3: bool) -> Env {
-    let mut target = Env::empty();
-    if on_s3 {
-        target.objects = Backend::s3(&create_bucket(false), "offsite");
-        target.repo = target.objects.location.clone();
-    }
-    std::fs::write(&target.password_file, "another password\n").unwrap();
-    let mut init = target.cmd(&["init", "--copy-chunker-params-from", &source.repo]);
-    init.env("CAIRN_FROM_PASSWORD_FILE", &source.password_file);
-    let out = init.output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    target
-}
 
 /// `cairn copy` from `source` into `target`, with the target's password.
 fn copy_cmd(source: &Env, target: &Env, args: &[&str]) -> std::process::Command {
@@ -38,7 +22,7 @@ fn copy_cmd(source: &Env, target: &Env, args: &[&str]) -> std::process::Command 
 fn copy(source: &Env, target: &Env, args: &[&str]) -> serde_json::Value {
     let out = copy_cmd(source, target, args).output().unwrap();
     assert!(out.status.success(), "copy failed: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    json_result(&out.stdout)
 }
 
 fn assert_restores(env: &Env, snapshot: &str, src: &Path) {

@@ -172,7 +172,7 @@ fn backups_alongside_gc_lose_nothing() {
                     .unwrap();
                 let err = String::from_utf8_lossy(&out.stderr).into_owned();
                 if out.status.success() {
-                    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                    let v: serde_json::Value = json_result(&out.stdout);
                     taken.push((v["snapshot_id"].as_str().unwrap().to_owned(), g));
                 } else {
                     // the one refusal the protocol allows: a mark fell due during the backup

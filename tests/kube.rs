@@ -517,7 +517,7 @@ fn volumes_are_read_from_the_kubelet_tree_and_restored_into_empty_folders() {
         kube.kubeconfig.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = json_result(&out.stdout);
     assert_eq!(report["failed"], json!([frozen]), "{report}");
     let hook_errors = report["hook_errors"].as_array().unwrap();
     assert_eq!(hook_errors.len(), 2, "{report}");

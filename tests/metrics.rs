@@ -154,3 +154,77 @@ fn a_backup_pushes_its_figures_to_a_pushgateway_and_says_when_it_cannot() {
     assert!(stderr(&out).contains("--metrics-push"), "{}", stderr(&out));
     assert_eq!(env.snapshot_ids().len(), 2);
 }
+
+#[test]
+fn check_gc_and_copy_write_their_figures() {
+    let env = Env::new();
+    let data = dir_with(&env, "data", 20_000, &[("a", 1), ("b", 2)]);
+    env.backup(&[&data]);
+    std::fs::write(data.join("a"), noise(9, 300_000)).unwrap();
+    env.backup(&[&data]);
+    let file = env.path("maintenance.prom");
+    let file_arg = file.to_str().unwrap();
+
+    env.ok(&["check", "--read-data", "--metrics-file", file_arg]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        metric(&text, "cairn_check_problems", &["command=\"check\""]),
+        Some(0.0),
+        "{text}"
+    );
+    let packs = env.objects.names("data/").len() as f64;
+    assert_eq!(
+        metric(&text, "cairn_check_packs_read", &[]),
+        Some(packs),
+        "{text}"
+    );
+    let ran = metric(&text, "cairn_check_last_run_timestamp_seconds", &[]).unwrap();
+    assert_eq!(
+        metric(&text, "cairn_check_last_success_timestamp_seconds", &[]),
+        Some(ran)
+    );
+
+    // the first snapshot goes; gc with no safety interval frees what only it needed
+    let first = env.snapshot_ids()[0].clone();
+    env.ok(&["forget", "--keep-last", "1"]);
+    assert!(!env.snapshot_ids().contains(&first));
+    let gc = env.json(&["gc", "--safety-interval", "0s", "--metrics-file", file_arg]);
+    let gc = if gc["bytes_freed"] == 0 {
+        // marked in the first run, deleted in the next
+        env.json(&["gc", "--safety-interval", "0s", "--metrics-file", file_arg])
+    } else {
+        gc
+    };
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(gc["bytes_freed"].as_u64().unwrap() > 0, "{gc:#}");
+    assert_eq!(
+        metric(&text, "cairn_gc_freed_bytes", &["command=\"gc\""]),
+        Some(gc["bytes_freed"].as_u64().unwrap() as f64),
+        "{text}"
+    );
+    assert!(metric(&text, "cairn_gc_duration_seconds", &[]).is_some());
+
+    let target = target_for(&env, false);
+    let mut copy = env.cmd(&[
+        "copy",
+        "--all",
+        "--to",
+        &target.repo,
+        "--metrics-file",
+        file_arg,
+    ]);
+    copy.env("CAIRN_TO_PASSWORD_FILE", &target.password_file);
+    let out = copy.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let to = format!("target=\"{}\"", target.repo);
+    assert_eq!(
+        metric(&text, "cairn_copy_snapshots", &[&to]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "cairn_copy_new_bytes", &[&to]).unwrap() > 300_000.0,
+        "{text}"
+    );
+}

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use cairn_engine::archiver::{self, BackupOptions, Parent};
-use cairn_engine::checker::{self, DataSubset};
+use cairn_engine::checker::{self, CheckRecord, DataSubset};
 use cairn_engine::chunker::ChunkerParams;
 use cairn_engine::copier;
 use cairn_engine::crypto::keys::KdfParams;
 use cairn_engine::gc::{self, GcOptions, GcReport};
 use cairn_engine::progress::Progress;
+use cairn_engine::records;
 use cairn_engine::repository::{InitOptions, Repository};
 use cairn_engine::restorer::{self, RestoreOptions};
 use cairn_engine::retention::{self, GroupBy, Policy};
@@ -24,6 +25,7 @@ use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 use serde_json::json;
 
+use crate::metrics::{Metrics, MetricsArgs};
 use crate::progress::Display;
 use crate::{EXIT_PARTIAL, Global, password};
 
@@ -79,6 +81,8 @@ pub struct CopyArgs {
     /// the shared files) instead of the AWS_* environment, which stays the source's
     #[arg(long, env = "CAIRN_TO_AWS_PROFILE")]
     to_aws_profile: Option<String>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// `cairn backup` options.
@@ -103,7 +107,7 @@ pub struct BackupArgs {
     #[arg(long)]
     time: Option<chrono::DateTime<chrono::Utc>>,
     #[command(flatten)]
-    metrics: crate::metrics::MetricsArgs,
+    metrics: MetricsArgs,
 }
 
 /// `cairn ls` options.
@@ -188,9 +192,11 @@ pub struct GcArgs {
     /// With object lock: do not extend any lock
     #[arg(long, conflicts_with = "extend_locks_within")]
     no_extend_locks: bool,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
-fn parse_percent(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_percent(s: &str) -> Result<f64, String> {
     let p: f64 = s
         .trim_end_matches('%')
         .trim()
@@ -211,6 +217,12 @@ pub struct CheckArgs {
     /// Read only part of the data: a percentage (`5%`) or a part (`2/7`, for rotating checks)
     #[arg(long, value_parser = parse_subset)]
     read_data_subset: Option<DataSubset>,
+    /// Do not store a record of this check in the repository (checks/), e.g. when its
+    /// credentials are read-only; `cairn report` then cannot cite it
+    #[arg(long)]
+    no_record: bool,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn parse_subset(s: &str) -> Result<DataSubset, String> {
@@ -300,8 +312,49 @@ pub(crate) fn open(g: &Global) -> Result<Repository> {
     Ok(Repository::open(&loc, &pw, &cache_base(g))?)
 }
 
+/// Opens the repository that `cairn copy` copies into (the off-site replica): its password
+/// from `password_file` or CAIRN_TO_PASSWORD, S3 access from `aws_profile` when given.
+pub(crate) fn open_target(
+    g: &Global,
+    location: &str,
+    password_file: Option<&std::path::Path>,
+    aws_profile: Option<String>,
+) -> Result<Repository> {
+    let pw = password::get(
+        password_file,
+        "CAIRN_TO_PASSWORD",
+        "target repository password",
+        false,
+    )?;
+    let location = Location::parse(location)?.with_aws_profile(aws_profile);
+    Ok(Repository::open(&location, &pw, &cache_base(g))?)
+}
+
+/// The snapshots `specs` name (id prefixes or `latest`), oldest first; every snapshot if none.
+pub(crate) fn find_snapshots(repo: &Repository, specs: &[String]) -> Result<Vec<(Id, Snapshot)>> {
+    if specs.is_empty() {
+        return Ok(Snapshot::load_all(repo)?);
+    }
+    let mut found = specs
+        .iter()
+        .map(|spec| Snapshot::find(repo, spec))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    found.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    found.dedup_by_key(|(id, _)| *id);
+    Ok(found)
+}
+
+/// Prints a `--json` result: one line.
 pub(crate) fn print_json(v: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+    println!("{}", serde_json::to_string(v).expect("serializable"));
+}
+
+/// Prints the final `--json` line of a long command, after its status events: the result,
+/// marked `"message_type": "summary"`.
+pub(crate) fn print_summary(v: &impl serde::Serialize) {
+    let mut v = serde_json::to_value(v).expect("serializable");
+    v["message_type"] = json!("summary");
+    print_json(&v);
 }
 
 /// `cairn init`
@@ -377,11 +430,11 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         time: a.time,
     };
     let progress = Arc::new(Progress::default());
-    let display = Display::start(progress.clone(), "backed up", !g.quiet && !g.json);
+    let display = Display::start(progress.clone(), "backup", "backed up", g);
     let out = archiver::backup(&repo, &a.paths, &options, &progress)?;
     drop(display);
     let s = &out.snapshot.summary;
-    let mut m = crate::metrics::Metrics::new("backup");
+    let mut m = Metrics::new("backup");
     let labels = [("host", options.host.as_str())];
     let time = out.snapshot.time;
     m.snapshot(&labels, time, s.seconds, s.bytes, s.new_bytes);
@@ -389,7 +442,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     m.errors(&labels, out.errors.len());
     m.publish(&repo, &a.metrics)?;
     if g.json {
-        print_json(
+        print_summary(
             &json!({"snapshot_id": out.id, "summary": s, "errors": out.errors, "skipped": out.skipped}),
         );
     } else {
@@ -568,11 +621,15 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         chown: nix::unistd::geteuid().is_root(),
     };
     let progress = Arc::new(Progress::default());
-    let display = Display::start(progress.clone(), "restored", !g.quiet && !g.json);
+    if options.includes.is_empty() {
+        let s = &snap.summary;
+        progress.set_totals(s.files + s.dirs + s.others, s.bytes);
+    }
+    let display = Display::start(progress.clone(), "restore", "restored", g);
     let out = restorer::restore(&repo, &snap, &options, &progress)?;
     drop(display);
     if g.json {
-        print_json(&json!({"snapshot_id": id, "target": a.target, "outcome": out}));
+        print_summary(&json!({"snapshot_id": id, "target": a.target, "outcome": out}));
     } else {
         for s in &out.skipped {
             eprintln!("skipped (already exists): {s}");
@@ -602,30 +659,43 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
 /// `cairn copy`
 pub fn copy(g: &Global, a: CopyArgs) -> Result<u8> {
     let source = open(g)?;
-    let pw = password::get(
-        a.to_password_file.as_deref(),
-        "CAIRN_TO_PASSWORD",
-        "target repository password",
-        false,
-    )?;
-    let target_location = Location::parse(&a.to)?.with_aws_profile(a.to_aws_profile);
-    let target = Repository::open(&target_location, &pw, &cache_base(g))?;
-    let mut snapshots = if a.all {
-        Snapshot::load_all(&source)?
-    } else {
-        a.snapshots
-            .iter()
-            .map(|spec| Snapshot::find(&source, spec))
-            .collect::<std::result::Result<Vec<_>, _>>()?
-    };
-    snapshots.sort_by_key(|(_, s)| s.time);
-    snapshots.dedup_by_key(|(id, _)| *id);
+    let target = open_target(g, &a.to, a.to_password_file.as_deref(), a.to_aws_profile)?;
+    let target_location = target.location().clone();
+    let snapshots = find_snapshots(&source, if a.all { &[] } else { &a.snapshots })?;
     let progress = Arc::new(Progress::default());
-    let display = Display::start(progress.clone(), "copied", !g.quiet && !g.json);
+    let display = Display::start(progress.clone(), "copy", "copied", g);
+    let started = std::time::Instant::now();
     let report = copier::copy(&source, &target, &snapshots, &progress)?;
     drop(display);
+    let mut m = Metrics::new("copy");
+    let labels = [("target", a.to.as_str())];
+    m.gauge(
+        "copy_last_success_timestamp_seconds",
+        "When the last successful copy ended (Unix time).",
+        &labels,
+        chrono::Utc::now().timestamp() as f64,
+    );
+    m.gauge(
+        "copy_duration_seconds",
+        "How long the copy took.",
+        &labels,
+        started.elapsed().as_secs_f64(),
+    );
+    m.gauge(
+        "copy_snapshots",
+        "Snapshots copied by the run.",
+        &labels,
+        report.snapshots_copied as f64,
+    );
+    m.gauge(
+        "copy_new_bytes",
+        "Bytes of new data the run added to the target.",
+        &labels,
+        report.bytes_copied as f64,
+    );
+    m.publish(&source, &a.metrics)?;
     if g.json {
-        print_json(&report);
+        print_summary(&report);
     } else {
         println!(
             "copied {} snapshots to {target_location} ({} already there): {} new blobs, {} ({} stored)",
@@ -690,7 +760,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         }
     }
     let gc_report = if a.prune {
-        Some(run_gc(&repo, &a.gc)?)
+        Some(run_gc(g, &repo, &a.gc)?)
     } else {
         None
     };
@@ -742,7 +812,8 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn run_gc(repo: &Repository, a: &GcArgs) -> Result<GcReport> {
+/// Runs gc with progress shown as `g` asks, and publishes its metrics.
+fn run_gc(g: &Global, repo: &Repository, a: &GcArgs) -> Result<GcReport> {
     let half_lock = repo
         .config()
         .object_lock
@@ -757,7 +828,44 @@ fn run_gc(repo: &Repository, a: &GcArgs) -> Result<GcReport> {
         },
         ..GcOptions::default()
     };
-    Ok(gc::run(repo, options)?)
+    let progress = Arc::new(Progress::default());
+    let display = Display::start(progress.clone(), "gc", "gc read", g);
+    let started = std::time::Instant::now();
+    let report = gc::run(repo, options, &progress)?;
+    drop(display);
+    let mut m = Metrics::new("gc");
+    m.gauge(
+        "gc_last_success_timestamp_seconds",
+        "When the last successful gc ended (Unix time).",
+        &[],
+        chrono::Utc::now().timestamp() as f64,
+    );
+    m.gauge(
+        "gc_duration_seconds",
+        "How long gc took.",
+        &[],
+        started.elapsed().as_secs_f64(),
+    );
+    m.gauge(
+        "gc_freed_bytes",
+        "Bytes gc deleted.",
+        &[],
+        report.bytes_freed as f64,
+    );
+    m.gauge(
+        "gc_marked_bytes",
+        "Bytes gc marked for deletion after the safety interval.",
+        &[],
+        report.bytes_marked as f64,
+    );
+    m.gauge(
+        "gc_locked_bytes",
+        "Bytes gc could not delete yet because of their object lock.",
+        &[],
+        report.bytes_locked as f64,
+    );
+    m.publish(repo, &a.metrics)?;
+    Ok(report)
 }
 
 fn print_gc(r: &GcReport) {
@@ -781,9 +889,9 @@ fn print_gc(r: &GcReport) {
 /// `cairn gc`
 pub fn gc(g: &Global, a: &GcArgs) -> Result<u8> {
     let repo = open(g)?;
-    let report = run_gc(&repo, a)?;
+    let report = run_gc(g, &repo, a)?;
     if g.json {
-        print_json(&report);
+        print_summary(&report);
     } else {
         print_gc(&report);
     }
@@ -798,9 +906,58 @@ pub fn check(g: &Global, a: CheckArgs) -> Result<u8> {
         (false, Some(s)) => s,
         (false, None) => DataSubset::None,
     };
-    let report = checker::check(&repo, subset)?;
+    let progress = Arc::new(Progress::default());
+    let display = Display::start(progress.clone(), "check", "checked", g);
+    let started = chrono::Utc::now();
+    let report = checker::check(&repo, subset, &progress)?;
+    drop(display);
+    let record = CheckRecord::new(started, subset, report);
+    let record_id = match a.no_record {
+        true => None,
+        false => Some(records::save(&repo, &record).context(
+            "the check ran, but its record could not be stored; give the repository write access or use --no-record",
+        )?),
+    };
+    let report = record.report;
+    let mut m = Metrics::new("check");
+    let ok = report.problems.is_empty();
+    m.gauge(
+        "check_last_run_timestamp_seconds",
+        "When the last check started (Unix time).",
+        &[],
+        started.timestamp() as f64,
+    );
+    if ok {
+        m.gauge(
+            "check_last_success_timestamp_seconds",
+            "When the last check that found no problem started (Unix time).",
+            &[],
+            started.timestamp() as f64,
+        );
+    }
+    m.gauge(
+        "check_duration_seconds",
+        "How long the check took.",
+        &[],
+        record.seconds,
+    );
+    m.gauge(
+        "check_problems",
+        "Damaged or missing objects the check found.",
+        &[],
+        report.problems.len() as f64,
+    );
+    m.gauge(
+        "check_packs_read",
+        "Packs read whole and verified.",
+        &[],
+        report.packs_read as f64,
+    );
+    m.publish(&repo, &a.metrics)?;
     if g.json {
-        print_json(&report);
+        let mut v = serde_json::to_value(&report)?;
+        v["record_id"] = json!(record_id);
+        print_summary(&v);
     } else {
         println!(
             "checked {} snapshots, {} trees, {} index segments, {} packs ({} read whole)",

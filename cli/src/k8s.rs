@@ -17,7 +17,7 @@ use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 use serde_json::json;
 
-use crate::commands::{open, print_json};
+use crate::commands::{open, print_json, print_summary};
 use crate::metrics::{Metrics, MetricsArgs};
 use crate::progress::Display;
 use crate::{EXIT_PARTIAL, Global};
@@ -207,7 +207,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         time: a.namespaces.time,
     };
     let progress = Arc::new(Progress::default());
-    let display = Display::start(progress.clone(), "backed up", !g.quiet && !g.json);
+    let display = Display::start(progress.clone(), "k8s-backup", "backed up", g);
     let report = backup::backup(&repo, &cluster, &settings, &progress)?;
     drop(display);
     let mut m = Metrics::new("k8s-backup");
@@ -228,7 +228,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     m.errors(&cluster_label, report.errors.len());
     m.publish(&repo, &a.metrics)?;
     if g.json {
-        print_json(&report);
+        print_summary(&report);
     } else {
         for s in &report.snapshots {
             println!(
@@ -291,7 +291,7 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
         time: a.namespaces.time,
     };
     let progress = Arc::new(Progress::default());
-    let display = Display::start(progress.clone(), "backed up", !g.quiet && !g.json);
+    let display = Display::start(progress.clone(), "k8s-backup-volumes", "backed up", g);
     let report = volumes::backup_volumes(&repo, &cluster, &settings, &progress)?;
     drop(display);
     let errors: usize = report.snapshots.iter().map(|s| s.errors.len()).sum();
@@ -318,7 +318,7 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
     );
     m.publish(&repo, &a.metrics)?;
     if g.json {
-        print_json(&report);
+        print_summary(&report);
     } else {
         for s in &report.snapshots {
             println!(
@@ -470,12 +470,14 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
         chown: nix::unistd::geteuid().is_root(),
     };
     let progress = Arc::new(Progress::default());
-    let display = Display::start(progress.clone(), "restored", !g.quiet && !g.json);
+    let display = Display::start(progress.clone(), "k8s-restore-volume", "restored", g);
     let claim = Snapshot { tree, ..snap };
     let out = restorer::restore(&repo, &claim, &options, &progress)?;
     drop(display);
     if g.json {
-        print_json(&json!({"snapshot_id": id, "pvc": a.pvc, "target": a.target, "outcome": out}));
+        print_summary(
+            &json!({"snapshot_id": id, "pvc": a.pvc, "target": a.target, "outcome": out}),
+        );
     } else {
         for e in &out.errors {
             eprintln!("error: {e}");

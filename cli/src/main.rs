@@ -2,10 +2,13 @@
 //! output only; the work is done by `cairn-engine`.
 
 mod commands;
+mod evidence;
+mod inspect;
 mod k8s;
 mod metrics;
 mod password;
 mod progress;
+mod report_html;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,12 +47,17 @@ pub struct Global {
     /// Base folder for local caches [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn]
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
-    /// Print machine-readable JSON on standard output
+    /// Print machine-readable JSON on standard output: one value per line, the result last
+    /// (long commands print status events before it); schemas in docs/json.md
     #[arg(long, global = true)]
     pub json: bool,
     /// Print no progress
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// How often progress is shown: the bar's refresh on a terminal [default: 200ms], else a
+    /// plain line on standard error or, with --json, a status event [default: 10s]
+    #[arg(long, env = "CAIRN_PROGRESS_INTERVAL", value_parser = humantime::parse_duration, global = true)]
+    pub progress_interval: Option<std::time::Duration>,
     /// Log more (repeat for even more)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -87,6 +95,16 @@ enum Command {
     Gc(commands::GcArgs),
     /// Copy snapshots into another repository (off-site replication); the source is only read
     Copy(commands::CopyArgs),
+    /// Show what the snapshots hold and what deduplication and compression save
+    Stats(inspect::StatsArgs),
+    /// Show what changed between two snapshots
+    Diff(inspect::DiffArgs),
+    /// Find files by name pattern in the snapshots
+    Find(inspect::FindArgs),
+    /// Test restores: restore a sample into a scratch folder, verify every byte, keep a record
+    Drill(evidence::DrillArgs),
+    /// Audit report: protections, snapshots per namespace, last check and drill (text, JSON, HTML)
+    Report(evidence::ReportArgs),
     /// Manage the repository's passwords
     #[command(subcommand)]
     Key(commands::KeyCommand),
@@ -133,6 +151,11 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check(g, a),
         Command::Gc(a) => commands::gc(g, &a),
         Command::Copy(a) => commands::copy(g, a),
+        Command::Stats(a) => inspect::stats(g, a),
+        Command::Diff(a) => inspect::diff(g, a),
+        Command::Find(a) => inspect::find(g, a),
+        Command::Drill(a) => evidence::drill(g, a),
+        Command::Report(a) => evidence::report(g, a),
         Command::Key(k) => commands::key(g, k),
         Command::Repair(r) => commands::repair(g, r),
         Command::Cat(c) => commands::cat(g, c),

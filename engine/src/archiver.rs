@@ -369,7 +369,7 @@ impl Walk<'_, '_> {
         meta: &std::fs::Metadata,
         before: Option<&Node>,
     ) -> Result<Option<Node>> {
-        self.progress.set_current(path);
+        self.progress.set_current(path.display());
         let Some(kind) = fsmeta::node_kind(meta) else {
             self.skipped.push(format!(
                 "{}: socket left out (sockets cannot be restored)",

@@ -7,13 +7,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::blob;
+use crate::crypto::Domain;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::{self, PackedBlob, TRAILER_LEN};
+use crate::progress::Progress;
+use crate::records::{RECORD_VERSION, Record};
 use crate::repository::{ObjectKind, Repository};
 use crate::snapshot::Snapshot;
 use crate::tree::{self, Tree};
@@ -46,11 +50,64 @@ impl DataSubset {
     }
 }
 
+impl std::fmt::Display for DataSubset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSubset::None => f.write_str("none"),
+            DataSubset::All => f.write_str("all"),
+            DataSubset::Percent(p) => write!(f, "{p}%"),
+            DataSubset::Part(n, t) => write!(f, "{n}/{t}"),
+        }
+    }
+}
+
+/// A record of one `check` run (`checks/<id>`), the evidence audit reports cite.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckRecord {
+    /// Layout version ([`RECORD_VERSION`]).
+    pub version: u32,
+    /// When the check started.
+    pub time: DateTime<Utc>,
+    /// Host that ran it.
+    pub host: String,
+    /// Wall-clock seconds it took.
+    pub seconds: f64,
+    /// Which packs were read whole: `none`, `all`, a percentage or a part (`2/7`).
+    pub read_data: String,
+    /// What it found.
+    pub report: CheckReport,
+}
+
+impl CheckRecord {
+    /// Records `report`, of a check that started at `time` and read `subset`.
+    pub fn new(time: DateTime<Utc>, subset: DataSubset, report: CheckReport) -> CheckRecord {
+        CheckRecord {
+            version: RECORD_VERSION,
+            time,
+            host: crate::host_name(),
+            seconds: (Utc::now() - time).as_seconds_f64(),
+            read_data: subset.to_string(),
+            report,
+        }
+    }
+}
+
+impl Record for CheckRecord {
+    const KIND: ObjectKind = ObjectKind::CheckRecord;
+    const DOMAIN: Domain = Domain::CheckRecord;
+    fn time(&self) -> DateTime<Utc> {
+        self.time
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 /// How much of a problem's reach is listed.
 const MAX_PATHS: usize = 50;
 
 /// One damaged or missing object and what it breaks.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Problem {
     /// The object, e.g. `pack 1a2b…` or `blob 3c4d…`.
     pub object: String,
@@ -65,7 +122,7 @@ pub struct Problem {
 }
 
 /// What `check` found.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CheckReport {
     /// Snapshots checked.
     pub snapshots: u64,
@@ -96,13 +153,16 @@ impl Damage {
     }
 }
 
-/// Runs the check.
-pub fn check(repo: &Repository, subset: DataSubset) -> Result<CheckReport> {
+/// Runs the check; `progress` counts packs checked and bytes read.
+pub fn check(repo: &Repository, subset: DataSubset, progress: &Progress) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut damage = Damage::default();
+    progress.set_current("index");
     repo.rebuild_local_index()?;
 
     let pack_sizes: HashMap<Id, u64> = repo.store().list(ObjectKind::Pack)?.into_iter().collect();
+    let read_all = matches!(subset, DataSubset::All).then(|| pack_sizes.values().sum());
+    progress.set_totals(pack_sizes.len() as u64, read_all.unwrap_or(0));
     let mut indexed = HashSet::new();
     let mut segments = vec![];
     for seg_id in repo.store().ids(ObjectKind::Index)? {
@@ -127,13 +187,12 @@ pub fn check(repo: &Repository, subset: DataSubset) -> Result<CheckReport> {
         let results: Vec<_> = fresh
             .par_iter()
             .map(|(pack_id, listed)| {
-                check_pack(
-                    repo,
-                    pack_id,
-                    listed,
-                    pack_sizes.get(pack_id).copied(),
-                    subset,
-                )
+                progress.set_current(format_args!("pack {pack_id}"));
+                let size = pack_sizes.get(pack_id).copied();
+                let result = check_pack(repo, pack_id, listed, size, subset);
+                let read = matches!(result, Ok(true) | Err(PackFault::Blobs(_)));
+                progress.entry_done(if read { size.unwrap_or(0) } else { 0 });
+                result
             })
             .collect();
         for ((pack_id, listed), result) in fresh.iter().zip(results) {
@@ -164,6 +223,7 @@ pub fn check(repo: &Repository, subset: DataSubset) -> Result<CheckReport> {
     let mut memo: HashMap<Id, Vec<(String, String)>> = HashMap::new();
     for (snap_id, _) in repo.store().list(ObjectKind::Snapshot)? {
         report.snapshots += 1;
+        progress.set_current(format_args!("snapshot {}", snap_id.short()));
         let snap = match Snapshot::load(repo, &snap_id) {
             Ok(s) => s,
             Err(e) => {

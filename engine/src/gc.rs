@@ -23,6 +23,7 @@ use crate::id::Id;
 use crate::index::IndexSegment;
 use crate::pack::PackedBlob;
 use crate::packer::Packer;
+use crate::progress::Progress;
 use crate::repository::{ObjectKind, Repository};
 use crate::segments::{self, ActiveSegments};
 use crate::snapshot::Snapshot;
@@ -261,7 +262,7 @@ impl LiveSet {
 
 /// The live set of every snapshot listed now, reading one tree at a time. Any snapshot or tree
 /// that cannot be read stops the run: gc never deletes while unsure what is live.
-fn live_set(repo: &Repository, report: &mut GcReport) -> Result<LiveSet> {
+fn live_set(repo: &Repository, report: &mut GcReport, progress: &Progress) -> Result<LiveSet> {
     let mut live = LiveSet {
         trees: HashSet::new(),
         data: vec![],
@@ -277,6 +278,7 @@ fn live_set(repo: &Repository, report: &mut GcReport) -> Result<LiveSet> {
         if !live.trees.insert(tree_id) {
             continue;
         }
+        progress.entry_done(0);
         for node in Tree::load(repo, &tree_id)?.nodes {
             live.data.extend(node.content.iter().map(id_prefix));
             stack.extend(node.subtree);
@@ -295,14 +297,17 @@ fn live_set(repo: &Repository, report: &mut GcReport) -> Result<LiveSet> {
 }
 
 /// Runs garbage collection.
-pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
+pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result<GcReport> {
     let _lock = GcLock::acquire(repo)?;
     let mut report = GcReport::default();
     let started = Utc::now();
+    progress.set_current("reading the index");
     repo.sync_index()?;
     let marks = load_marks(repo)?;
     let marked = marked_packs(&marks);
-    let live = live_set(repo, &mut report)?;
+    progress.set_current("finding the data snapshots need (entries: trees read)");
+    let live = live_set(repo, &mut report, progress)?;
+    progress.set_current("reading the index: live bytes per pack");
 
     // The index as the repository holds it now; segments written later by backups survive.
     // It is read one segment at a time, in passes: memory holds per-pack figures, not entries.
@@ -387,6 +392,7 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
     }
 
     if !to_repack.is_empty() {
+        progress.set_current(format_args!("repacking {} packs", to_repack.len()));
         let excluded: HashSet<Id> = to_repack.iter().chain(&marked).copied().collect();
         let packer = Packer::excluding(repo, excluded);
         for (pack, entries) in &repack_entries {
@@ -398,6 +404,7 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
                 let stored = &bytes[b.offset as usize..(b.offset + b.length) as usize];
                 let plain = blob::open_blob(repo.keys(), &b.id, stored, b.raw_len)?;
                 packer.save_with_id(b.kind, b.id, &plain)?;
+                progress.add_bytes(plain.len() as u64);
             }
         }
         packer.finish()?;
@@ -408,6 +415,7 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
     // Compact (pass 3): every pack that stays, in segments of at most `segment_entries`
     // entries; the last one written supersedes the segments read above, so that readers never
     // see a part of the new index without the old one.
+    progress.set_current("writing the compacted index");
     let old_segments = index.listed.clone();
     let mut compacted = IndexSegment::default();
     let mut entries = 0;
@@ -432,6 +440,7 @@ pub fn run(repo: &Repository, options: GcOptions) -> Result<GcReport> {
         }
     }
 
+    progress.set_current(format_args!("deleting {} packs", doomed.len()));
     for pack in &doomed {
         let size = sizes.get(pack).map_or(0, |(s, _)| *s);
         // a pack under an object lock is no longer indexed; a later run deletes it as a leftover
@@ -598,7 +607,7 @@ mod tests {
             segment_entries: 40,
             ..GcOptions::default()
         };
-        run(&repo, options).unwrap();
+        run(&repo, options, &Progress::default()).unwrap();
         repo.rebuild_local_index().unwrap();
         let segments = repo.index_segments().unwrap();
         assert!(
@@ -623,7 +632,7 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(pack_count(&mut index), packs);
         }
-        let report = checker::check(&repo, DataSubset::All).unwrap();
+        let report = checker::check(&repo, DataSubset::All, &Progress::default()).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 

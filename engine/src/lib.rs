@@ -10,14 +10,18 @@
 //! `format-spec/`.
 
 pub mod archiver;
+pub mod audit;
 mod aws_profile;
 pub mod blob;
 pub mod checker;
 pub mod chunker;
 pub mod copier;
 pub mod crypto;
+pub mod diff;
+pub mod drill;
 pub mod error;
 pub mod filler;
+pub mod find;
 pub mod fsmeta;
 pub mod gc;
 pub mod id;
@@ -26,6 +30,7 @@ pub mod pack;
 pub mod pack_cache;
 pub mod packer;
 pub mod progress;
+pub mod records;
 pub mod repair;
 pub mod repository;
 pub mod restorer;
@@ -34,6 +39,7 @@ pub mod s3_lock;
 pub mod segments;
 pub mod snapshot;
 pub mod sources;
+pub mod stats;
 pub mod store;
 pub mod tree;
 

@@ -12,6 +12,10 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// Entries that failed.
     pub errors: AtomicU64,
+    /// Entries the operation will do in all (0: not known).
+    pub total_entries: AtomicU64,
+    /// Content bytes the operation will do in all (0: not known).
+    pub total_bytes: AtomicU64,
     current: Mutex<String>,
 }
 
@@ -27,9 +31,15 @@ impl Progress {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Names the entry being worked on.
-    pub fn set_current(&self, path: &std::path::Path) {
-        *self.current.lock().expect("lock") = path.display().to_string();
+    /// Names the entry being worked on (a path, a pack, a snapshot).
+    pub fn set_current(&self, what: impl std::fmt::Display) {
+        *self.current.lock().expect("lock") = what.to_string();
+    }
+
+    /// Says how much work there is in all, when it is known in advance.
+    pub fn set_totals(&self, entries: u64, bytes: u64) {
+        self.total_entries.store(entries, Ordering::Relaxed);
+        self.total_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// The entry being worked on.

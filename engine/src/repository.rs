@@ -23,7 +23,7 @@ use crate::segments;
 use crate::store::{Location, ObjectLock, Store};
 
 /// The repository format version this build writes; it reads every version from 1 up to it.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// First bytes of the `config` object.
 pub const CONFIG_MAGIC: &[u8; 8] = b"CAIRNCFG";
 
@@ -98,9 +98,24 @@ pub enum ObjectKind {
     Snapshot,
     /// `marks/`: packs marked for deletion by garbage collection.
     Mark,
+    /// `checks/`: records of `check` runs.
+    CheckRecord,
+    /// `drills/`: records of restore drills.
+    DrillRecord,
 }
 
 impl ObjectKind {
+    /// Every kind.
+    pub const ALL: [ObjectKind; 7] = [
+        ObjectKind::Key,
+        ObjectKind::Pack,
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Mark,
+        ObjectKind::CheckRecord,
+        ObjectKind::DrillRecord,
+    ];
+
     /// The top-level directory of this kind.
     pub fn dir(self) -> &'static str {
         match self {
@@ -109,6 +124,8 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Mark => "marks",
+            ObjectKind::CheckRecord => "checks",
+            ObjectKind::DrillRecord => "drills",
         }
     }
 
@@ -120,6 +137,8 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Mark => "mark",
+            ObjectKind::CheckRecord => "check record",
+            ObjectKind::DrillRecord => "drill record",
         }
     }
 

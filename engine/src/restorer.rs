@@ -102,7 +102,7 @@ pub fn restore(
                 *m |= rel.starts_with(inc);
             }
             let path = os_path(target, rel);
-            progress.set_current(&path);
+            progress.set_current(path.display());
             let shown = tree::display_path(rel);
             if node.kind == NodeKind::Dir {
                 return Ok(make_dir(&path, node, &shown, &mut out, &mut plan));

@@ -133,18 +133,18 @@ impl Env {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Runs cairn with `--json` and parses its output.
+    /// Runs cairn with `--json` and parses its result (the last line).
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).unwrap()
+        json_result(self.ok(&all).as_bytes())
     }
 
     /// Backs up `paths` and returns the snapshot id.
     pub fn backup(&self, paths: &[&Path]) -> String {
         let mut args = vec!["--json", "backup"];
         args.extend(paths.iter().map(|p| p.to_str().unwrap()));
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&args)).unwrap();
+        let v = json_result(self.ok(&args).as_bytes());
         v["snapshot_id"].as_str().unwrap().to_owned()
     }
 
@@ -183,6 +183,67 @@ impl Env {
     pub fn repo_size(&self) -> u64 {
         self.objects.size("")
     }
+}
+
+/// The result of a `--json` run: its last line; every line before it must be a status event.
+pub fn json_result(stdout: &[u8]) -> serde_json::Value {
+    let text = std::str::from_utf8(stdout).unwrap();
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let last = lines.pop().unwrap_or_else(|| panic!("no JSON output"));
+    for event in &lines {
+        assert_eq!(event["message_type"], "status", "{text}");
+    }
+    last
+}
+
+/// A target repository made to chunk and name data like `source`'s.
+pub fn target_for(source: &Env, on_s3: bool) -> Env {
+    let mut target = Env::empty();
+    if on_s3 {
+        target.objects = Backend::s3(&backend::create_bucket(false), "offsite");
+        target.repo = target.objects.location.clone();
+    }
+    std::fs::write(&target.password_file, "another password\n").unwrap();
+    let mut init = target.cmd(&["init", "--copy-chunker-params-from", &source.repo]);
+    init.env("CAIRN_FROM_PASSWORD_FILE", &source.password_file);
+    let out = init.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    target
+}
+
+/// Asserts that `value` matches the documented schema `docs/json/<name>.schema.json`.
+pub fn assert_schema(name: &str, value: &serde_json::Value) {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/json/{name}.schema.json"));
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name} schema: {errors:#?}\n{value:#}");
+}
+
+/// The result of a `--json` run of a long command, every status event before it checked against
+/// the status schema and the result against schema `name`; also returns the events.
+pub fn checked_result(name: &str, stdout: &[u8]) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let events: Vec<serde_json::Value> = std::str::from_utf8(stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (result, events) = events.split_last().expect("some JSON output");
+    for e in events {
+        assert_schema("status", e);
+    }
+    assert_schema(name, result);
+    (result.clone(), events.to_vec())
 }
 
 pub fn stderr(o: &Output) -> String {

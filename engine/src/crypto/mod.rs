@@ -39,6 +39,10 @@ pub enum Domain {
     Snapshot,
     /// A garbage-collection mark.
     Mark,
+    /// A record of a `check` run.
+    CheckRecord,
+    /// A record of a restore drill.
+    DrillRecord,
 }
 
 impl Domain {
@@ -50,6 +54,8 @@ impl Domain {
             Domain::Index => b"cairn/v1/index",
             Domain::Snapshot => b"cairn/v1/snapshot",
             Domain::Mark => b"cairn/v1/gc-mark",
+            Domain::CheckRecord => b"cairn/v1/check-record",
+            Domain::DrillRecord => b"cairn/v1/drill-record",
         }
     }
 }
