@@ -208,6 +208,13 @@ fn namespaces_are_backed_up_deleted_restored_and_never_overwritten() {
 
     // the shop's snapshot: its objects without server fields, the cluster objects it needs
     let stored = stored_objects(&env, snaps[shop.as_str()]);
+    // a drill restores the namespace's manifests whole and finds each one intact and in place
+    let drill = env.json(&["drill", snaps[shop.as_str()]]);
+    assert_eq!(drill["record"]["passed"], true, "{drill:#}");
+    assert_eq!(
+        drill["record"]["snapshots"][0]["manifests_checked"],
+        stored.len()
+    );
     let paths: BTreeSet<&str> = stored.keys().map(String::as_str).collect();
     for p in [
         "resources/configmaps/settings.json".to_string(),

@@ -12,6 +12,11 @@ use common::backend::{create_bucket, s3_endpoint};
 use common::*;
 
 fn lock_env() -> Option<Env> {
+    lock_env_for_days(2)
+}
+
+/// An object-locked repository whose objects stay locked `days` days.
+fn lock_env_for_days(days: u32) -> Option<Env> {
     if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
         eprintln!("no S3 test server (AWS_ENDPOINT_URL unset): run scripts/test.sh");
         return None;
@@ -19,7 +24,13 @@ fn lock_env() -> Option<Env> {
     let mut env = Env::empty();
     env.objects = Backend::s3(&create_bucket(true), "repo");
     env.repo = env.objects.location.clone();
-    env.ok(&["init", "--object-lock", "compliance", "--lock-days", "2"]);
+    env.ok(&[
+        "init",
+        "--object-lock",
+        "compliance",
+        "--lock-days",
+        &days.to_string(),
+    ]);
     Some(env)
 }
 
@@ -90,6 +101,31 @@ fn every_object_is_locked_and_cannot_be_deleted() {
             "no {dir} in {names:?}"
         );
     }
+    // the report reads each snapshot's lock: it ends before the snapshot expires (2 lock days,
+    // 720 h retention), so erasing early is not prevented for the snapshot's whole life
+    let report = env.json(&["report"]);
+    assert_schema("report", &report);
+    let snapshot = names.iter().find(|n| n.starts_with("snapshots/")).unwrap();
+    let until: chrono::DateTime<chrono::Utc> = report["repository"]["earliest_unlock"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(until, head_lock(&env, snapshot).1);
+    assert_eq!(report["repository"]["object_lock"]["mode"], "compliance");
+    let lock = report["protections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["promise"] == "Backups cannot be erased early")
+        .unwrap();
+    assert_eq!(lock["status"], "not_met", "{lock:#}");
+    assert!(
+        lock["how"]
+            .as_str()
+            .unwrap()
+            .contains("1 snapshots not locked until they expire")
+    );
     let now = chrono::Utc::now();
     for name in &names {
         let (mode, until) = head_lock(&env, name);
@@ -237,4 +273,28 @@ fn gc_extends_the_locks_of_what_is_still_needed() {
     }
     let conflicting = env.run(&["gc", "--no-extend-locks", "--extend-locks-within", "3days"]);
     assert_eq!(conflicting.status.code(), Some(2));
+}
+
+#[test]
+fn the_report_counts_snapshots_locked_beyond_their_retention_as_protected() {
+    // 31 lock days cover the default 720 h retention
+    let Some(env) = lock_env_for_days(31) else {
+        return;
+    };
+    let src = dir_with(&env, "src", 1000, &[("a", 1)]);
+    env.backup(&[&src]);
+    let report = env.json(&["report"]);
+    let lock = report["protections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["promise"] == "Backups cannot be erased early")
+        .unwrap();
+    assert_eq!(lock["status"], "met", "{lock:#}");
+    let snapshot = &report["groups"][0]["snapshots"][0];
+    let until: chrono::DateTime<chrono::Utc> =
+        snapshot["locked_until"].as_str().unwrap().parse().unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        snapshot["expires"].as_str().unwrap().parse().unwrap();
+    assert!(until > expires, "{snapshot:#}");
 }

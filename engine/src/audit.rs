@@ -182,6 +182,10 @@ pub struct AuditReport {
     pub drills: u64,
 }
 
+/// How much earlier than a snapshot's expiry its lock may end and still count: the lock runs
+/// from when the writer started, a little before the snapshot's time.
+const LOCK_SLACK: Duration = Duration::hours(1);
+
 /// Snapshots with their ids, oldest first.
 type Snapshots = Vec<(Id, Snapshot)>;
 
@@ -417,10 +421,7 @@ fn protections(r: &AuditReport, options: &AuditOptions) -> Vec<Protection> {
                 .groups
                 .iter()
                 .flat_map(|g| &g.snapshots)
-                .filter(|s| {
-                    s.locked_until
-                        .is_none_or(|u| u < s.expires.min(options.now + Duration::days(1)))
-                })
+                .filter(|s| s.locked_until.is_none_or(|u| u + LOCK_SLACK < s.expires))
                 .count();
             row(
                 "Backups cannot be erased early",
@@ -430,7 +431,7 @@ fn protections(r: &AuditReport, options: &AuditOptions) -> Vec<Protection> {
                     Status::NotMet
                 },
                 format!(
-                    "S3 Object Lock in {:?} mode, {} days per object, extended by gc while needed; earliest unlock of a snapshot: {}; {unprotected} snapshots not locked until their expiry",
+                    "S3 Object Lock in {:?} mode, {} days per object, extended by gc while needed; earliest unlock of a snapshot: {}; {unprotected} snapshots not locked until they expire (choose lock days ≥ the retention)",
                     l.mode,
                     l.days,
                     earliest.map_or("none".into(), when)

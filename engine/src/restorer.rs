@@ -4,7 +4,7 @@
 //! entries are never followed or overwritten (they are skipped and reported) unless
 //! `overwrite` is set, and every blob is verified against its id before a byte is written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::ffi::OsStringExt;
@@ -56,13 +56,60 @@ fn os_path(target: &Path, rel: &[RawBytes]) -> PathBuf {
     })
 }
 
-/// Whether `path` should be visited for these includes: it is inside one, or on the way to one.
-fn wanted(path: &[RawBytes], includes: &[SnapshotPath]) -> bool {
-    includes.is_empty()
-        || includes.iter().any(|inc| {
-            let n = inc.len().min(path.len());
-            inc[..n] == path[..n]
-        })
+/// The paths a restore is limited to, looked up in time proportional to a path's depth (a
+/// drill may name many thousands of files).
+struct Includes<'a> {
+    /// As given, in order.
+    given: &'a [SnapshotPath],
+    /// The included paths.
+    paths: HashSet<&'a [RawBytes]>,
+    /// Their proper ancestors: folders on the way to one.
+    ancestors: HashSet<&'a [RawBytes]>,
+    /// Included paths found in the snapshot.
+    found: HashSet<&'a [RawBytes]>,
+}
+
+impl<'a> Includes<'a> {
+    fn new(given: &'a [SnapshotPath]) -> Includes<'a> {
+        Includes {
+            given,
+            paths: given.iter().map(Vec::as_slice).collect(),
+            ancestors: given
+                .iter()
+                .flat_map(|p| (0..p.len()).map(|n| &p[..n]))
+                .collect(),
+            found: HashSet::new(),
+        }
+    }
+
+    /// The included path that `path` is inside of (itself or an ancestor), if any.
+    fn containing(&self, path: &[RawBytes]) -> Option<&'a [RawBytes]> {
+        (0..=path.len()).find_map(|n| self.paths.get(&path[..n]).copied())
+    }
+
+    /// Whether `path` is restored: nothing is excluded, or it is inside an included path.
+    fn inside(&self, path: &[RawBytes]) -> bool {
+        self.given.is_empty() || self.containing(path).is_some()
+    }
+
+    /// Whether `path` should be visited: it is restored, or on the way to an included path.
+    fn wanted(&self, path: &[RawBytes]) -> bool {
+        self.inside(path) || self.ancestors.contains(path)
+    }
+
+    /// Notes that `path` was visited.
+    fn visit(&mut self, path: &[RawBytes]) {
+        if let Some(p) = self.containing(path) {
+            self.found.insert(p);
+        }
+    }
+
+    /// The first included path the snapshot does not have.
+    fn missing(&self) -> Option<&'a SnapshotPath> {
+        self.given
+            .iter()
+            .find(|p| !self.found.contains(p.as_slice()))
+    }
 }
 
 struct Plan {
@@ -87,7 +134,7 @@ pub fn restore(
         metadata: vec![],
     };
     let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut matched = vec![false; options.includes.len()];
+    let mut includes = Includes::new(&options.includes);
     let mut unreadable_dirs = vec![];
 
     tree::walk(
@@ -95,20 +142,17 @@ pub fn restore(
         &snapshot.tree,
         &mut Vec::new(),
         &mut |rel, node| {
-            if !wanted(rel, &options.includes) {
+            if !includes.wanted(rel) {
                 return Ok(false);
             }
-            for (m, inc) in matched.iter_mut().zip(&options.includes) {
-                *m |= rel.starts_with(inc);
-            }
+            includes.visit(rel);
             let path = os_path(target, rel);
             progress.set_current(path.display());
             let shown = tree::display_path(rel);
             if node.kind == NodeKind::Dir {
                 return Ok(make_dir(&path, node, &shown, &mut out, &mut plan));
             }
-            if !options.includes.is_empty() && !options.includes.iter().any(|i| rel.starts_with(i))
-            {
+            if !includes.inside(rel) {
                 return Ok(false);
             }
             let exists = std::fs::symlink_metadata(&path).is_ok();
@@ -174,10 +218,8 @@ pub fn restore(
         },
     )?;
     out.errors.extend(unreadable_dirs);
-    if let Some(i) = matched.iter().position(|m| !m) {
-        return Err(Error::PathNotInSnapshot(tree::display_path(
-            &options.includes[i],
-        )));
+    if let Some(p) = includes.missing() {
+        return Err(Error::PathNotInSnapshot(tree::display_path(p)));
     }
 
     let mut filled = filler::fill(repo, &plan.files, progress);
@@ -277,12 +319,21 @@ mod tests {
 
     #[test]
     fn includes_select_ancestors_and_descendants() {
-        let inc = vec![p("a/b")];
-        assert!(wanted(&p("a"), &inc));
-        assert!(wanted(&p("a/b"), &inc));
-        assert!(wanted(&p("a/b/c"), &inc));
-        assert!(!wanted(&p("a/c"), &inc));
-        assert!(!wanted(&p("x"), &inc));
-        assert!(wanted(&p("x"), &[]));
+        let given = vec![p("a/b"), p("a/d/e"), p("z")];
+        let mut inc = Includes::new(&given);
+        assert!(inc.wanted(&p("a")) && !inc.inside(&p("a")));
+        assert!(inc.wanted(&p("a/d")) && !inc.inside(&p("a/d")));
+        assert!(inc.inside(&p("a/b")));
+        assert!(inc.inside(&p("a/b/c")));
+        assert!(!inc.wanted(&p("a/c")));
+        assert!(!inc.wanted(&p("x")));
+        inc.visit(&p("a/b/c"));
+        inc.visit(&p("a/d"));
+        assert_eq!(inc.missing(), Some(&p("a/d/e")));
+        inc.visit(&p("a/d/e"));
+        assert_eq!(inc.missing(), Some(&p("z")));
+        let none = vec![];
+        assert!(Includes::new(&none).inside(&p("x")));
+        assert_eq!(Includes::new(&none).missing(), None);
     }
 }
