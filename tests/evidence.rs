@@ -35,15 +35,6 @@ fn largest(b: &Backend, prefix: &str) -> String {
         .unwrap()
 }
 
-fn protection<'a>(report: &'a Value, starts: &str) -> &'a Value {
-    report["protections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["promise"].as_str().unwrap().starts_with(starts))
-        .unwrap_or_else(|| panic!("no protection {starts:?} in {report:#}"))
-}
-
 #[test]
 fn a_drill_verifies_every_restored_byte_and_records_a_planted_corruption() {
     let env = Env::new();

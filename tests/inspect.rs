@@ -210,3 +210,38 @@ fn long_commands_print_status_events_and_results_that_follow_their_schemas() {
     assert_eq!(report["last_check"]["id"], record);
     assert_eq!(report["checks"], 1);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_and_hold_no_password_and_no_file_contents() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let content = "the-quarterly-figures-7f3a9c";
+    std::fs::write(src.join("figures.txt"), content.repeat(100)).unwrap();
+    for args in [
+        vec![
+            "-vv",
+            "--log-format",
+            "json",
+            "backup",
+            src.to_str().unwrap(),
+        ],
+        vec!["-vv", "--log-format", "json", "drill", "--share", "100%"],
+        vec!["-vv", "--log-format", "json", "check", "--read-data"],
+    ] {
+        let out = env.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let logs = stderr(&out);
+        assert!(logs.lines().count() > 0, "{args:?} logs at debug level");
+        for line in logs.lines() {
+            let event: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{args:?}: not a JSON line ({e}): {line}"));
+            assert!(
+                event["level"].is_string() && event["fields"].is_object(),
+                "{line}"
+            );
+        }
+        assert!(!logs.contains(PASSWORD), "{args:?} logs the password");
+        assert!(!logs.contains(content), "{args:?} logs file contents");
+    }
+}

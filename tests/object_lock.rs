@@ -113,12 +113,7 @@ fn every_object_is_locked_and_cannot_be_deleted() {
         .unwrap();
     assert_eq!(until, head_lock(&env, snapshot).1);
     assert_eq!(report["repository"]["object_lock"]["mode"], "compliance");
-    let lock = report["protections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["promise"] == "Backups cannot be erased early")
-        .unwrap();
+    let lock = protection(&report, "Backups cannot be erased early");
     assert_eq!(lock["status"], "not_met", "{lock:#}");
     assert!(
         lock["how"]
@@ -284,12 +279,7 @@ fn the_report_counts_snapshots_locked_beyond_their_retention_as_protected() {
     let src = dir_with(&env, "src", 1000, &[("a", 1)]);
     env.backup(&[&src]);
     let report = env.json(&["report"]);
-    let lock = report["protections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["promise"] == "Backups cannot be erased early")
-        .unwrap();
+    let lock = protection(&report, "Backups cannot be erased early");
     assert_eq!(lock["status"], "met", "{lock:#}");
     let snapshot = &report["groups"][0]["snapshots"][0];
     let until: chrono::DateTime<chrono::Utc> =

@@ -208,6 +208,16 @@ pub fn backup_sources(
     };
     gc::check_backup_may_commit(repo, started)?;
     let id = snapshot.save(repo)?;
+    let s = &snapshot.summary;
+    tracing::info!(
+        snapshot = %id.short(),
+        files = s.files,
+        bytes = s.bytes,
+        new_bytes = s.new_bytes,
+        errors = errors.len(),
+        seconds = s.seconds,
+        "snapshot saved"
+    );
     Ok(BackupOutcome {
         id,
         snapshot,

@@ -252,6 +252,13 @@ pub fn check(repo: &Repository, subset: DataSubset, progress: &Progress) -> Resu
         p.reason = reason;
     }
     report.problems = problems.into_values().collect();
+    tracing::info!(
+        snapshots = report.snapshots,
+        packs = report.packs,
+        packs_read = report.packs_read,
+        problems = report.problems.len(),
+        "check done"
+    );
     Ok(report)
 }
 

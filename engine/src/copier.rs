@@ -82,7 +82,9 @@ pub fn copy(
             original: Some(original),
             ..snap.clone()
         };
-        report.new_ids.push(copy.save(target)?);
+        let copied_id = copy.save(target)?;
+        tracing::info!(snapshot = %id.short(), copy = %copied_id.short(), blobs = stats.blobs, "snapshot copied");
+        report.new_ids.push(copied_id);
         report.snapshots_copied += 1;
         report.blobs_copied += stats.blobs;
         report.bytes_copied += stats.raw_bytes;

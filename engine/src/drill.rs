@@ -235,6 +235,13 @@ fn drill_one(
         std::fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
     }
     out.seconds = clock.elapsed().as_secs_f64();
+    tracing::info!(
+        snapshot = %id.short(),
+        files_restored = out.files_restored,
+        bytes_verified = out.bytes_verified,
+        problems = out.problems.len(),
+        "snapshot drilled"
+    );
     Ok(out)
 }
 

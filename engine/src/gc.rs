@@ -481,6 +481,14 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
             .collect();
         report.locks_extended = extend_locks(repo, lock, within, &marked_now)?;
     }
+    tracing::info!(
+        snapshots = report.snapshots,
+        packs_deleted = report.packs_deleted,
+        bytes_freed = report.bytes_freed,
+        packs_marked = report.packs_marked,
+        packs_repacked = report.packs_repacked,
+        "gc done"
+    );
     Ok(report)
 }
 

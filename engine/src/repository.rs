@@ -296,6 +296,12 @@ impl Repository {
         }
         let repo = Repository::assemble(location, store, keys, key_id, config, cache_base)?;
         repo.sync_index()?;
+        tracing::info!(
+            location = %location,
+            format_version = version,
+            key = %key_id.short(),
+            "repository opened"
+        );
         Ok(repo)
     }
 

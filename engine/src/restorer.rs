@@ -277,6 +277,14 @@ pub fn restore(
         out.errors
             .push(format!("{}: cannot flush to disk: {e}", target.display()));
     }
+    tracing::info!(
+        target = %target.display(),
+        files = out.files,
+        bytes = out.bytes,
+        skipped = out.skipped.len(),
+        errors = out.errors.len(),
+        "restore done"
+    );
     Ok(out)
 }
 

@@ -544,6 +544,7 @@ impl Store {
 
 /// Uploads one object, in parts when it is large.
 async fn put(inner: Arc<dyn ObjectStore>, path: ObjectPath, bytes: Vec<u8>) -> Result<()> {
+    tracing::debug!(object = %path, bytes = bytes.len(), "storing");
     if bytes.len() <= MULTIPART_THRESHOLD {
         inner.put(&path, PutPayload::from(bytes)).await?;
         return Ok(());

@@ -214,6 +214,16 @@ pub fn target_for(source: &Env, on_s3: bool) -> Env {
     target
 }
 
+/// The row of `cairn report --json` whose promise starts with `starts`.
+pub fn protection<'a>(report: &'a serde_json::Value, starts: &str) -> &'a serde_json::Value {
+    report["protections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["promise"].as_str().unwrap().starts_with(starts))
+        .unwrap_or_else(|| panic!("no protection {starts:?} in {report:#}"))
+}
+
 /// Asserts that `value` matches the documented schema `docs/json/<name>.schema.json`.
 pub fn assert_schema(name: &str, value: &serde_json::Value) {
     let path =
