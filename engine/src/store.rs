@@ -356,7 +356,7 @@ impl Store {
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|n| (1..=256).contains(n))
-            .unwrap_or(if remote { 8 } else { 4 });
+            .unwrap_or(if remote { 8 } else { 2 });
         Ok(Store {
             inner,
             plain,
@@ -472,12 +472,9 @@ impl Store {
         })
     }
 
-    /// Reads part of an object.
-    pub fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Vec<u8>> {
-        Ok(self
-            .rt
-            .block_on(self.inner.get_range(path, range))?
-            .to_vec())
+    /// Reads part of an object (as the store returned it: no copy).
+    pub fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<bytes::Bytes> {
+        Ok(self.rt.block_on(self.inner.get_range(path, range))?)
     }
 
     /// Lists the ids of the objects of one kind.
