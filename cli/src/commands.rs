@@ -668,30 +668,30 @@ pub fn copy(g: &Global, a: CopyArgs) -> Result<u8> {
     let report = copier::copy(&source, &target, &snapshots, &progress)?;
     drop(display);
     let mut m = Metrics::new("copy");
-    let labels = [("target", a.to.as_str())];
-    m.gauge(
-        "copy_last_success_timestamp_seconds",
-        "When the last successful copy ended (Unix time).",
-        &labels,
-        chrono::Utc::now().timestamp() as f64,
-    );
-    m.gauge(
-        "copy_duration_seconds",
-        "How long the copy took.",
-        &labels,
-        started.elapsed().as_secs_f64(),
-    );
-    m.gauge(
-        "copy_snapshots",
-        "Snapshots copied by the run.",
-        &labels,
-        report.snapshots_copied as f64,
-    );
-    m.gauge(
-        "copy_new_bytes",
-        "Bytes of new data the run added to the target.",
-        &labels,
-        report.bytes_copied as f64,
+    m.gauges(
+        &[("target", a.to.as_str())],
+        &[
+            (
+                "copy_last_success_timestamp_seconds",
+                "When the last successful copy ended (Unix time).",
+                chrono::Utc::now().timestamp() as f64,
+            ),
+            (
+                "copy_duration_seconds",
+                "How long the copy took.",
+                started.elapsed().as_secs_f64(),
+            ),
+            (
+                "copy_snapshots",
+                "Snapshots copied by the run.",
+                report.snapshots_copied as f64,
+            ),
+            (
+                "copy_new_bytes",
+                "Bytes of new data the run added to the target.",
+                report.bytes_copied as f64,
+            ),
+        ],
     );
     m.publish(&source, &a.metrics)?;
     if g.json {
@@ -834,35 +834,35 @@ fn run_gc(g: &Global, repo: &Repository, a: &GcArgs) -> Result<GcReport> {
     let report = gc::run(repo, options, &progress)?;
     drop(display);
     let mut m = Metrics::new("gc");
-    m.gauge(
-        "gc_last_success_timestamp_seconds",
-        "When the last successful gc ended (Unix time).",
+    m.gauges(
         &[],
-        chrono::Utc::now().timestamp() as f64,
-    );
-    m.gauge(
-        "gc_duration_seconds",
-        "How long gc took.",
-        &[],
-        started.elapsed().as_secs_f64(),
-    );
-    m.gauge(
-        "gc_freed_bytes",
-        "Bytes gc deleted.",
-        &[],
-        report.bytes_freed as f64,
-    );
-    m.gauge(
-        "gc_marked_bytes",
-        "Bytes gc marked for deletion after the safety interval.",
-        &[],
-        report.bytes_marked as f64,
-    );
-    m.gauge(
-        "gc_locked_bytes",
-        "Bytes gc could not delete yet because of their object lock.",
-        &[],
-        report.bytes_locked as f64,
+        &[
+            (
+                "gc_last_success_timestamp_seconds",
+                "When the last successful gc ended (Unix time).",
+                chrono::Utc::now().timestamp() as f64,
+            ),
+            (
+                "gc_duration_seconds",
+                "How long gc took.",
+                started.elapsed().as_secs_f64(),
+            ),
+            (
+                "gc_freed_bytes",
+                "Bytes gc deleted.",
+                report.bytes_freed as f64,
+            ),
+            (
+                "gc_marked_bytes",
+                "Bytes gc marked for deletion after the safety interval.",
+                report.bytes_marked as f64,
+            ),
+            (
+                "gc_locked_bytes",
+                "Bytes gc could not delete yet because of their object lock.",
+                report.bytes_locked as f64,
+            ),
+        ],
     );
     m.publish(repo, &a.metrics)?;
     Ok(report)
@@ -920,38 +920,39 @@ pub fn check(g: &Global, a: CheckArgs) -> Result<u8> {
     };
     let report = record.report;
     let mut m = Metrics::new("check");
-    let ok = report.problems.is_empty();
-    m.gauge(
-        "check_last_run_timestamp_seconds",
-        "When the last check started (Unix time).",
-        &[],
-        started.timestamp() as f64,
-    );
-    if ok {
+    let started_at = started.timestamp() as f64;
+    if report.problems.is_empty() {
         m.gauge(
             "check_last_success_timestamp_seconds",
             "When the last check that found no problem started (Unix time).",
             &[],
-            started.timestamp() as f64,
+            started_at,
         );
     }
-    m.gauge(
-        "check_duration_seconds",
-        "How long the check took.",
+    m.gauges(
         &[],
-        record.seconds,
-    );
-    m.gauge(
-        "check_problems",
-        "Damaged or missing objects the check found.",
-        &[],
-        report.problems.len() as f64,
-    );
-    m.gauge(
-        "check_packs_read",
-        "Packs read whole and verified.",
-        &[],
-        report.packs_read as f64,
+        &[
+            (
+                "check_last_run_timestamp_seconds",
+                "When the last check started (Unix time).",
+                started_at,
+            ),
+            (
+                "check_duration_seconds",
+                "How long the check took.",
+                record.seconds,
+            ),
+            (
+                "check_problems",
+                "Damaged or missing objects the check found.",
+                report.problems.len() as f64,
+            ),
+            (
+                "check_packs_read",
+                "Packs read whole and verified.",
+                report.packs_read as f64,
+            ),
+        ],
     );
     m.publish(&repo, &a.metrics)?;
     if g.json {

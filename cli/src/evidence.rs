@@ -65,12 +65,6 @@ pub fn drill(g: &Global, a: DrillArgs) -> Result<u8> {
     let time = record.time.timestamp() as f64;
     let problems: usize = record.snapshots.iter().map(|s| s.problems.len()).sum();
     let bytes: u64 = record.snapshots.iter().map(|s| s.bytes_verified).sum();
-    m.gauge(
-        "drill_last_run_timestamp_seconds",
-        "When the last restore drill started (Unix time).",
-        &[],
-        time,
-    );
     if record.passed {
         m.gauge(
             "drill_last_success_timestamp_seconds",
@@ -79,29 +73,35 @@ pub fn drill(g: &Global, a: DrillArgs) -> Result<u8> {
             time,
         );
     }
-    m.gauge(
-        "drill_duration_seconds",
-        "How long the drill took.",
+    m.gauges(
         &[],
-        record.seconds,
-    );
-    m.gauge(
-        "drill_snapshots",
-        "Snapshots the drill restored.",
-        &[],
-        record.snapshots.len() as f64,
-    );
-    m.gauge(
-        "drill_bytes_verified",
-        "Restored bytes read back and verified.",
-        &[],
-        bytes as f64,
-    );
-    m.gauge(
-        "drill_problems",
-        "Problems the drill found.",
-        &[],
-        problems as f64,
+        &[
+            (
+                "drill_last_run_timestamp_seconds",
+                "When the last restore drill started (Unix time).",
+                time,
+            ),
+            (
+                "drill_duration_seconds",
+                "How long the drill took.",
+                record.seconds,
+            ),
+            (
+                "drill_snapshots",
+                "Snapshots the drill restored.",
+                record.snapshots.len() as f64,
+            ),
+            (
+                "drill_bytes_verified",
+                "Restored bytes read back and verified.",
+                bytes as f64,
+            ),
+            (
+                "drill_problems",
+                "Problems the drill found.",
+                problems as f64,
+            ),
+        ],
     );
     m.publish(&repo, &a.metrics)?;
 

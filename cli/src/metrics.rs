@@ -90,7 +90,16 @@ impl Metrics {
                 new_bytes as f64,
             ),
         ];
-        for (name, help, value) in figures {
+        self.gauges(labels, &figures);
+    }
+
+    /// Records several gauges (name, help, value) for the same `labels`.
+    pub fn gauges(
+        &mut self,
+        labels: &[(&'static str, &str)],
+        figures: &[(&'static str, &'static str, f64)],
+    ) {
+        for &(name, help, value) in figures {
             self.gauge(name, help, labels, value);
         }
     }

@@ -200,6 +200,13 @@ pub fn report(
     let hours = |t: DateTime<Utc>| (options.now - t).as_seconds_f64() / 3600.0;
     let snapshots = Snapshot::load_all(repo)?;
     let copies = replica.map(Snapshot::load_all).transpose()?;
+    // what the replica holds copies of: copies name the snapshot they copy in `original`
+    let copied: Option<HashSet<Id>> = copies.as_ref().map(|copies| {
+        copies
+            .iter()
+            .map(|(id, s)| s.original.unwrap_or(*id))
+            .collect()
+    });
 
     let mut by_group: BTreeMap<(String, Vec<String>), Snapshots> = BTreeMap::new();
     for (id, s) in snapshots {
@@ -247,7 +254,8 @@ pub fn report(
         let newest = members.last().expect("groups are not empty").1.time;
         let replica = copies
             .as_ref()
-            .map(|copies| replica_state(&members, copies, &host, &paths));
+            .zip(copied.as_ref())
+            .map(|(copies, copied)| replica_state(&members, copies, copied, &host, &paths));
         groups.push(Group {
             label,
             host,
@@ -320,18 +328,15 @@ pub fn report(
     Ok(report)
 }
 
-/// The replica's copies of one group: copies keep host, paths and tags, and name the snapshot
-/// they copy in `original`.
+/// The replica's copies of one group: copies keep host, paths and tags; `copied` holds the
+/// originals of every copy.
 fn replica_state(
     members: &[(Id, Snapshot)],
     copies: &[(Id, Snapshot)],
+    copied: &HashSet<Id>,
     host: &str,
     paths: &[String],
 ) -> ReplicaState {
-    let copied: HashSet<Id> = copies
-        .iter()
-        .map(|(id, s)| s.original.unwrap_or(*id))
-        .collect();
     let newest = copies
         .iter()
         .filter(|(_, s)| {

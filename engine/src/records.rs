@@ -57,8 +57,3 @@ pub fn load_all<R: Record>(repo: &Repository) -> Result<Vec<(Id, R)>> {
     all.sort_by(|a, b| a.1.time().cmp(&b.1.time()).then(a.0.cmp(&b.0)));
     Ok(all)
 }
-
-/// The newest record of one kind, if any.
-pub fn latest<R: Record>(repo: &Repository) -> Result<Option<(Id, R)>> {
-    Ok(load_all(repo)?.pop())
-}
