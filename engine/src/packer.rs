@@ -43,6 +43,7 @@ struct Uploads {
 pub struct Packer<'r> {
     repo: &'r Repository,
     excluded: HashSet<Id>,
+    /// Blobs saved by this run and not yet indexed (or being looked up).
     seen: Mutex<HashSet<Id>>,
     open: [Mutex<PackWriter>; 2],
     uploads: Mutex<Uploads>,
@@ -74,6 +75,7 @@ impl<'r> Packer<'r> {
 
     /// Whether a blob is already in the repository or saved by this run.
     pub fn has(&self, id: &Id) -> Result<bool> {
+        // `seen` first: a blob leaves it only once it is in the index
         Ok(self.seen.lock().expect("lock").contains(id) || self.indexed(id)?)
     }
 
@@ -88,7 +90,13 @@ impl<'r> Packer<'r> {
     /// Saves one blob whose id the caller computed (e.g. on another thread); returns whether it
     /// was new. Compression and encryption happen on the calling thread.
     pub fn save_with_id(&self, kind: BlobKind, id: Id, plaintext: &[u8]) -> Result<bool> {
-        if self.indexed(&id)? || !self.seen.lock().expect("lock").insert(id) {
+        // Claim the id before looking it up, so that two threads never both store it; a blob
+        // leaves `seen` only after it is indexed, so one not in `seen` is found in the index.
+        if !self.seen.lock().expect("lock").insert(id) {
+            return Ok(false);
+        }
+        if self.indexed(&id)? {
+            self.seen.lock().expect("lock").remove(&id);
             return Ok(false);
         }
         let sealed = blob::seal(
@@ -161,6 +169,11 @@ impl<'r> Packer<'r> {
         let encoded_len = segment.encode().len() as u64;
         self.repo.save_index(&segment)?;
         self.stored_bytes.fetch_add(encoded_len, Ordering::Relaxed);
+        // indexed now: the index answers for them, so memory does not grow with the run
+        let mut seen = self.seen.lock().expect("lock");
+        for blob in segment.packs.iter().flat_map(|(_, blobs)| blobs) {
+            seen.remove(&blob.id);
+        }
         Ok(())
     }
 
@@ -184,5 +197,63 @@ impl<'r> Packer<'r> {
             raw_bytes: self.raw_bytes.load(Ordering::Relaxed),
             stored_bytes: self.stored_bytes.load(Ordering::Relaxed),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::keys::KdfParams;
+    use crate::repository::InitOptions;
+    use crate::store::Location;
+
+    #[test]
+    fn a_run_stores_each_blob_once_and_forgets_what_the_index_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            pack_size: 1024,
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..InitOptions::default()
+        };
+        let location = Location::Local(dir.path().join("repo"));
+        let repo = Repository::init(&location, b"pw", options, &dir.path().join("cache")).unwrap();
+        let packer = Packer::new(&repo);
+        // incompressible 400-byte blobs
+        let blob = |n: u32| -> Vec<u8> {
+            let mut b = vec![0; 400];
+            blake3::Hasher::new()
+                .update(&n.to_le_bytes())
+                .finalize_xof()
+                .fill(&mut b);
+            b
+        };
+        // 400-byte blobs in 1 KiB packs: a segment is written every 64 packs (about 128 blobs)
+        let count = 400;
+        let ids: Vec<Id> = (0..count)
+            .map(|n| packer.save(BlobKind::Data, &blob(n)).unwrap())
+            .collect();
+        let not_indexed = packer.seen.lock().unwrap().len();
+        assert!(
+            not_indexed < count as usize / 2,
+            "{not_indexed} blobs still held in memory after their segments were written"
+        );
+        // every blob saved again in the same run, indexed or not, is found
+        for n in 0..count {
+            assert!(packer.has(&ids[n as usize]).unwrap());
+            assert!(
+                !packer
+                    .save_with_id(BlobKind::Data, ids[n as usize], &blob(n))
+                    .unwrap()
+            );
+        }
+        let stats = packer.finish().unwrap();
+        assert_eq!(stats.blobs, count as u64);
+        for id in &ids {
+            assert!(repo.index().contains(id).unwrap());
+        }
     }
 }

@@ -391,6 +391,7 @@ impl Repository {
             self.index.clear()?;
             known.clear();
         }
+        let rebuild = known.is_empty();
         // New segments are read once for what they supersede; up to a budget of entries they
         // are kept for adding, beyond it read again, so that memory stays bounded.
         let mut fresh = vec![];
@@ -443,6 +444,9 @@ impl Repository {
                 },
             };
             self.index.add_segment(&id, &segment, active)?;
+        }
+        if rebuild && !listed.is_empty() {
+            self.index.compact();
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{Mode, SFlag, mknod};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::filler;
@@ -173,13 +174,11 @@ pub fn restore(
                 first_link.insert(key, path.clone());
             }
             let made = match node.kind {
-                NodeKind::File => File::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map(|_| {
-                        plan.files.push((path.clone(), node.clone()));
-                    }),
+                // created by the filler, on all cores
+                NodeKind::File => {
+                    plan.files.push((path.clone(), node.clone()));
+                    Ok(())
+                }
                 NodeKind::Symlink => {
                     let t = node.target.clone().unwrap_or_default();
                     std::os::unix::fs::symlink(t.as_os(), &path)
@@ -225,9 +224,12 @@ pub fn restore(
     let mut filled = filler::fill(repo, &plan.files, progress);
     if !filled.failed.is_empty() {
         // A damaged or stale local index cache may point at wrong places: reread the index from
-        // the repository and try those files once more.
+        // the repository and make those files once more.
         repo.rebuild_local_index()?;
         let retry: Vec<usize> = filled.failed.keys().copied().collect();
+        for &i in &retry {
+            let _ = std::fs::remove_file(&plan.files[i].0);
+        }
         let subset: Vec<(PathBuf, Node)> = retry.iter().map(|&i| plan.files[i].clone()).collect();
         let again = filler::fill(repo, &subset, progress);
         filled.bytes += again.bytes;
@@ -236,9 +238,19 @@ pub fn restore(
             .into_iter()
             .map(|(j, why)| (retry[j], why))
             .collect();
+        filled.not_created.extend(
+            again
+                .not_created
+                .into_iter()
+                .map(|(j, why)| (retry[j], why)),
+        );
     }
     out.bytes = filled.bytes;
     for (i, (path, node)) in plan.files.iter().enumerate() {
+        if let Some(why) = filled.not_created.get(&i) {
+            out.errors.push(format!("cannot create {why}"));
+            continue;
+        }
         match filled.failed.get(&i) {
             // never leave a file with unverified or missing parts behind
             Some(why) => {
@@ -264,14 +276,21 @@ pub fn restore(
             )),
         }
     }
-    // Directories come first in `metadata` (pre-order); apply in reverse so that writing into a
-    // directory never changes its restored times afterwards.
-    for (path, node) in plan.metadata.iter().rev() {
-        if let Err(e) = fsmeta::apply(path, node, options.chown) {
-            out.errors
-                .push(format!("{}: cannot set metadata: {e}", path.display()));
-        }
-    }
+    // Everything is created by now, so no later write changes a restored time. Entries other
+    // than directories go first, on all cores; then directories, deepest first (they come in
+    // pre-order), so that a directory's mode never keeps its own entries from being reached.
+    let apply = |(path, node): &(PathBuf, Node)| {
+        fsmeta::apply(path, node, options.chown)
+            .err()
+            .map(|e| format!("{}: cannot set metadata: {e}", path.display()))
+    };
+    let (dirs, others): (Vec<_>, Vec<_>) = plan
+        .metadata
+        .iter()
+        .partition(|(_, node)| node.kind == NodeKind::Dir);
+    out.errors
+        .extend(others.into_par_iter().filter_map(apply).collect::<Vec<_>>());
+    out.errors.extend(dirs.into_iter().rev().filter_map(apply));
     // One flush of the whole file system instead of one per file.
     if let Err(e) = File::open(target).and_then(|d| nix::unistd::syncfs(d).map_err(Into::into)) {
         out.errors

@@ -373,7 +373,7 @@ impl Store {
     }
 
     /// How many requests to keep in flight (pack uploads; pack downloads of a restore from a
-    /// remote store): `CAIRN_CONNECTIONS` (1–256), else 8 for a remote store and 4 for a
+    /// remote store): `CAIRN_CONNECTIONS` (1–256), else 8 for a remote store and 2 for a
     /// folder. Each holds a pack in memory.
     pub fn connections(&self) -> usize {
         self.connections
