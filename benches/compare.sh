@@ -97,7 +97,7 @@ backup() {
 }
 restore() {
   case $1 in
-    cairn) "$CAIRN" --quiet --repo "$BENCH/repo" restore latest --target "$R" ;;
+    cairn) "$CAIRN" --quiet -v --log-format json --repo "$BENCH/repo" restore latest --target "$R" ;;
     restic) restic --quiet -r "$BENCH/repo" restore latest --target "$R" ;;
     borg) (cd "$R" && borg extract "$BENCH/repo::$(borg list --last 1 --short "$BENCH/repo")") ;;
   esac
@@ -127,6 +127,10 @@ for run in $(seq 1 "$RUNS"); do
     timed "$tool" "$run" restore bash -c "restore $tool"
     restored=$(find "$R" -type f | wc -l)
     [ "$restored" -eq "$files_after" ] || { echo "$tool restored $restored files of $files_after" >&2; exit 1; }
+    if [ "$tool" = cairn ]; then # how long its restore waited for the final flush (its log says)
+      flush=$(python3 "$ROOT/benches/table.py" --flush-seconds "$BENCH/cmd.err")
+      printf 'cairn\t%s\tflush\t%s\t0\n' "$run" "$flush" >> "$results"
+    fi
   done
   # the machine's limit, in the same run
   read -r _ secs mbps < <("$LIMIT" "$BENCH/base")

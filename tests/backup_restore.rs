@@ -38,6 +38,32 @@ fn full_tree_round_trip_field_by_field() {
     );
     // the root folder's own metadata comes back too
     assert_eq!(describe(&src, is_root()), describe(&restored, is_root()));
+
+    // a scratch restore that does not wait for the disk gives the same tree, and the log says
+    // how long a restore waited for its flush
+    let scratch = env.path("scratch");
+    let args = [
+        "-v",
+        "--log-format",
+        "json",
+        "restore",
+        id,
+        "--no-flush",
+        "--target",
+    ];
+    let out = env
+        .cmd(&[&args[..], &[scratch.to_str().unwrap()]].concat())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let diffs = diff_trees(&src, &scratch.join("src"), is_root());
+    assert!(diffs.is_empty(), "restore differs:\n{}", diffs.join("\n"));
+    let done: serde_json::Value = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &serde_json::Value| l["fields"]["message"] == "restore done")
+        .expect("a 'restore done' log line");
+    assert!(done["fields"]["flush_seconds"].as_f64().is_some(), "{done}");
 }
 
 #[test]

@@ -136,6 +136,10 @@ pub struct RestoreArgs {
     /// Replace existing files instead of skipping them
     #[arg(long)]
     overwrite: bool,
+    /// Return without waiting until the restored data is on disk (faster; for scratch
+    /// restores that a crash may lose)
+    #[arg(long)]
+    no_flush: bool,
 }
 
 /// `cairn forget` options. Without any --keep option the repository's default retention
@@ -619,6 +623,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
             .collect(),
         overwrite: a.overwrite,
         chown: nix::unistd::geteuid().is_root(),
+        no_flush: a.no_flush,
     };
     let progress = Arc::new(Progress::default());
     if options.includes.is_empty() {

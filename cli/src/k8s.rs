@@ -468,6 +468,7 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
         includes: vec![],
         overwrite: a.overwrite,
         chown: nix::unistd::geteuid().is_root(),
+        no_flush: false,
     };
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "k8s-restore-volume", "restored", g);

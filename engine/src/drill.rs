@@ -206,6 +206,7 @@ fn drill_one(
         },
         overwrite: false,
         chown: false,
+        no_flush: true,
     };
     progress.set_current(format_args!("snapshot {}: restoring", id.short()));
     match restorer::restore(repo, snap, &restore, &Progress::default()) {

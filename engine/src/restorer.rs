@@ -32,6 +32,9 @@ pub struct RestoreOptions {
     pub overwrite: bool,
     /// Restore ownership (needs root).
     pub chown: bool,
+    /// Return without waiting until the restored data is on disk (scratch restores such as
+    /// drills, whose files nobody keeps).
+    pub no_flush: bool,
 }
 
 /// What a restore did.
@@ -292,9 +295,14 @@ pub fn restore(
         .extend(others.into_par_iter().filter_map(apply).collect::<Vec<_>>());
     out.errors.extend(dirs.into_iter().rev().filter_map(apply));
     // One flush of the whole file system instead of one per file.
-    if let Err(e) = File::open(target).and_then(|d| nix::unistd::syncfs(d).map_err(Into::into)) {
-        out.errors
-            .push(format!("{}: cannot flush to disk: {e}", target.display()));
+    let flush_started = std::time::Instant::now();
+    if !options.no_flush
+        && let Err(e) = File::open(target).and_then(|d| nix::unistd::syncfs(d).map_err(Into::into))
+    {
+        out.errors.push(format!(
+            "{}: cannot flush to disk: {e}; the files may not survive a crash, run `sync` and check the disk",
+            target.display()
+        ));
     }
     tracing::info!(
         target = %target.display(),
@@ -302,6 +310,7 @@ pub fn restore(
         bytes = out.bytes,
         skipped = out.skipped.len(),
         errors = out.errors.len(),
+        flush_seconds = flush_started.elapsed().as_secs_f64(),
         "restore done"
     );
     Ok(out)

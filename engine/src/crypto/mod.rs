@@ -14,6 +14,9 @@ use zeroize::Zeroize;
 
 use crate::id::Id;
 
+/// Blobs from this size on are hashed on all cores (BLAKE3 recommends splitting from 128 KiB).
+const PARALLEL_HASH_FROM: usize = 128 * 1024;
+
 /// Bytes of random salt in front of every sealed box.
 pub const SALT_LEN: usize = 24;
 /// Bytes of GCM tag after every sealed box.
@@ -109,9 +112,16 @@ impl MasterKeys {
         (&self.data_key, &self.id_key)
     }
 
-    /// The id of a blob: BLAKE3 keyed with the id key over its plaintext.
+    /// The id of a blob: BLAKE3 keyed with the id key over its plaintext. Large blobs are
+    /// hashed on all cores (BLAKE3 is a tree: the result is the same).
     pub fn blob_id(&self, plaintext: &[u8]) -> Id {
-        Id(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+        let mut hasher = blake3::Hasher::new_keyed(&self.id_key);
+        if plaintext.len() >= PARALLEL_HASH_FROM {
+            hasher.update_rayon(plaintext);
+        } else {
+            hasher.update(plaintext);
+        }
+        Id(*hasher.finalize().as_bytes())
     }
 
     /// Encrypts `plaintext` into a new sealed box.
