@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cluster::{Cluster, Resource};
-use super::select::{self, KeepRule};
+use super::select::{self, KeepRule, NamespaceChoice};
 use super::{clean, snapshot_paths, tags};
 use crate::archiver::{self, BackupOptions, Parent, Source};
 use crate::error::{Error, Result};
@@ -121,20 +121,18 @@ pub fn collect(cluster: &Cluster, settings: &BackupSettings) -> Result<Inventory
     let mut namespace_objects = BTreeMap::new();
     for ns in cluster.list(find("", "Namespace")?, None)? {
         let name = name_of(&ns).to_string();
-        if !settings.only.is_empty() && !settings.only.contains(&name) {
-            continue;
-        }
-        if select::opted_out(&ns) {
-            inv.left_out.push(LeftOut {
-                namespace: name,
-                reason: format!("labelled {}", select::NOBACKUP_LABEL),
-            });
-            continue;
-        }
-        let how = if settings.platform_namespaces.contains(&name) {
-            Treatment::KeptOnly
-        } else {
-            Treatment::Everything
+        let how = match select::choose_namespace(&ns, &settings.platform_namespaces, &settings.only)
+        {
+            NamespaceChoice::NotAsked => continue,
+            NamespaceChoice::OptedOut => {
+                inv.left_out.push(LeftOut {
+                    namespace: name,
+                    reason: format!("labelled {}", select::NOBACKUP_LABEL),
+                });
+                continue;
+            }
+            NamespaceChoice::Platform => Treatment::KeptOnly,
+            NamespaceChoice::User => Treatment::Everything,
         };
         treatment.insert(name.clone(), how);
         namespace_objects.insert(name, ns);

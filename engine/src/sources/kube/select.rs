@@ -43,6 +43,38 @@ pub fn opted_out(object: &Value) -> bool {
     object["metadata"]["labels"].get(NOBACKUP_LABEL).is_some()
 }
 
+/// What a backup (of resources or of volumes) makes of a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamespaceChoice {
+    /// Not among the namespaces asked for.
+    NotAsked,
+    /// Carries the opt-out label: nothing is taken.
+    OptedOut,
+    /// A platform namespace: only kept objects are taken, never volumes.
+    Platform,
+    /// A user namespace: everything is taken.
+    User,
+}
+
+/// Sorts a namespace object: `only` lists the namespaces asked for (all when empty),
+/// `platform` the platform's namespaces.
+pub fn choose_namespace(
+    namespace: &Value,
+    platform: &[String],
+    only: &[String],
+) -> NamespaceChoice {
+    let name = namespace["metadata"]["name"].as_str().unwrap_or_default();
+    if !only.is_empty() && !only.iter().any(|n| n == name) {
+        NamespaceChoice::NotAsked
+    } else if opted_out(namespace) {
+        NamespaceChoice::OptedOut
+    } else if platform.iter().any(|n| n == name) {
+        NamespaceChoice::Platform
+    } else {
+        NamespaceChoice::User
+    }
+}
+
 /// One requirement of a label selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Requirement {
@@ -152,6 +184,39 @@ impl KeepRule {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn namespaces_are_chosen_by_request_label_and_platform() {
+        let ns = |name: &str, out: bool| {
+            let labels = if out {
+                json!({ NOBACKUP_LABEL: "" })
+            } else {
+                json!({})
+            };
+            json!({"metadata": {"name": name, "labels": labels}})
+        };
+        let platform = vec!["kube-system".to_string()];
+        let choose = |v: &Value, only: &[&str]| {
+            let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+            choose_namespace(v, &platform, &only)
+        };
+        assert_eq!(choose(&ns("shop", false), &[]), NamespaceChoice::User);
+        assert_eq!(choose(&ns("shop", true), &[]), NamespaceChoice::OptedOut);
+        assert_eq!(
+            choose(&ns("kube-system", false), &[]),
+            NamespaceChoice::Platform
+        );
+        // asking for a namespace never overrides its opt-out label
+        assert_eq!(
+            choose(&ns("shop", true), &["shop"]),
+            NamespaceChoice::OptedOut
+        );
+        assert_eq!(
+            choose(&ns("shop", false), &["web"]),
+            NamespaceChoice::NotAsked
+        );
+        assert_eq!(choose(&ns("web", false), &["web"]), NamespaceChoice::User);
+    }
 
     #[test]
     fn selectors_match_labels() {

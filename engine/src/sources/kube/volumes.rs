@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use super::cluster::{Cluster, Resource};
 use super::hooks::{Hook, Phase};
-use super::{select, snapshot_paths, tags};
+use super::select::{self, NamespaceChoice};
+use super::{snapshot_paths, tags};
 use crate::archiver::{self, BackupOptions, Parent, Source};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -114,15 +115,16 @@ pub fn backup_volumes(
     let namespaces: BTreeSet<String> = cluster
         .list(&find("Namespace")?, None)?
         .into_iter()
-        .filter(|ns| !select::opted_out(ns))
+        .filter(|ns| {
+            select::choose_namespace(ns, &settings.platform_namespaces, &settings.only)
+                == NamespaceChoice::User
+        })
         .map(|ns| {
             ns["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string()
         })
-        .filter(|ns| !settings.platform_namespaces.contains(ns))
-        .filter(|ns| settings.only.is_empty() || settings.only.contains(ns))
         .collect();
     let mut mounts: BTreeMap<(String, String), Vec<Mount>> = BTreeMap::new();
     for pod in cluster.list(&find("Pod")?, None)? {
