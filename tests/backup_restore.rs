@@ -42,7 +42,7 @@ fn full_tree_round_trip_field_by_field() {
     // a scratch restore that does not wait for the disk gives the same tree, and the log says
     // how long a restore waited for its flush
     let scratch = env.path("scratch");
-    let args = [
+    let out = env.run(&[
         "-v",
         "--log-format",
         "json",
@@ -50,11 +50,8 @@ fn full_tree_round_trip_field_by_field() {
         id,
         "--no-flush",
         "--target",
-    ];
-    let out = env
-        .cmd(&[&args[..], &[scratch.to_str().unwrap()]].concat())
-        .output()
-        .unwrap();
+        scratch.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let diffs = diff_trees(&src, &scratch.join("src"), is_root());
     assert!(diffs.is_empty(), "restore differs:\n{}", diffs.join("\n"));

@@ -112,12 +112,7 @@ const DEFAULT_CACHE_MB: usize = 32;
 
 /// The block cache size: `CAIRN_INDEX_CACHE_MB` (8–65536), else 32 MiB.
 fn cache_bytes() -> usize {
-    std::env::var("CAIRN_INDEX_CACHE_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|mb| (8..=65536).contains(mb))
-        .unwrap_or(DEFAULT_CACHE_MB)
-        << 20
+    crate::env_number("CAIRN_INDEX_CACHE_MB", 8..=65536, DEFAULT_CACHE_MB) << 20
 }
 
 /// Options that keep look-ups fast and memory bounded at any index size: a bloom filter

@@ -62,3 +62,17 @@ pub fn user_name() -> String {
         .map(|u| u.name)
         .unwrap_or_default()
 }
+
+/// A number from the environment variable `name` when it parses and lies in `allowed`, else
+/// `default` (tuning settings such as `CAIRN_CONNECTIONS`).
+pub(crate) fn env_number(
+    name: &str,
+    allowed: std::ops::RangeInclusive<usize>,
+    default: usize,
+) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| allowed.contains(n))
+        .unwrap_or(default)
+}

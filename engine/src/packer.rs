@@ -242,13 +242,9 @@ mod tests {
             "{not_indexed} blobs still held in memory after their segments were written"
         );
         // every blob saved again in the same run, indexed or not, is found
-        for n in 0..count {
-            assert!(packer.has(&ids[n as usize]).unwrap());
-            assert!(
-                !packer
-                    .save_with_id(BlobKind::Data, ids[n as usize], &blob(n))
-                    .unwrap()
-            );
+        for (n, id) in (0..count).zip(&ids) {
+            assert!(packer.has(id).unwrap());
+            assert!(!packer.save_with_id(BlobKind::Data, *id, &blob(n)).unwrap());
         }
         let stats = packer.finish().unwrap();
         assert_eq!(stats.blobs, count as u64);

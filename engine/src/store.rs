@@ -352,11 +352,8 @@ impl Store {
             .enable_all()
             .build()
             .map_err(|e| Error::io("tokio runtime", e))?;
-        let connections = std::env::var("CAIRN_CONNECTIONS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|n| (1..=256).contains(n))
-            .unwrap_or(if remote { 8 } else { 2 });
+        let connections =
+            crate::env_number("CAIRN_CONNECTIONS", 1..=256, if remote { 8 } else { 2 });
         Ok(Store {
             inner,
             plain,
