@@ -195,3 +195,29 @@ fn a_copy_target_can_use_its_own_aws_profile() {
     assert_eq!(target.snapshot_ids().len(), 1);
     assert_restores(&target, "latest", &src);
 }
+
+/// Issue 14.3: a copy follows the gc protocol in the target as a backup does. It used to
+/// deduplicate against packs the target's gc had marked, so a sweep running beside it deleted
+/// the data of the snapshot it then committed.
+#[test]
+fn a_copy_stores_anew_what_the_targets_gc_marked() {
+    let source = Env::new();
+    let src = dir_with(&source, "src", 1 << 20, &[("a", 1), ("b", 2)]);
+    source.backup(&[&src]);
+    let target = target_for(&source, backend::on_s3());
+    let first = copy(&source, &target, &["--all"]);
+    target.ok(&["forget", "--keep-last", "0", "--group-by", ""]);
+    let marked = target.json(&["gc", "--safety-interval", "0s"]);
+    assert!(marked["packs_marked"].as_u64().unwrap() >= 2, "{marked}");
+
+    let again = copy(&source, &target, &["--all"]);
+    assert_eq!(again["snapshots_copied"], 1, "{again}");
+    assert_eq!(
+        again["blobs_copied"], first["blobs_copied"],
+        "every blob stored anew, none taken from the marked packs: {again}"
+    );
+    let swept = target.json(&["gc", "--safety-interval", "0s"]);
+    assert!(swept["packs_deleted"].as_u64().unwrap() >= 2, "{swept}");
+    target.assert_intact();
+    assert_restores(&target, "latest", &src);
+}

@@ -158,3 +158,185 @@ fn only_one_gc_at_a_time_and_abandoned_locks_are_cleared() {
     env.ok(&["gc"]);
     assert!(!env.objects.exists(lock), "gc releases its lock");
 }
+
+/// The largest object under `data/` (the data pack of a small backup).
+fn largest_pack(env: &Env) -> String {
+    env.objects
+        .names("data")
+        .into_iter()
+        .max_by_key(|n| env.objects.read(n).len())
+        .unwrap()
+}
+
+/// Issue 14.4: a flipped byte, `repair index` and gc used to delete the whole pack; now the
+/// intact blobs are indexed again and the pack is kept, so every other file still restores.
+#[test]
+fn a_damaged_pack_is_salvaged_by_repair_and_never_deleted_by_gc() {
+    let env = Env::new();
+    let files = [("a", 1), ("b", 2), ("c", 3), ("d", 4)];
+    let src = dir_with(&env, "src", 100_000, &files);
+    let id = env.backup(&[&src]);
+    let pack = largest_pack(&env);
+    let mut bytes = env.objects.read(&pack);
+    bytes[10] ^= 0x20; // inside the first blob
+    env.objects.write(&pack, bytes);
+
+    let repair = env.run(&["repair", "index"]);
+    assert_eq!(repair.status.code(), Some(1), "{}", stderr(&repair));
+    assert!(
+        stderr(&repair).contains("damaged blob left out"),
+        "{}",
+        stderr(&repair)
+    );
+    for _ in 0..2 {
+        gc(&env, "0s");
+    }
+    assert!(env.objects.exists(&pack), "gc deleted the damaged pack");
+
+    let t = env.path("t");
+    let out = env.run(&["restore", &id, "--target", t.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let mut intact = 0;
+    for (name, _) in files {
+        let restored = std::fs::read(t.join("src").join(name)).unwrap_or_default();
+        if restored == std::fs::read(src.join(name)).unwrap() {
+            intact += 1;
+        } else {
+            assert!(
+                stderr(&out).contains(name),
+                "{name} not named: {}",
+                stderr(&out)
+            );
+        }
+    }
+    assert_eq!(intact, files.len() - 1, "{}", stderr(&out));
+}
+
+/// Issue 14.6: a pack shorter than its index entries says makes gc stop before deleting
+/// anything (it panicked), and check names it.
+#[test]
+fn a_truncated_pack_stops_gc_before_it_deletes_anything() {
+    let env = Env::new();
+    let src = dir_with(
+        &env,
+        "src",
+        1 << 20,
+        &[("a", 1), ("b", 2), ("c", 3), ("d", 4)],
+    );
+    env.backup(&[&src]);
+    for f in ["b", "c", "d"] {
+        std::fs::remove_file(src.join(f)).unwrap();
+    }
+    env.backup(&[&src]);
+    env.ok(&["forget", "--keep-last", "1", "--group-by", ""]);
+    let pack = largest_pack(&env);
+    let bytes = env.objects.read(&pack);
+    env.objects.write(&pack, bytes[..100].to_vec()); // every blob cut short
+    let before = env.objects.names("");
+
+    let out = env.run(&["gc", "--safety-interval", "0s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let short = &pack[pack.rfind('/').unwrap() + 1..][..8];
+    assert!(stderr(&out).contains(short), "{}", stderr(&out));
+    assert_eq!(env.objects.names(""), before, "gc changed the repository");
+    let check = env.run(&["check"]);
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        stderr(&check)
+    );
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains(short) || stderr(&check).contains(short),
+        "check does not name the pack"
+    );
+}
+
+/// Starts a backup of `paths` and stops it (SIGSTOP) once it has stored a pack of its own;
+/// returns the stopped process.
+fn backup_paused_after_its_first_pack(
+    env: &Env,
+    paths: &[&Path],
+    lease: &str,
+) -> std::process::Child {
+    let packs = env.objects.names("data").len();
+    let mut args = vec!["--json", "backup"];
+    args.extend(paths.iter().map(|p| p.to_str().unwrap()));
+    let child = env
+        .cmd(&args)
+        .env("CAIRN_SESSION_LEASE", lease)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while env.objects.names("data").len() == packs {
+        assert!(std::time::Instant::now() < deadline, "no pack written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    child
+}
+
+/// Runs gc with a 2 s safety interval a few times over 7 s, as a busy maintenance loop would.
+fn gc_loop(env: &Env) {
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(2300));
+        gc(&env.sharing(env.path("gc-cache")), "2s");
+    }
+}
+
+fn resume(child: std::process::Child) -> std::process::Output {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 14.5: a backup that spends longer than gc's safety interval between storing a pack
+/// and indexing it (paused here) lost that pack to gc and committed anyway. Its session keeps
+/// gc away from what it wrote; once its lease has run out it refuses to commit instead.
+#[test]
+fn gc_never_deletes_what_a_running_backup_wrote() {
+    let env = Env::new();
+    let old = dir_with(&env, "b-old", 8 << 20, &[("x", 10), ("y", 11)]);
+    env.backup(&[&old]);
+    let new = dir_with(&env, "a-new", 12 << 20, &[("p", 20), ("q", 21), ("r", 22)]);
+
+    // paused for 7 s within a 15 min lease: gc keeps its packs, and it commits
+    let child = backup_paused_after_its_first_pack(&env, &[&new, &old], "900");
+    gc_loop(&env);
+    let out = resume(child);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = json_result(&out.stdout)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..2 {
+        gc(&env, "0s");
+    }
+    env.assert_intact();
+    let t = env.path("t");
+    env.ok(&["restore", &id, "--target", t.to_str().unwrap()]);
+    for (src, name) in [(&new, "a-new"), (&old, "b-old")] {
+        let diffs = diff_trees(src, &t.join(name), true);
+        assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    }
+
+    // paused past its 4 s lease: gc may take its packs, so it must not commit
+    let newer = dir_with(
+        &env,
+        "c-newer",
+        12 << 20,
+        &[("s", 30), ("u", 31), ("v", 32)],
+    );
+    let before = env.snapshot_ids();
+    let child = backup_paused_after_its_first_pack(&env, &[&newer, &old], "4");
+    gc_loop(&env);
+    let out = resume(child);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("run it again"), "{}", stderr(&out));
+    assert_eq!(env.snapshot_ids(), before);
+    env.assert_intact();
+}

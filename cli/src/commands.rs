@@ -889,6 +889,24 @@ fn print_gc(r: &GcReport) {
         HumanBytes(r.bytes_locked),
         r.locks_extended
     );
+    if r.marks_waiting_for_writers > 0 {
+        println!(
+            "gc: {} due marks wait for the {} backups or copies running since before them; a later gc sweeps them",
+            r.marks_waiting_for_writers, r.writers_running
+        );
+    }
+    if r.packs_adopted > 0 {
+        println!(
+            "gc: {} packs in no index hold data snapshots need: indexed again and kept",
+            r.packs_adopted
+        );
+    }
+    if r.packs_unreadable > 0 || r.packs_missing > 0 {
+        eprintln!(
+            "gc: {} packs in no index cannot be read (kept) and {} indexed packs are missing: run `cairn check --read-data` to see what they affect",
+            r.packs_unreadable, r.packs_missing
+        );
+    }
 }
 
 /// `cairn gc`
@@ -1083,17 +1101,31 @@ pub fn repair(g: &Global, r: RepairCommand) -> Result<u8> {
         print_json(&out);
     } else {
         for d in &out.damaged {
-            eprintln!("damaged pack left out: {d}");
+            eprintln!("unreadable pack left out of the index (kept): {d}");
+        }
+        for d in &out.damaged_blobs {
+            eprintln!("damaged blob left out of the index: {d}");
         }
         println!(
-            "index rebuilt from {} packs ({} blobs); {} old index segments removed; {} damaged packs",
+            "index rebuilt from {} packs ({} blobs); {} old index segments removed; {} damaged packs salvaged ({} damaged blobs left out), {} unreadable packs",
             out.packs,
             out.blobs,
             out.removed_segments,
+            out.salvaged_packs,
+            out.damaged_blobs.len(),
             out.damaged.len()
         );
+        if !out.damaged.is_empty() || !out.damaged_blobs.is_empty() {
+            eprintln!(
+                "run `cairn check` to see which snapshots and files are affected; back up again to store the lost data anew, or restore the damaged packs from a replica"
+            );
+        }
     }
-    Ok(if out.damaged.is_empty() { 0 } else { 1 })
+    Ok(if out.damaged.is_empty() && out.damaged_blobs.is_empty() {
+        0
+    } else {
+        1
+    })
 }
 
 /// `cairn cat …`

@@ -20,11 +20,11 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::blob::BlobKind;
 use crate::error::{Error, Result};
 use crate::fsmeta::{self, OwnerNames};
-use crate::gc;
 use crate::id::Id;
 use crate::packer::Packer;
 use crate::progress::Progress;
 use crate::repository::Repository;
+use crate::session::Session;
 use crate::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
 use crate::tree::{Node, NodeKind, RawBytes, Tree};
 
@@ -133,7 +133,8 @@ pub fn backup_sources(
     let parent_root = parent
         .as_ref()
         .and_then(|(_, snap)| load_parent_tree(repo, &snap.tree));
-    let packer = Packer::excluding(repo, gc::marked_packs(&gc::load_marks(repo)?));
+    let session = Session::begin(repo, "backup")?;
+    let packer = Packer::in_session(repo, &session);
     let failed = Mutex::new(None);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (tx, rx) = bounded::<Job>(workers * 2);
@@ -206,7 +207,7 @@ pub fn backup_sources(
         summary,
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
     };
-    gc::check_backup_may_commit(repo, started)?;
+    session.confirm_commit(repo, &stats)?;
     let id = snapshot.save(repo)?;
     let s = &snapshot.summary;
     tracing::info!(

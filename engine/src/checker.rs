@@ -15,7 +15,7 @@ use crate::blob;
 use crate::crypto::Domain;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::{self, PackedBlob, TRAILER_LEN};
+use crate::pack::{self, PackedBlob};
 use crate::progress::Progress;
 use crate::records::{RECORD_VERSION, Record};
 use crate::repository::{ObjectKind, Repository};
@@ -297,22 +297,7 @@ fn check_pack(
             Some(bytes),
         )
     } else {
-        let too_short = || whole(Error::damaged("pack", id, "too short to hold a header"));
-        let trailer_at = size.checked_sub(TRAILER_LEN as u64).ok_or_else(too_short)?;
-        let trailer = repo
-            .store()
-            .get_range(&path, trailer_at..size)
-            .map_err(whole)?;
-        let header_len = pack::header_len(id, &trailer).map_err(whole)? as u64;
-        let start = trailer_at.checked_sub(header_len).ok_or_else(too_short)?;
-        let sealed = repo
-            .store()
-            .get_range(&path, start..trailer_at)
-            .map_err(whole)?;
-        (
-            pack::open_header(repo.keys(), id, &sealed, start as usize).map_err(whole)?,
-            None,
-        )
+        (repo.read_pack_header(id, size).map_err(whole)?, None)
     };
     if header != listed {
         return Err(whole(Error::damaged(
@@ -325,8 +310,7 @@ fn check_pack(
     let bad: Vec<_> = header
         .iter()
         .filter_map(|b| {
-            let stored = &bytes[b.offset as usize..(b.offset + b.length) as usize];
-            blob::open_blob(repo.keys(), &b.id, stored, b.raw_len)
+            blob::open_blob(repo.keys(), &b.id, &bytes[b.range()], b.raw_len)
                 .err()
                 .map(|e| (b.id, e))
         })

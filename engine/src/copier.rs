@@ -18,6 +18,7 @@ use crate::id::Id;
 use crate::packer::Packer;
 use crate::progress::Progress;
 use crate::repository::Repository;
+use crate::session::Session;
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
@@ -64,13 +65,15 @@ pub fn copy(
         .filter_map(|(_, s)| s.original)
         .collect();
     let mut report = CopyReport::default();
+    // a copy writes into the target as a backup does (format-spec §12.3)
+    let session = Session::begin(target, "copy")?;
     for (id, snap) in snapshots {
         let original = snap.original.unwrap_or(*id);
         if present.contains(&original) {
             report.snapshots_present += 1;
             continue;
         }
-        let packer = Packer::new(target);
+        let packer = Packer::in_session(target, &session);
         let mut copied = vec![];
         copy_tree(source, &packer, &snap.tree, &mut copied, progress)?;
         let stats = packer.finish()?;
@@ -82,6 +85,7 @@ pub fn copy(
             original: Some(original),
             ..snap.clone()
         };
+        session.confirm_commit(target, &stats)?;
         let copied_id = copy.save(target)?;
         tracing::info!(snapshot = %id.short(), copy = %copied_id.short(), blobs = stats.blobs, "snapshot copied");
         report.new_ids.push(copied_id);

@@ -26,6 +26,7 @@ use crate::packer::Packer;
 use crate::progress::Progress;
 use crate::repository::{ObjectKind, Repository};
 use crate::segments::{self, ActiveSegments};
+use crate::session;
 use crate::snapshot::Snapshot;
 use crate::store::ObjectLock;
 use crate::tree::Tree;
@@ -140,8 +141,20 @@ pub struct GcReport {
     pub packs_resurrected: u64,
     /// Index segments replaced by the compacted ones.
     pub segments_compacted: u64,
-    /// Marks still waiting for their safety interval.
+    /// Marks not swept this run (waiting for their safety interval, or for writers).
     pub marks_pending: u64,
+    /// Among them, due marks kept because a writer that began before the mark still runs.
+    pub marks_waiting_for_writers: u64,
+    /// Writer sessions (backups, copies) running when this run began.
+    pub writers_running: u64,
+    /// Packs in no index that hold blobs a snapshot needs: added to the index, kept.
+    pub packs_adopted: u64,
+    /// Packs in no index whose header cannot be read: kept (never deleted for being damaged;
+    /// `cairn check --read-data` names them).
+    pub packs_unreadable: u64,
+    /// Packs the index listed that are not in the repository: left out of the compacted index,
+    /// so that no backup deduplicates against them (`cairn check` names what they affect).
+    pub packs_missing: u64,
     /// Objects that were due for deletion but are still under their object lock (kept; a later
     /// run deletes them once the lock has passed).
     pub objects_locked: u64,
@@ -296,11 +309,29 @@ fn live_set(repo: &Repository, report: &mut GcReport, progress: &Progress) -> Re
     Ok(live)
 }
 
+/// How much later than a mark (or a pack) a writer session may have begun and still not have
+/// seen it: the slack for the different clocks behind those times.
+const SESSION_MARGIN: Duration = Duration::minutes(5);
+
 /// Runs garbage collection.
 pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result<GcReport> {
     let _lock = GcLock::acquire(repo)?;
     let mut report = GcReport::default();
-    let started = Utc::now();
+    // Times compared below are the store's: its Last-Modified of the lock, packs and sessions,
+    // and marks dated by this run from that start and a monotonic clock.
+    let started = repo
+        .store()
+        .modified(&lock_path())?
+        .unwrap_or_else(Utc::now);
+    let clock = std::time::Instant::now();
+    // Sessions before snapshots: a writer that commits after the snapshots are listed is live.
+    let sessions = session::live_sessions(repo, started)?;
+    report.writers_running = sessions.len() as u64;
+    for s in &sessions {
+        tracing::info!(writer = %s.who, since = %s.started, "writer running");
+    }
+    // Whether a running writer may not have seen a mark written, or may have written a pack, at `t`.
+    let writer_since = |t: DateTime<Utc>| sessions.iter().any(|s| s.started <= t + SESSION_MARGIN);
     progress.set_current("reading the index");
     repo.sync_index()?;
     let marks = load_marks(repo)?;
@@ -318,7 +349,11 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
         .into_iter()
         .map(|(id, size, t)| (id, (size, t)))
         .collect();
-    let due: Vec<&(Id, Mark)> = marks.iter().filter(|(_, m)| m.due() <= started).collect();
+    let (due, waiting): (Vec<_>, Vec<_>) = marks
+        .iter()
+        .filter(|(_, m)| m.due() <= started)
+        .partition(|(_, m)| !writer_since(m.time));
+    report.marks_waiting_for_writers = waiting.len() as u64;
     report.marks_pending = (marks.len() - due.len()) as u64;
     let due_packs: HashSet<Id> = due
         .iter()
@@ -370,10 +405,11 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
         })?;
     }
 
-    // Sweep: a due pack goes unless it holds a live blob that no unmarked pack holds.
+    // Sweep: a due pack goes unless it holds a live blob that no unmarked pack holds. (Packs
+    // in no index are judged by their own headers below.)
     let mut doomed: HashSet<Id> = HashSet::new();
     for (_, mark) in &due {
-        for pack in &mark.packs {
+        for pack in mark.packs.iter().filter(|p| figures.contains_key(p)) {
             let needed = at_risk
                 .get(pack)
                 .is_some_and(|ids| ids.iter().any(|id| !covered.contains(id)));
@@ -384,10 +420,34 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
             }
         }
     }
-    // Packs in no index, older than the safety interval: leftovers of interrupted backups.
-    for (pack, (_, modified)) in &sizes {
-        if !figures.contains_key(pack) && *modified + options.safety <= started {
-            doomed.insert(*pack);
+    // Packs in no index, older than the safety interval and than every running writer:
+    // leftovers of interrupted writers, or packs whose index segment was lost. Each is judged
+    // by its own header: kept and indexed again if it holds a live blob, kept if unreadable,
+    // else marked (or, when already due, deleted) like any dead pack.
+    let mut adopted = vec![];
+    for (pack, (size, modified)) in &sizes {
+        if figures.contains_key(pack)
+            || *modified + options.safety > started
+            || writer_since(*modified)
+        {
+            continue;
+        }
+        match repo.read_pack_header(pack, *size) {
+            Err(e) => {
+                tracing::warn!(
+                    "pack {pack} is in no index and its header cannot be read; it is kept: {e}"
+                );
+                report.packs_unreadable += 1;
+            }
+            Ok(blobs) if blobs.iter().any(|b| live.contains(&b.id)) => {
+                report.packs_adopted += 1;
+                adopted.push((*pack, blobs));
+            }
+            Ok(_) if due_packs.contains(pack) => {
+                doomed.insert(*pack);
+            }
+            Ok(_) if !marked.contains(pack) => to_mark.push(*pack),
+            Ok(_) => {}
         }
     }
 
@@ -401,7 +461,9 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
                 .get(&ObjectKind::Pack.path(pack))?
                 .ok_or_else(|| Error::damaged("pack", pack, "it is missing from the repository"))?;
             for b in entries.iter().filter(|b| live.contains(&b.id)) {
-                let stored = &bytes[b.offset as usize..(b.offset + b.length) as usize];
+                let stored = bytes.get(b.range()).ok_or_else(|| {
+                    Error::damaged("pack", pack, "it is shorter than its index entries say")
+                })?;
                 let plain = blob::open_blob(repo.keys(), &b.id, stored, b.raw_len)?;
                 packer.save_with_id(b.kind, b.id, &plain)?;
                 progress.add_bytes(plain.len() as u64);
@@ -423,6 +485,12 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
         if doomed.contains(pack) {
             return Ok(());
         }
+        // every listed segment's packs were stored before the packs were listed above
+        if !sizes.contains_key(pack) {
+            tracing::warn!("pack {pack} is indexed but not in the repository: left out of the index; run `cairn check` to see what it affects");
+            report.packs_missing += 1;
+            return Ok(());
+        }
         if entries > 0 && entries + blobs.len() > options.segment_entries {
             repo.save_index(&std::mem::take(&mut compacted))?;
             entries = 0;
@@ -431,6 +499,7 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
         compacted.packs.push((*pack, blobs.to_vec()));
         Ok(())
     })?;
+    compacted.packs.extend(adopted);
     compacted.supersedes = old_segments.clone();
     repo.save_index(&compacted)?;
     for seg in &old_segments {
@@ -460,7 +529,7 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
             .sum();
         let mark = Mark {
             version: 1,
-            time: Utc::now(),
+            time: started + Duration::from_std(clock.elapsed()).unwrap_or_default(),
             safety_secs: options.safety.num_seconds().max(0) as u64,
             packs: to_mark,
         };

@@ -3,7 +3,7 @@
 //! The pipeline, module by module: [`chunker`] cuts data into chunks, [`crypto`] names and
 //! encrypts them, [`blob`] frames them, [`pack`] gathers them into packs that [`packer`] uploads,
 //! [`index`] records where each blob is, [`store`] reaches a folder or an S3 bucket,
-//! [`repository`] holds the objects, [`tree`] and
+//! [`repository`] holds the objects, [`session`] announces running writers to gc, [`tree`] and
 //! [`snapshot`] describe what was backed up, [`archiver`] and [`restorer`] run backup and
 //! restore, and [`fsmeta`] reads and applies file metadata; [`sources`] holds what is backed up besides
 //! folders (Kubernetes). The on-disk format is specified in
@@ -37,6 +37,7 @@ pub mod restorer;
 pub mod retention;
 pub mod s3_lock;
 pub mod segments;
+pub mod session;
 pub mod snapshot;
 pub mod sources;
 pub mod stats;

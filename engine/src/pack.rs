@@ -43,6 +43,11 @@ impl PackedBlob {
         out.extend_from_slice(&self.raw_len.to_le_bytes());
     }
 
+    /// Where the sealed blob lies in its pack (checked against the pack by [`decode_header`]).
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset as usize..self.offset as usize + self.length as usize
+    }
+
     /// Reads the binary form from exactly [`ENTRY_LEN`] bytes.
     pub fn decode(b: &[u8]) -> Option<PackedBlob> {
         if b.len() != ENTRY_LEN {
@@ -143,6 +148,13 @@ pub fn read_header(keys: &MasterKeys, id: &Id, pack: &[u8]) -> Result<Vec<Packed
             "its contents do not hash to its name",
         ));
     }
+    read_header_of_damaged(keys, id, pack)
+}
+
+/// Reads the blob list of a whole pack without checking that it hashes to its name: for
+/// salvaging a damaged pack, whose header (authenticated by its own seal) may still be intact.
+/// Each blob must then be verified on its own ([`blob::open_blob`]) before it is trusted.
+pub fn read_header_of_damaged(keys: &MasterKeys, id: &Id, pack: &[u8]) -> Result<Vec<PackedBlob>> {
     let trailer_at = pack
         .len()
         .checked_sub(TRAILER_LEN)

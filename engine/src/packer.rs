@@ -16,12 +16,13 @@ use crate::id::Id;
 use crate::index::IndexSegment;
 use crate::pack::{PackWriter, PackedBlob};
 use crate::repository::{ObjectKind, Repository};
+use crate::session::Session;
 
 /// Stored packs gathered before an index segment is written.
 const PACKS_PER_SEGMENT: usize = 64;
 
 /// What a packer added to the repository.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PackerStats {
     /// New blobs.
     pub blobs: u64,
@@ -29,6 +30,10 @@ pub struct PackerStats {
     pub raw_bytes: u64,
     /// Bytes stored (packs and index segments).
     pub stored_bytes: u64,
+    /// The packs stored.
+    pub packs: Vec<Id>,
+    /// The packs of indexed blobs it found already stored and did not store again.
+    pub referenced: HashSet<Id>,
 }
 
 type Upload = (Id, Vec<PackedBlob>, JoinHandle<Result<()>>);
@@ -37,12 +42,18 @@ type Upload = (Id, Vec<PackedBlob>, JoinHandle<Result<()>>);
 struct Uploads {
     running: VecDeque<Upload>,
     stored: Vec<(Id, Vec<PackedBlob>)>,
+    /// Every pack stored so far.
+    written: Vec<Id>,
 }
 
 /// Saves blobs into a repository; shared by reference between worker threads.
 pub struct Packer<'r> {
     repo: &'r Repository,
+    /// The writer session whose lease is confirmed before each index segment.
+    session: Option<&'r Session>,
     excluded: HashSet<Id>,
+    /// Packs of blobs found in the index (deduplicated against).
+    referenced: Mutex<HashSet<Id>>,
     /// Blobs saved by this run and not yet indexed (or being looked up).
     seen: Mutex<HashSet<Id>>,
     open: [Mutex<PackWriter>; 2],
@@ -63,13 +74,25 @@ impl<'r> Packer<'r> {
     pub fn excluding(repo: &'r Repository, excluded: HashSet<Id>) -> Self {
         Packer {
             repo,
+            session: None,
             excluded,
+            referenced: Mutex::default(),
             seen: Mutex::default(),
             open: Default::default(),
             uploads: Mutex::default(),
             blobs: AtomicU64::new(0),
             raw_bytes: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// A packer for a writer session (backup, copy): it does not deduplicate against the packs
+    /// marked when the session began, and writes an index segment only while the session's
+    /// lease holds (format-spec §12.3).
+    pub fn in_session(repo: &'r Repository, session: &'r Session) -> Self {
+        Packer {
+            session: Some(session),
+            ..Self::excluding(repo, session.marked_packs())
         }
     }
 
@@ -82,8 +105,11 @@ impl<'r> Packer<'r> {
     /// Whether the index holds a blob in a pack that is not excluded.
     fn indexed(&self, id: &Id) -> Result<bool> {
         Ok(match self.repo.index().get(id)? {
-            Some(loc) => !self.excluded.contains(&loc.pack),
-            None => false,
+            Some(loc) if !self.excluded.contains(&loc.pack) => {
+                self.referenced.lock().expect("lock").insert(loc.pack);
+                true
+            }
+            _ => false,
         })
     }
 
@@ -153,6 +179,7 @@ impl<'r> Packer<'r> {
     fn settle_one(&self, uploads: &mut Uploads) -> Result<()> {
         if let Some((id, blobs, task)) = uploads.running.pop_front() {
             self.repo.store().wait(task)?;
+            uploads.written.push(id);
             uploads.stored.push((id, blobs));
         }
         Ok(())
@@ -161,6 +188,10 @@ impl<'r> Packer<'r> {
     fn write_segment(&self, uploads: &mut Uploads) -> Result<()> {
         if uploads.stored.is_empty() {
             return Ok(());
+        }
+        if let Some(session) = self.session {
+            // a writer taken for dead may have lost these packs to a gc: never index them then
+            session.check_lease()?;
         }
         let segment = IndexSegment {
             packs: std::mem::take(&mut uploads.stored),
@@ -196,6 +227,8 @@ impl<'r> Packer<'r> {
             blobs: self.blobs.load(Ordering::Relaxed),
             raw_bytes: self.raw_bytes.load(Ordering::Relaxed),
             stored_bytes: self.stored_bytes.load(Ordering::Relaxed),
+            packs: std::mem::take(&mut uploads.written),
+            referenced: std::mem::take(&mut *self.referenced.lock().expect("lock")),
         })
     }
 }

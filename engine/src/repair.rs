@@ -1,23 +1,41 @@
-//! `repair index`: rebuilds the repository's index from the pack headers alone.
+//! `repair index`: rebuilds the repository's index from the pack headers alone, salvaging
+//! every blob that still verifies in a damaged pack.
 
 use rayon::prelude::*;
 
+use crate::blob;
 use crate::error::{Error, Result};
+use crate::id::Id;
 use crate::index::IndexSegment;
-use crate::pack;
+use crate::pack::{self, PackedBlob};
 use crate::repository::{ObjectKind, Repository};
 
 /// What a repair found and did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RepairOutcome {
-    /// Packs read and indexed.
+    /// Packs read and indexed (whole or salvaged).
     pub packs: u64,
     /// Blobs indexed.
     pub blobs: u64,
-    /// Packs that could not be read, with why (left out of the new index).
+    /// Packs whose header could not be read at all, with why. They are left out of the index
+    /// but never deleted: `gc` keeps a pack it cannot read.
     pub damaged: Vec<String>,
+    /// Damaged packs whose intact blobs were indexed (each blob verified on its own).
+    pub salvaged_packs: u64,
+    /// Blobs of salvaged packs that failed verification and were left out of the index (a
+    /// later backup of the same data stores them again), with why.
+    pub damaged_blobs: Vec<String>,
     /// Old index segments removed.
     pub removed_segments: u64,
+}
+
+/// What one pack yielded.
+enum Read {
+    Whole(Vec<PackedBlob>),
+    Salvaged {
+        intact: Vec<PackedBlob>,
+        damaged: Vec<String>,
+    },
 }
 
 /// Reads every pack header and writes a fresh index that supersedes all existing segments;
@@ -27,13 +45,7 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairOutcome> {
     let packs = repo.store().list(ObjectKind::Pack)?;
     let read: Vec<_> = packs
         .par_iter()
-        .map(|(id, _)| {
-            let bytes = repo
-                .store()
-                .get(&ObjectKind::Pack.path(id))?
-                .ok_or_else(|| Error::damaged("pack", id, "vanished while reading"))?;
-            Ok((*id, pack::read_header(repo.keys(), id, &bytes)?))
-        })
+        .map(|(id, _)| Ok((*id, read_pack(repo, id)?)))
         .collect::<Vec<Result<_>>>();
     let mut out = RepairOutcome::default();
     let mut segment = IndexSegment {
@@ -41,14 +53,24 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairOutcome> {
         supersedes: old.clone(),
     };
     for r in read {
-        match r {
-            Ok((id, blobs)) => {
-                out.packs += 1;
-                out.blobs += blobs.len() as u64;
-                segment.packs.push((id, blobs));
+        let (id, blobs) = match r {
+            Ok((id, Read::Whole(blobs))) => (id, blobs),
+            Ok((id, Read::Salvaged { intact, damaged })) => {
+                out.salvaged_packs += 1;
+                out.damaged_blobs.extend(damaged);
+                (id, intact)
             }
-            Err(e) => out.damaged.push(e.to_string()),
+            Err(e) => {
+                out.damaged.push(e.to_string());
+                continue;
+            }
+        };
+        if blobs.is_empty() {
+            continue;
         }
+        out.packs += 1;
+        out.blobs += blobs.len() as u64;
+        segment.packs.push((id, blobs));
     }
     repo.save_index(&segment)?;
     for id in &old {
@@ -61,4 +83,25 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairOutcome> {
     }
     repo.rebuild_local_index()?;
     Ok(out)
+}
+
+/// Reads one pack's header; if the pack does not hash to its name, keeps the blobs that
+/// still verify one by one.
+fn read_pack(repo: &Repository, id: &Id) -> Result<Read> {
+    let bytes = repo
+        .store()
+        .get(&ObjectKind::Pack.path(id))?
+        .ok_or_else(|| Error::damaged("pack", id, "vanished while reading"))?;
+    if let Ok(blobs) = pack::read_header(repo.keys(), id, &bytes) {
+        return Ok(Read::Whole(blobs));
+    }
+    let entries = pack::read_header_of_damaged(repo.keys(), id, &bytes)?;
+    let (mut intact, mut damaged) = (vec![], vec![]);
+    for b in entries {
+        match blob::open_blob(repo.keys(), &b.id, &bytes[b.range()], b.raw_len) {
+            Ok(_) => intact.push(b),
+            Err(e) => damaged.push(format!("blob {} in pack {}: {e}", b.id, id.short())),
+        }
+    }
+    Ok(Read::Salvaged { intact, damaged })
 }

@@ -18,12 +18,13 @@ use crate::crypto::{Domain, MasterKeys};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexSegment, LocalIndex};
+use crate::pack::{self, PackedBlob};
 use crate::pack_cache::PackCache;
 use crate::segments;
 use crate::store::{Location, ObjectLock, Store};
 
 /// The repository format version this build writes; it reads every version from 1 up to it.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// First bytes of the `config` object.
 pub const CONFIG_MAGIC: &[u8; 8] = b"CAIRNCFG";
 
@@ -102,11 +103,13 @@ pub enum ObjectKind {
     CheckRecord,
     /// `drills/`: records of restore drills.
     DrillRecord,
+    /// `sessions/`: writers running now (named by a random id, not by content).
+    Session,
 }
 
 impl ObjectKind {
     /// Every kind.
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::Key,
         ObjectKind::Pack,
         ObjectKind::Index,
@@ -114,6 +117,7 @@ impl ObjectKind {
         ObjectKind::Mark,
         ObjectKind::CheckRecord,
         ObjectKind::DrillRecord,
+        ObjectKind::Session,
     ];
 
     /// The top-level directory of this kind.
@@ -126,6 +130,7 @@ impl ObjectKind {
             ObjectKind::Mark => "marks",
             ObjectKind::CheckRecord => "checks",
             ObjectKind::DrillRecord => "drills",
+            ObjectKind::Session => "sessions",
         }
     }
 
@@ -139,6 +144,7 @@ impl ObjectKind {
             ObjectKind::Mark => "mark",
             ObjectKind::CheckRecord => "check record",
             ObjectKind::DrillRecord => "drill record",
+            ObjectKind::Session => "writer session",
         }
     }
 
@@ -504,6 +510,22 @@ impl Repository {
             )
             .map_err(|e| Error::damaged("pack", loc.pack, format!("cannot read blob {id}: {e}")))?;
         blob::open_blob(&self.keys, id, &stored, loc.blob.raw_len)
+    }
+
+    /// Reads the blob list of a pack of `size` bytes with two ranged reads (trailer, then the
+    /// sealed header), without its data. The header is authenticated by its seal; the pack's
+    /// hash is not checked (that needs the whole pack).
+    pub fn read_pack_header(&self, id: &Id, size: u64) -> Result<Vec<PackedBlob>> {
+        let path = ObjectKind::Pack.path(id);
+        let too_short = || Error::damaged("pack", id, "too short to hold a header");
+        let trailer_at = size
+            .checked_sub(pack::TRAILER_LEN as u64)
+            .ok_or_else(too_short)?;
+        let trailer = self.store.get_range(&path, trailer_at..size)?;
+        let header_len = pack::header_len(id, &trailer)? as u64;
+        let start = trailer_at.checked_sub(header_len).ok_or_else(too_short)?;
+        let sealed = self.store.get_range(&path, start..trailer_at)?;
+        pack::open_header(&self.keys, id, &sealed, start as usize)
     }
 
     /// Keeps a local copy of a tree pack this process stored (remote repositories only).

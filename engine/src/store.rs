@@ -419,6 +419,23 @@ impl Store {
             .map_err(|e| Error::Invalid(format!("background upload failed: {e}")))?
     }
 
+    /// Stores a short-lived object (a writer session) without any object lock, replacing any
+    /// object of that name, so that it can be deleted when done.
+    pub fn put_unlocked(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+        self.rt
+            .block_on(self.plain.put(path, PutPayload::from(bytes)))?;
+        Ok(())
+    }
+
+    /// When the store last wrote an object, in the store's own clock (`None`: no such object).
+    pub fn modified(&self, path: &ObjectPath) -> Result<Option<DateTime<Utc>>> {
+        match self.rt.block_on(self.plain.head(path)) {
+            Ok(meta) => Ok(Some(meta.last_modified)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Stores an object only if no object of that name exists.
     pub fn put_new(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
         self.create(&self.inner, path, bytes)
@@ -469,9 +486,25 @@ impl Store {
         })
     }
 
-    /// Reads part of an object (as the store returned it: no copy).
+    /// Reads part of an object (as the store returned it: no copy). A store shortens a range
+    /// that runs past the end of the object without complaint: that is an error here.
     pub fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<bytes::Bytes> {
-        Ok(self.rt.block_on(self.inner.get_range(path, range))?)
+        let want = range.end.saturating_sub(range.start);
+        let got = self
+            .rt
+            .block_on(self.inner.get_range(path, range.clone()))?;
+        if got.len() as u64 != want {
+            return Err(Error::damaged(
+                "object",
+                path,
+                format!(
+                    "the store returned {} of the {want} bytes asked at offset {}: it is shorter than the index says (truncated)",
+                    got.len(),
+                    range.start
+                ),
+            ));
+        }
+        Ok(got)
     }
 
     /// Lists the ids of the objects of one kind.
