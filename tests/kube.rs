@@ -538,7 +538,7 @@ fn volumes_are_read_from_the_kubelet_tree_and_restored_into_empty_folders() {
     );
     let snaps = report["snapshots"].as_array().unwrap();
     assert_eq!(snaps.len(), 1, "{report}");
-    assert_eq!(snaps[0]["claims"], json!(["data"]));
+    assert_eq!(snaps[0]["claim"], "data");
     assert_eq!(report["not_mounted"], json!([format!("{ns}/idle")]));
     assert_eq!(
         report["elsewhere"],
@@ -555,6 +555,7 @@ fn volumes_are_read_from_the_kubelet_tree_and_restored_into_empty_folders() {
     for t in [
         format!("namespace={ns}"),
         "content=volumes".into(),
+        "claim=data".into(),
         "node=node-a".into(),
         "cluster=test".into(),
     ] {
@@ -911,9 +912,11 @@ fn every_claim_keeps_its_own_history_whichever_node_backs_it_up() {
     let kubelet = |node: &str| env.path(&format!("kubelet-{node}"));
     // a pod on `node` mounting `claim`, and the claim's folder in that node's kubelet tree
     let mount = |claim: &str, node: &str, pod: &str| {
-        let pod = kube.create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns},
+        let pod = kube.create(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}],
-                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}));
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}),
+        );
         let uid = pod["metadata"]["uid"].as_str().unwrap();
         let dir = kubelet(node).join(format!(
             "pods/{uid}/volumes/kubernetes.io~host-path/pv-{claim}-{s}"
@@ -980,20 +983,17 @@ fn every_claim_keeps_its_own_history_whichever_node_backs_it_up() {
     // `latest` is each claim's own newest
     let latest = |claim: &str| {
         let target = env.path(&format!("latest-{claim}-{}", suffix()));
-        k8s(
-            &env,
-            &kube,
-            &[
-                "restore-volume",
-                "latest",
-                "-n",
-                &ns,
-                "--pvc",
-                claim,
-                "--target",
-                target.to_str().unwrap(),
-            ],
-        );
+        env.ok(&[
+            "k8s",
+            "restore-volume",
+            "latest",
+            "-n",
+            &ns,
+            "--pvc",
+            claim,
+            "--target",
+            target.to_str().unwrap(),
+        ]);
         file_contents(&target)
     };
     assert!(latest("alpha") == had[&("alpha", 10)]);
@@ -1007,13 +1007,54 @@ fn every_claim_keeps_its_own_history_whichever_node_backs_it_up() {
     }
     write_day(&mut had, "alpha", &moved, 11);
     write_day(&mut had, "beta", &beta, 11);
-    backup("node-b", 11, 1);
+    let day11 = backup("node-b", 11, 1);
     env.ok(&["forget", "--keep-within", "48h"]);
     assert_eq!(
         claim_days(&env, &ns, &had),
         history(&[("alpha", 9..=11), ("beta", 11..=11)])
     );
     assert!(latest("alpha") == had[&("alpha", 11)]);
+
+    // the drill's default sample is each claim's newest snapshot; copies keep the claims apart,
+    // and the audit report judges each claim's history, here and in the replica
+    let newest: BTreeSet<&str> = day11["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(newest.len(), 2, "{day11}");
+    let drill = env.json(&["drill"]);
+    let drilled: BTreeSet<&str> = drill["record"]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(drilled, newest, "{drill}");
+    let replica = target_for(&env, backend::on_s3());
+    let mut copy = env.cmd(&["copy", "--all", "--to", &replica.repo]);
+    copy.env("CAIRN_TO_PASSWORD_FILE", &replica.password_file);
+    assert!(copy.output().unwrap().status.success());
+    let mut report = env.cmd(&["--json", "report", "--replica", &replica.repo]);
+    report.env("CAIRN_TO_PASSWORD_FILE", &replica.password_file);
+    let report = json_result(&report.output().unwrap().stdout);
+    assert_schema("report", &report);
+    let groups: BTreeMap<&str, &Value> = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["label"].as_str().unwrap(), g))
+        .collect();
+    for (claim, days) in [("alpha", 3), ("beta", 1)] {
+        let group = groups[format!("namespace {ns} (volumes of claim {claim})").as_str()];
+        assert_eq!(
+            group["snapshots"].as_array().unwrap().len(),
+            days,
+            "{report}"
+        );
+        assert_eq!(group["replica"]["not_copied"], 0, "{report}");
+    }
 
     // a --time in the future is refused by both Kubernetes backups: nothing is written
     let future = (chrono::Utc::now() + chrono::Duration::days(3650)).to_rfc3339();

@@ -117,7 +117,10 @@ fn a_time_after_the_stores_clock_is_refused_unless_confirmed() {
     let id = out["snapshot_id"].as_str().unwrap();
     let snap = env.json(&["cat", "snapshot", id]);
     let recorded: chrono::DateTime<chrono::Utc> = snap["time"].as_str().unwrap().parse().unwrap();
-    assert_eq!(recorded, future.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+    assert_eq!(
+        recorded,
+        future.parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    );
     // the confirmation goes with --time only
     let bad = env.run(&["backup", "--allow-future-time", src.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
