@@ -909,6 +909,11 @@ fn every_claim_keeps_its_own_history_whichever_node_backs_it_up() {
             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": format!("pv-{claim}-{s}"),
                 "resources": {"requests": {"storage": "1Gi"}}}}));
     }
+    // two nodes (registered, or the controller manager deletes their pods as orphans)
+    let (node_a, node_b) = (format!("node-a-{s}"), format!("node-b-{s}"));
+    for node in [&node_a, &node_b] {
+        kube.create(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}));
+    }
     let kubelet = |node: &str| env.path(&format!("kubelet-{node}"));
     // a pod on `node` mounting `claim`, and the claim's folder in that node's kubelet tree
     let mount = |claim: &str, node: &str, pod: &str| {
@@ -947,14 +952,14 @@ fn every_claim_keeps_its_own_history_whichever_node_backs_it_up() {
 
     // ten days: node-a backs up alpha at 01:00; node-b backs up beta at 02:00 until day 7,
     // when its backups stop
-    let alpha = mount("alpha", "node-a", "a");
-    let beta = mount("beta", "node-b", "b");
+    let alpha = mount("alpha", &node_a, "a");
+    let beta = mount("beta", &node_b, "b");
     for day in 1..=10 {
         write_day(&mut had, "alpha", &alpha, day);
-        backup("node-a", day, 1);
+        backup(&node_a, day, 1);
         if day <= 7 {
             write_day(&mut had, "beta", &beta, day);
-            backup("node-b", day, 2);
+            backup(&node_b, day, 2);
         }
     }
 
@@ -1001,13 +1006,13 @@ fn every_claim_keeps_its_own_history_whichever_node_backs_it_up() {
 
     // alpha moves to node-b (a pod there mounts it now; node-b's backups run again): its
     // history goes on in the same group
-    let moved = mount("alpha", "node-b", "a2");
+    let moved = mount("alpha", &node_b, "a2");
     for (name, file) in file_contents(&alpha) {
         std::fs::write(moved.join(name), file).unwrap();
     }
     write_day(&mut had, "alpha", &moved, 11);
     write_day(&mut had, "beta", &beta, 11);
-    let day11 = backup("node-b", 11, 1);
+    let day11 = backup(&node_b, 11, 1);
     env.ok(&["forget", "--keep-within", "48h"]);
     assert_eq!(
         claim_days(&env, &ns, &had),
@@ -1059,13 +1064,13 @@ fn every_claim_keeps_its_own_history_whichever_node_backs_it_up() {
     // a --time in the future is refused by both Kubernetes backups: nothing is written
     let future = (chrono::Utc::now() + chrono::Duration::days(3650)).to_rfc3339();
     let before = env.snapshot_ids();
-    let kubelet_b = kubelet("node-b");
+    let kubelet_b = kubelet(&node_b);
     for args in [
         vec!["backup"],
         vec![
             "backup-volumes",
             "--node",
-            "node-b",
+            &node_b,
             "--kubelet-root",
             kubelet_b.to_str().unwrap(),
         ],

@@ -19,12 +19,18 @@ fn backup_at(env: &Env, src: &std::path::Path, time: &str, host: &str) -> String
     out["snapshot_id"].as_str().unwrap().to_owned()
 }
 
-#[test]
-fn default_retention_keeps_720_hours_before_the_newest() {
-    let env = Env::new();
+/// A folder with one file to back up.
+fn source(env: &Env) -> std::path::PathBuf {
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("f"), b"x").unwrap();
+    src
+}
+
+#[test]
+fn default_retention_keeps_720_hours_before_the_newest() {
+    let env = Env::new();
+    let src = source(&env);
     let old = backup_at(&env, &src, "2026-01-01T00:00:00Z", "h");
     let edge = backup_at(&env, &src, "2026-01-01T12:00:01Z", "h");
     let new = backup_at(&env, &src, "2026-01-31T12:00:00Z", "h");
@@ -91,9 +97,7 @@ fn days_from_now(days: i64) -> String {
 #[test]
 fn a_time_after_the_stores_clock_is_refused_unless_confirmed() {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("f"), b"x").unwrap();
+    let src = source(&env);
     let future = days_from_now(3650);
     let out = env.run(&["backup", "--time", &future, src.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -129,9 +133,7 @@ fn a_time_after_the_stores_clock_is_refused_unless_confirmed() {
 #[test]
 fn a_machine_clock_ahead_of_the_stores_is_refused() {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("f"), b"x").unwrap();
+    let src = source(&env);
     // cairn's clock ten years fast (libfaketime); the store's clock is the one that dates the
     // files the kernel writes in the folder, or the S3 server's
     let plain = env.cmd(&["backup", src.to_str().unwrap()]);
@@ -156,9 +158,7 @@ fn a_machine_clock_ahead_of_the_stores_is_refused() {
 #[test]
 fn forget_ignores_snapshots_dated_in_the_future_and_names_them() {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("f"), b"x").unwrap();
+    let src = source(&env);
     let real: Vec<String> = (1..=5)
         .map(|d| backup_at(&env, &src, &days_from_now(d - 5), "h"))
         .collect();
