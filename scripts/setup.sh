@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Cairn needs on a fresh Debian machine (idempotent): libclang for the
 # RocksDB bindings. With --tests, also what the tests need: setpriv, curl, a Prometheus
-# Pushgateway and a headless Chromium (the HTML report's test). Run as root (CI and the dev
+# Pushgateway, a headless Chromium (the HTML report's test) and libfaketime (a clock that is
+# wrong on purpose). Run as root (CI and the dev
 # machines are).
 set -euo pipefail
 need=()
@@ -11,6 +12,7 @@ if [ "${1:-}" = --tests ]; then
   command -v curl >/dev/null || need+=(curl)
   command -v prometheus-pushgateway >/dev/null || need+=(prometheus-pushgateway)
   command -v chromium >/dev/null || need+=(chromium)
+  command -v faketime >/dev/null || need+=(faketime)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

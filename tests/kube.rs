@@ -538,7 +538,7 @@ fn volumes_are_read_from_the_kubelet_tree_and_restored_into_empty_folders() {
     );
     let snaps = report["snapshots"].as_array().unwrap();
     assert_eq!(snaps.len(), 1, "{report}");
-    assert_eq!(snaps[0]["claims"], json!(["data"]));
+    assert_eq!(snaps[0]["claim"], "data");
     assert_eq!(report["not_mounted"], json!([format!("{ns}/idle")]));
     assert_eq!(
         report["elsewhere"],
@@ -555,6 +555,7 @@ fn volumes_are_read_from_the_kubelet_tree_and_restored_into_empty_folders() {
     for t in [
         format!("namespace={ns}"),
         "content=volumes".into(),
+        "claim=data".into(),
         "node=node-a".into(),
         "cluster=test".into(),
     ] {
@@ -824,4 +825,275 @@ fn deployed_roles_are_enough_to_back_up_and_the_backup_role_cannot_restore() {
         names(&second["report"]["existing"]).contains(&format!("ConfigMap {moved}/settings")),
         "{second}"
     );
+}
+
+/// Which days' snapshots of each claim of namespace `ns` are left: every claim is restored from
+/// every volume snapshot of the namespace (as a user picking a day in `cairn snapshots` would),
+/// and each restore must bring back exactly what the claim held when that day's backup ran
+/// (`had`, by claim and day of the month).
+fn claim_days(
+    env: &Env,
+    ns: &str,
+    had: &BTreeMap<(&str, u32), BTreeMap<String, Vec<u8>>>,
+) -> BTreeMap<String, BTreeSet<u32>> {
+    let claims: BTreeSet<&str> = had.keys().map(|(claim, _)| *claim).collect();
+    let namespace = json!(format!("namespace={ns}"));
+    let mut days: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    for snap in env.json(&["snapshots"]).as_array().unwrap() {
+        let tags = snap["tags"].as_array().unwrap();
+        if !tags.contains(&namespace) || !tags.contains(&json!("content=volumes")) {
+            continue;
+        }
+        let id = snap["id"].as_str().unwrap();
+        let day: u32 = snap["time"].as_str().unwrap()[8..10].parse().unwrap();
+        for claim in &claims {
+            let target = env.path(&format!("restored-{claim}-{id}"));
+            let out = env.run(&[
+                "k8s",
+                "restore-volume",
+                id,
+                "--pvc",
+                claim,
+                "--target",
+                target.to_str().unwrap(),
+            ]);
+            if !out.status.success() {
+                assert!(
+                    stderr(&out).contains("is not in this snapshot"),
+                    "{}",
+                    stderr(&out)
+                );
+                continue;
+            }
+            assert!(
+                file_contents(&target) == had[&(*claim, day)],
+                "claim {claim} restored from snapshot {id} of day {day} differs from what it held that day"
+            );
+            std::fs::remove_dir_all(&target).unwrap();
+            days.entry(claim.to_string()).or_default().insert(day);
+        }
+    }
+    days
+}
+
+/// What claim `claim` (folder `dir`) holds on `day`, recorded in `had`: a file changed every day,
+/// and one more log file each day.
+fn write_day(
+    had: &mut BTreeMap<(&str, u32), BTreeMap<String, Vec<u8>>>,
+    claim: &'static str,
+    dir: &Path,
+    day: u32,
+) {
+    std::fs::write(dir.join("day.txt"), format!("{claim} on day {day}\n")).unwrap();
+    let log = noise(day.into(), 3000 + day as usize);
+    std::fs::write(dir.join(format!("log-{day:02}")), log).unwrap();
+    had.insert((claim, day), file_contents(dir));
+}
+
+/// Claims' day-by-day histories, as `claim_days` returns them.
+fn history(days: &[(&str, std::ops::RangeInclusive<u32>)]) -> BTreeMap<String, BTreeSet<u32>> {
+    days.iter()
+        .map(|(claim, range)| (claim.to_string(), range.clone().collect()))
+        .collect()
+}
+
+#[test]
+fn every_claim_keeps_its_own_history_whichever_node_backs_it_up() {
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let ns = format!("history-{s}");
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    for claim in ["alpha", "beta"] {
+        kube.create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": ns},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": format!("pv-{claim}-{s}"),
+                "resources": {"requests": {"storage": "1Gi"}}}}));
+    }
+    // two nodes (registered, or the controller manager deletes their pods as orphans)
+    let (node_a, node_b) = (format!("node-a-{s}"), format!("node-b-{s}"));
+    for node in [&node_a, &node_b] {
+        kube.create(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}));
+    }
+    let kubelet = |node: &str| env.path(&format!("kubelet-{node}"));
+    // a pod on `node` mounting `claim`, and the claim's folder in that node's kubelet tree
+    let mount = |claim: &str, node: &str, pod: &str| {
+        let pod = kube.create(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}),
+        );
+        let uid = pod["metadata"]["uid"].as_str().unwrap();
+        let dir = kubelet(node).join(format!(
+            "pods/{uid}/volumes/kubernetes.io~host-path/pv-{claim}-{s}"
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let mut had = BTreeMap::new();
+    let backup = |node: &str, day: u32, hour: u32| {
+        k8s(
+            &env,
+            &kube,
+            &[
+                "backup-volumes",
+                "-n",
+                &ns,
+                "--node",
+                node,
+                "--kubelet-root",
+                kubelet(node).to_str().unwrap(),
+                "--cluster",
+                "test",
+                "--time",
+                &format!("2026-03-{day:02}T{hour:02}:00:00Z"),
+            ],
+        )
+    };
+
+    // ten days: node-a backs up alpha at 01:00; node-b backs up beta at 02:00 until day 7,
+    // when its backups stop
+    let alpha = mount("alpha", &node_a, "a");
+    let beta = mount("beta", &node_b, "b");
+    for day in 1..=10 {
+        write_day(&mut had, "alpha", &alpha, day);
+        backup(&node_a, day, 1);
+        if day <= 7 {
+            write_day(&mut had, "beta", &beta, day);
+            backup(&node_b, day, 2);
+        }
+    }
+
+    // the README's daily retention: every claim keeps its last 7 days
+    let plan = env.ok(&["forget", "--keep-daily", "7", "--dry-run"]);
+    env.ok(&["forget", "--keep-daily", "7"]);
+    assert_eq!(
+        claim_days(&env, &ns, &had),
+        history(&[("alpha", 4..=10), ("beta", 1..=7)])
+    );
+    // the dry run showed one group per claim
+    for claim in ["alpha", "beta"] {
+        assert!(
+            plan.lines()
+                .any(|l| l.ends_with(':') && l.contains(&format!("k8s:{ns}/volumes/{claim}"))),
+            "{plan}"
+        );
+    }
+    // --keep-within counts from each claim's own newest snapshot: beta's history stays although
+    // node-b stopped backing up
+    env.ok(&["forget", "--keep-within", "48h"]);
+    assert_eq!(
+        claim_days(&env, &ns, &had),
+        history(&[("alpha", 8..=10), ("beta", 5..=7)])
+    );
+    // `latest` is each claim's own newest
+    let latest = |claim: &str| {
+        let target = env.path(&format!("latest-{claim}-{}", suffix()));
+        env.ok(&[
+            "k8s",
+            "restore-volume",
+            "latest",
+            "-n",
+            &ns,
+            "--pvc",
+            claim,
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        file_contents(&target)
+    };
+    assert!(latest("alpha") == had[&("alpha", 10)]);
+    assert!(latest("beta") == had[&("beta", 7)]);
+
+    // alpha moves to node-b (a pod there mounts it now; node-b's backups run again): its
+    // history goes on in the same group
+    let moved = mount("alpha", &node_b, "a2");
+    for (name, file) in file_contents(&alpha) {
+        std::fs::write(moved.join(name), file).unwrap();
+    }
+    write_day(&mut had, "alpha", &moved, 11);
+    write_day(&mut had, "beta", &beta, 11);
+    let day11 = backup(&node_b, 11, 1);
+    env.ok(&["forget", "--keep-within", "48h"]);
+    assert_eq!(
+        claim_days(&env, &ns, &had),
+        history(&[("alpha", 9..=11), ("beta", 11..=11)])
+    );
+    assert!(latest("alpha") == had[&("alpha", 11)]);
+
+    // the drill's default sample is each claim's newest snapshot; copies keep the claims apart,
+    // and the audit report judges each claim's history, here and in the replica
+    let newest: BTreeSet<&str> = day11["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(newest.len(), 2, "{day11}");
+    let drill = env.json(&["drill"]);
+    let drilled: BTreeSet<&str> = drill["record"]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(drilled, newest, "{drill}");
+    let replica = target_for(&env, backend::on_s3());
+    let mut copy = env.cmd(&["copy", "--all", "--to", &replica.repo]);
+    copy.env("CAIRN_TO_PASSWORD_FILE", &replica.password_file);
+    assert!(copy.output().unwrap().status.success());
+    let mut report = env.cmd(&["--json", "report", "--replica", &replica.repo]);
+    report.env("CAIRN_TO_PASSWORD_FILE", &replica.password_file);
+    let report = json_result(&report.output().unwrap().stdout);
+    assert_schema("report", &report);
+    let groups: BTreeMap<&str, &Value> = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["label"].as_str().unwrap(), g))
+        .collect();
+    for (claim, days) in [("alpha", 3), ("beta", 1)] {
+        let group = groups[format!("namespace {ns} (volumes of claim {claim})").as_str()];
+        assert_eq!(
+            group["snapshots"].as_array().unwrap().len(),
+            days,
+            "{report}"
+        );
+        assert_eq!(group["replica"]["not_copied"], 0, "{report}");
+    }
+
+    // a --time in the future is refused by both Kubernetes backups: nothing is written
+    let future = (chrono::Utc::now() + chrono::Duration::days(3650)).to_rfc3339();
+    let before = env.snapshot_ids();
+    let kubelet_b = kubelet(&node_b);
+    for args in [
+        vec!["backup"],
+        vec![
+            "backup-volumes",
+            "--node",
+            &node_b,
+            "--kubelet-root",
+            kubelet_b.to_str().unwrap(),
+        ],
+    ] {
+        let mut all = vec!["k8s"];
+        all.extend(args);
+        all.extend([
+            "-n",
+            &ns,
+            "--cluster",
+            "test",
+            "--time",
+            &future,
+            "--kubeconfig",
+            kube.kubeconfig.to_str().unwrap(),
+        ]);
+        let out = env.run(&all);
+        assert_eq!(out.status.code(), Some(1), "{all:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--allow-future-time"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(env.snapshot_ids(), before);
 }

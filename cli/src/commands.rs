@@ -103,9 +103,14 @@ pub struct BackupArgs {
     /// Read every file, even those unchanged since the parent snapshot
     #[arg(long)]
     force: bool,
-    /// Record this time instead of now (RFC 3339, e.g. 2026-01-31T02:00:00Z)
+    /// Record this time instead of now (RFC 3339, e.g. 2026-01-31T02:00:00Z); refused if more
+    /// than 5 minutes ahead of the repository's clock unless --allow-future-time is given
     #[arg(long)]
     time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Record --time even if it is ahead of the repository's clock (such a snapshot is the
+    /// newest of its group until then; `forget` leaves it out of its policy)
+    #[arg(long, requires = "time")]
+    allow_future_time: bool,
     #[command(flatten)]
     metrics: MetricsArgs,
 }
@@ -432,6 +437,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         tags: a.tag,
         parent,
         time: a.time,
+        allow_future_time: a.allow_future_time,
     };
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "backup", "backed up", g);
@@ -749,7 +755,18 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
             repo.config().keep_within_secs as i64,
         ));
     }
-    let decisions = retention::apply(&policy, group_by(&a.group_by)?, &Snapshot::load_all(&repo)?);
+    let store_now = repo.store().now()?;
+    let decisions = retention::apply(
+        &policy,
+        group_by(&a.group_by)?,
+        &Snapshot::load_all(&repo)?,
+        store_now,
+    );
+    let future: Vec<Id> = decisions
+        .iter()
+        .filter(|d| d.future)
+        .map(|d| d.id)
+        .collect();
     let mut removed = 0;
     // snapshots the policy lets go but whose object lock has not passed: kept for now
     let mut locked = HashSet::new();
@@ -771,7 +788,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     };
     if g.json {
         print_json(
-            &json!({"dry_run": a.dry_run, "removed": removed, "locked": locked, "decisions": decisions, "gc": gc_report}),
+            &json!({"dry_run": a.dry_run, "removed": removed, "locked": locked, "ignored_future": future, "store_time": store_now, "decisions": decisions, "gc": gc_report}),
         );
         return Ok(0);
     }
@@ -802,6 +819,15 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
             (false, false) => "removed".to_owned(),
         };
         println!("  {}  {time}  {verdict}", d.id.short());
+    }
+    if !future.is_empty() {
+        let ids: Vec<String> = future.iter().map(Id::short).collect();
+        println!(
+            "ignored {} snapshots dated in the future of the repository's clock ({}): {}; kept, and not counted by the policy (check the clock or --time of the backups that made them)",
+            future.len(),
+            cairn_engine::audit::when(store_now),
+            ids.join(", ")
+        );
     }
     let gone = decisions.iter().filter(|d| !d.keep).count();
     match a.dry_run {

@@ -27,7 +27,7 @@ use crate::{EXIT_PARTIAL, Global};
 pub enum K8sCommand {
     /// Back up every object of every user namespace: one snapshot per namespace
     Backup(BackupArgs),
-    /// Back up the files of the volumes that pods on this node mount: one snapshot per namespace
+    /// Back up the files of the volumes that pods on this node mount: one snapshot per claim
     BackupVolumes(VolumeArgs),
     /// Create the objects of namespace snapshots in a cluster; existing objects are never changed
     Restore(RestoreArgs),
@@ -73,9 +73,14 @@ pub struct NamespaceArgs {
     /// Only these namespaces (repeatable; all user namespaces if not given)
     #[arg(short, long = "namespace")]
     namespaces: Vec<String>,
-    /// Record this time instead of now (RFC 3339)
+    /// Record this time instead of now (RFC 3339); refused if more than 5 minutes ahead of the
+    /// repository's clock unless --allow-future-time is given
     #[arg(long)]
     time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Record --time even if it is ahead of the repository's clock (such a snapshot is the
+    /// newest of its group until then; `forget` leaves it out of its policy)
+    #[arg(long, requires = "time")]
+    allow_future_time: bool,
 }
 
 impl NamespaceArgs {
@@ -205,6 +210,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         },
         only: a.namespaces.namespaces.clone(),
         time: a.namespaces.time,
+        allow_future_time: a.namespaces.allow_future_time,
     };
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "k8s-backup", "backed up", g);
@@ -289,6 +295,7 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
         platform_namespaces: a.namespaces.platform(),
         only: a.namespaces.namespaces.clone(),
         time: a.namespaces.time,
+        allow_future_time: a.namespaces.allow_future_time,
     };
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "k8s-backup-volumes", "backed up", g);
@@ -300,6 +307,7 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
         let labels = [
             ("cluster", settings.cluster.as_str()),
             ("namespace", s.namespace.as_str()),
+            ("claim", s.claim.as_str()),
             ("node", settings.node.as_str()),
         ];
         m.snapshot(&labels, s.time, s.seconds, s.bytes, s.new_bytes);
@@ -322,10 +330,10 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
     } else {
         for s in &report.snapshots {
             println!(
-                "namespace {}: snapshot {} saved, claims {}, {} read, {} new",
+                "claim {}/{}: snapshot {} saved, {} read, {} new",
                 s.namespace,
+                s.claim,
                 s.snapshot.short(),
-                s.claims.join(", "),
                 HumanBytes(s.bytes),
                 HumanBytes(s.new_bytes)
             );
@@ -369,8 +377,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     let mut snapshots = Vec::new();
     for spec in &a.snapshots {
         if spec == "latest" {
-            let found =
-                kube::latest_per_namespace(&repo, a.cluster.cluster.as_deref(), "resources")?;
+            let found = kube::latest_resources(&repo, a.cluster.cluster.as_deref())?;
             if found.is_empty() {
                 bail!(
                     "no Kubernetes resource snapshot in this repository (of that --cluster): list them with `cairn snapshots`"
@@ -443,14 +450,7 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
             .namespace
             .as_deref()
             .context("give --namespace with `latest`")?;
-        Snapshot::load_all(&repo)?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| {
-                kube::tag(s, "namespace") == Some(ns)
-                    && kube::tag(s, "content") == Some("volumes")
-                    && volumes::claim_tree(&repo, s, &a.pvc).is_ok()
-            })
+        kube::latest_claim(&repo, ns, &a.pvc)?
             .with_context(|| format!("no volume snapshot of namespace {ns} holds claim {}: list them with `cairn snapshots`", a.pvc))?
     } else {
         Snapshot::find(&repo, &a.snapshot)?

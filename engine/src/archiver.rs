@@ -18,6 +18,7 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::blob::BlobKind;
+use crate::clock;
 use crate::error::{Error, Result};
 use crate::fsmeta::{self, OwnerNames};
 use crate::id::Id;
@@ -51,6 +52,8 @@ pub struct BackupOptions {
     pub parent: Parent,
     /// Time to record instead of the start time (for imports and tests).
     pub time: Option<chrono::DateTime<Utc>>,
+    /// Record `time` even if it is ahead of the store's clock ([`clock`]).
+    pub allow_future_time: bool,
 }
 
 /// The result of a backup.
@@ -119,7 +122,9 @@ pub fn backup(
 }
 
 /// Backs up the entries of `root` (the snapshot's root tree) and writes a snapshot recording
-/// `paths` as what was backed up; the parent snapshot is looked up by host and `paths`.
+/// `paths` as what was backed up; the parent snapshot is looked up by host and `paths`. Before
+/// reading anything it refuses a snapshot time ahead of the store's clock
+/// ([`clock::check_snapshot_time`]).
 pub fn backup_sources(
     repo: &Repository,
     root: BTreeMap<RawBytes, Source>,
@@ -128,7 +133,13 @@ pub fn backup_sources(
     progress: &Progress,
 ) -> Result<BackupOutcome> {
     let started = Utc::now();
-    let clock = Instant::now();
+    clock::check_snapshot_time(
+        options.time,
+        options.allow_future_time,
+        started,
+        repo.store().now()?,
+    )?;
+    let timer = Instant::now();
     let parent = find_parent(repo, options, &root_paths)?;
     let parent_root = parent
         .as_ref()
@@ -193,7 +204,7 @@ pub fn backup_sources(
     summary.started = started;
     summary.errors = errors.len() as u64;
     summary.stored_bytes = stats.stored_bytes;
-    summary.seconds = clock.elapsed().as_secs_f64();
+    summary.seconds = timer.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,
         time: options.time.unwrap_or(started),

@@ -15,6 +15,7 @@ use crate::id::Id;
 use crate::records;
 use crate::repository::{ObjectKind, Repository};
 use crate::snapshot::Snapshot;
+use crate::sources::kube;
 use crate::store::ObjectLock;
 
 /// Version of the report's JSON layout.
@@ -93,10 +94,12 @@ pub struct ReplicaState {
     pub not_copied: u64,
 }
 
-/// The snapshots of one namespace and content (or of one host and path set).
+/// The snapshots of one namespace's resources or one claim's volume (or of one host and path
+/// set).
 #[derive(Clone, Debug, Serialize)]
 pub struct Group {
-    /// How the group is shown: `namespace shop (resources)` or `host:/paths`.
+    /// How the group is shown: `namespace shop (resources)`, `namespace shop (volumes of claim
+    /// data)` or `host:/paths`.
     pub label: String,
     /// The host (the cluster, for Kubernetes snapshots).
     pub host: String,
@@ -219,19 +222,13 @@ pub fn report(
     let mut groups = vec![];
     let mut earliest_unlock: Option<DateTime<Utc>> = None;
     for ((host, paths), members) in by_group {
-        let namespace = members[0]
-            .1
-            .tags
-            .iter()
-            .find_map(|t| t.strip_prefix("namespace="))
-            .map(str::to_owned);
-        let content = members[0]
-            .1
-            .tags
-            .iter()
-            .find_map(|t| t.strip_prefix("content="));
-        let label = match (&namespace, content) {
-            (Some(ns), Some(c)) => format!("namespace {ns} ({c})"),
+        let first = &members[0].1;
+        let namespace = kube::tag(first, "namespace").map(str::to_owned);
+        let label = match (&namespace, kube::tag(first, "content")) {
+            (Some(ns), Some(c)) => match kube::tag(first, "claim") {
+                Some(claim) => format!("namespace {ns} ({c} of claim {claim})"),
+                None => format!("namespace {ns} ({c})"),
+            },
             _ => format!("{host}:{}", paths.join(" ")),
         };
         let mut entries = vec![];

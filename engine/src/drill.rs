@@ -18,6 +18,7 @@ use crate::progress::Progress;
 use crate::records::{RECORD_VERSION, Record};
 use crate::repository::{ObjectKind, Repository};
 use crate::restorer::{self, RestoreOptions};
+use crate::retention::GroupBy;
 use crate::snapshot::Snapshot;
 use crate::tree::{self, Node, NodeKind, RawBytes, SnapshotPath};
 
@@ -90,20 +91,13 @@ impl Record for DrillRecord {
     }
 }
 
-/// The default sample: the newest snapshot of each host, path set and node (for Kubernetes:
-/// of each namespace's resources, and of its volumes on each node).
+/// The default sample: the newest snapshot of each history, as `forget` groups them by default
+/// (host and paths; for Kubernetes: each namespace's resources, and each claim's volume).
 pub fn latest_of_each(all: Vec<(Id, Snapshot)>) -> Vec<(Id, Snapshot)> {
     let mut newest = BTreeMap::new();
     for (id, s) in all {
-        let nodes: Vec<String> = s
-            .tags
-            .iter()
-            .filter(|t| t.starts_with("node="))
-            .cloned()
-            .collect();
-        let key = (s.host.clone(), s.paths.clone(), nodes);
         // `all` is oldest first, so the last one wins
-        newest.insert(key, (id, s));
+        newest.insert(GroupBy::default().key(&s), (id, s));
     }
     let mut out: Vec<_> = newest.into_values().collect();
     out.sort_by_key(|(_, s)| s.time);

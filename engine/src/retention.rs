@@ -2,15 +2,19 @@
 //!
 //! Snapshots are grouped (by host, paths and/or tags); within a group, newest first, a snapshot
 //! is kept if any rule keeps it. `keep_within` is measured from the group's newest snapshot, not
-//! from now, so that a stopped backup job never lets its last snapshots expire.
+//! from now, so that a stopped backup job never lets its last snapshots expire. Snapshots dated
+//! in the future of the store's clock ([`clock`]) are kept and left out of the policy, so that
+//! none of them can push a group's real history out.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use serde::Serialize;
 
+use crate::clock;
 use crate::id::Id;
 use crate::snapshot::Snapshot;
+use crate::sources::kube;
 
 /// How many snapshots each rule keeps. A rule left at `None` keeps nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -73,24 +77,35 @@ pub struct Decision {
     pub keep: bool,
     /// Why it is kept (empty when it goes).
     pub reasons: Vec<String>,
+    /// Whether it is dated in the future of the store's clock: kept, and not counted by the
+    /// policy.
+    pub future: bool,
 }
 
-fn group_key(s: &Snapshot, by: GroupBy) -> String {
-    let mut parts = vec![];
-    if by.host {
-        parts.push(format!("host={}", s.host));
+impl GroupBy {
+    /// The group of a snapshot, as text. Grouping by paths also separates the volume snapshots
+    /// of a namespace written by different nodes before volume snapshots held one claim each
+    /// (format-spec §14): their paths were the same, what they held was not.
+    pub fn key(self, s: &Snapshot) -> String {
+        let mut parts = vec![];
+        if self.host {
+            parts.push(format!("host={}", s.host));
+        }
+        if self.paths {
+            let mut p: Vec<String> = s.paths.iter().map(|p| p.lossy()).collect();
+            p.sort();
+            parts.push(format!("paths={}", p.join(",")));
+            if let Some(node) = kube::namespace_volumes_node(s) {
+                parts.push(format!("node={node}"));
+            }
+        }
+        if self.tags {
+            let mut t = s.tags.clone();
+            t.sort();
+            parts.push(format!("tags={}", t.join(",")));
+        }
+        parts.join(" ")
     }
-    if by.paths {
-        let mut p: Vec<String> = s.paths.iter().map(|p| p.lossy()).collect();
-        p.sort();
-        parts.push(format!("paths={}", p.join(",")));
-    }
-    if by.tags {
-        let mut t = s.tags.clone();
-        t.sort();
-        parts.push(format!("tags={}", t.join(",")));
-    }
-    parts.join(" ")
 }
 
 type Bucket = fn(&DateTime<Utc>) -> (i32, u32, u32, u32);
@@ -106,11 +121,17 @@ const BUCKETS: [(&str, Bucket); 5] = [
 ];
 
 /// Applies `policy` to `snapshots`, group by group; returns one decision per snapshot, newest
-/// first within each group.
-pub fn apply(policy: &Policy, by: GroupBy, snapshots: &[(Id, Snapshot)]) -> Vec<Decision> {
+/// first within each group. Snapshots dated in the future of `store_now` (the store's clock)
+/// are kept and not counted.
+pub fn apply(
+    policy: &Policy,
+    by: GroupBy,
+    snapshots: &[(Id, Snapshot)],
+    store_now: DateTime<Utc>,
+) -> Vec<Decision> {
     let mut groups: BTreeMap<String, Vec<&(Id, Snapshot)>> = BTreeMap::new();
     for s in snapshots {
-        groups.entry(group_key(&s.1, by)).or_default().push(s);
+        groups.entry(by.key(&s.1)).or_default().push(s);
     }
     let counts = [
         policy.hourly,
@@ -122,7 +143,23 @@ pub fn apply(policy: &Policy, by: GroupBy, snapshots: &[(Id, Snapshot)]) -> Vec<
     let mut out = vec![];
     for (group, mut snaps) in groups {
         snaps.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
-        let newest = snaps[0].1.time;
+        let present = snaps.partition_point(|s| clock::is_future(s.1.time, store_now));
+        for (id, snap) in snaps.drain(..present).map(|s| (&s.0, &s.1)) {
+            out.push(Decision {
+                id: *id,
+                time: snap.time,
+                group: group.clone(),
+                keep: true,
+                reasons: vec![format!(
+                    "in the future of the repository's clock ({}): not counted",
+                    crate::audit::when(store_now)
+                )],
+                future: true,
+            });
+        }
+        let Some(newest) = snaps.first().map(|s| s.1.time) else {
+            continue;
+        };
         let mut left = counts;
         let mut last_bucket: [Option<(i32, u32, u32, u32)>; 5] = [None; 5];
         for (i, (id, snap)) in snaps.iter().map(|s| (&s.0, &s.1)).enumerate() {
@@ -149,6 +186,7 @@ pub fn apply(policy: &Policy, by: GroupBy, snapshots: &[(Id, Snapshot)]) -> Vec<
                 group: group.clone(),
                 keep: !reasons.is_empty(),
                 reasons,
+                future: false,
             });
         }
     }
@@ -180,6 +218,11 @@ mod tests {
         )
     }
 
+    /// The store's clock in these tests.
+    fn now() -> DateTime<Utc> {
+        "2026-12-01T00:00:00Z".parse().unwrap()
+    }
+
     fn kept(d: &[Decision]) -> Vec<u8> {
         let mut k: Vec<u8> = d.iter().filter(|d| d.keep).map(|d| d.id.0[0]).collect();
         k.sort();
@@ -198,7 +241,7 @@ mod tests {
             within: Some(Duration::hours(720)),
             ..Policy::default()
         };
-        let d = apply(&p, GroupBy::default(), &s);
+        let d = apply(&p, GroupBy::default(), &s, now());
         // 2026-01-20 is within 30 days of 2026-02-01T12; 2026-01-01 is not
         assert_eq!(kept(&d), vec![2, 3, 4]);
         assert!(d.iter().find(|d| d.id.0[0] == 2).unwrap().reasons[0].contains("within 720h"));
@@ -217,13 +260,16 @@ mod tests {
             daily: Some(2),
             ..Policy::default()
         };
-        assert_eq!(kept(&apply(&p, GroupBy::default(), &s)), vec![3, 4, 5]);
+        assert_eq!(
+            kept(&apply(&p, GroupBy::default(), &s, now())),
+            vec![3, 4, 5]
+        );
         let p = Policy {
             last: Some(1),
             monthly: Some(5),
             ..Policy::default()
         };
-        assert_eq!(kept(&apply(&p, GroupBy::default(), &s)), vec![4, 5]);
+        assert_eq!(kept(&apply(&p, GroupBy::default(), &s, now())), vec![4, 5]);
         let all = GroupBy {
             host: false,
             paths: false,
@@ -236,7 +282,8 @@ mod tests {
                     ..Policy::default()
                 },
                 all,
-                &s
+                &s,
+                now()
             )),
             vec![3, 4]
         );
@@ -257,7 +304,8 @@ mod tests {
                     ..Policy::default()
                 },
                 GroupBy::default(),
-                &s
+                &s,
+                now()
             )),
             vec![2, 3]
         );
@@ -268,9 +316,73 @@ mod tests {
                     ..Policy::default()
                 },
                 GroupBy::default(),
-                &s
+                &s,
+                now()
             )),
             vec![1, 3, 4]
+        );
+    }
+
+    #[test]
+    fn snapshots_in_the_future_are_kept_and_not_counted() {
+        let s = vec![
+            snap(1, "2026-11-27T00:00:00Z", "a"),
+            snap(2, "2026-11-28T00:00:00Z", "a"),
+            snap(3, "2026-11-30T23:00:00Z", "a"),
+            // within the clocks' drift: an ordinary snapshot
+            snap(4, "2026-12-01T00:04:00Z", "a"),
+            snap(5, "2036-11-05T00:00:00Z", "a"),
+            snap(6, "2036-11-06T00:00:00Z", "b"),
+        ];
+        let p = Policy {
+            within: Some(Duration::hours(48)),
+            ..Policy::default()
+        };
+        let d = apply(&p, GroupBy::default(), &s, now());
+        // within 48 h of the newest real snapshot (4), not of 2036
+        assert_eq!(kept(&d), vec![3, 4, 5, 6]);
+        let future: Vec<u8> = d.iter().filter(|d| d.future).map(|d| d.id.0[0]).collect();
+        assert_eq!(future, vec![5, 6]);
+        assert!(d[0].reasons[0].contains("in the future"), "{:?}", d[0]);
+        let p = Policy {
+            last: Some(1),
+            ..Policy::default()
+        };
+        assert_eq!(
+            kept(&apply(&p, GroupBy::default(), &s, now())),
+            vec![4, 5, 6]
+        );
+    }
+
+    #[test]
+    fn volume_snapshots_of_a_namespace_from_several_nodes_are_separate_groups() {
+        let volumes = |n: u8, time: &str, node: &str, claim: Option<&str>| {
+            let (id, mut s) = snap(n, time, "cluster");
+            s.paths = vec![RawBytes(b"k8s:shop/volumes".to_vec())];
+            s.tags = vec!["namespace=shop".into(), "content=volumes".into()];
+            s.tags.push(format!("node={node}"));
+            if let Some(c) = claim {
+                s.paths = vec![RawBytes(format!("k8s:shop/volumes/{c}").into_bytes())];
+                s.tags.push(format!("claim={c}"));
+            }
+            (id, s)
+        };
+        let s = vec![
+            // written before snapshots held one claim each: one per namespace and node
+            volumes(1, "2026-11-01T01:00:00Z", "node-a", None),
+            volumes(2, "2026-11-01T02:00:00Z", "node-b", None),
+            volumes(3, "2026-11-02T01:00:00Z", "node-a", None),
+            // one claim each: the node does not matter (the claim moved)
+            volumes(4, "2026-11-03T01:00:00Z", "node-a", Some("data")),
+            volumes(5, "2026-11-04T01:00:00Z", "node-b", Some("data")),
+        ];
+        let p = Policy {
+            last: Some(1),
+            ..Policy::default()
+        };
+        assert_eq!(
+            kept(&apply(&p, GroupBy::default(), &s, now())),
+            vec![2, 3, 5]
         );
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::ObjectKind;
-use crate::s3_lock::LockApi;
+use crate::s3_api::S3Api;
 
 /// Objects larger than this are uploaded in parts.
 const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
@@ -113,66 +113,53 @@ impl Location {
     /// Opens the store; `create` makes a missing local folder. With `lock`, every object is
     /// written with that retention, except the short-lived ones of [`Store::put_new_unlocked`].
     pub fn open(&self, create: bool, lock: Option<&ObjectLock>) -> Result<Store> {
-        let inner = self.object_store(create, lock)?;
-        let (plain, lock) = match (self, lock) {
-            (
-                Location::S3 {
-                    endpoint,
-                    bucket,
-                    prefix,
-                    profile,
-                },
-                Some(lock),
-            ) => {
-                // one client without lock headers: for `locks/`, and for the lock calls
-                let builder = s3_builder(endpoint.as_deref(), bucket, None, profile.as_deref())?;
-                let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
-                let region = builder
-                    .get_config_value(&AmazonS3ConfigKey::Region)
-                    .unwrap_or_else(|| "us-east-1".into());
-                let options = ClientOptions::new().with_allow_http(allow_http(endpoint.as_deref()));
-                let s3 = builder.build()?;
-                let api = LockApi::new(s3.clone(), &options, endpoint, region, bucket, prefix)?;
-                (under_prefix(s3, prefix), Some((*lock, Arc::new(api))))
-            }
-            _ => (inner.clone(), None),
-        };
-        Store::new(inner, plain, self.is_remote(), lock)
-    }
-
-    fn object_store(
-        &self,
-        create: bool,
-        lock: Option<&ObjectLock>,
-    ) -> Result<Arc<dyn ObjectStore>> {
-        Ok(match self {
-            Location::Local(path) => {
-                if lock.is_some() {
-                    return Err(Error::Invalid(
-                        "object lock needs an S3 repository: use --repo s3:BUCKET/PREFIX on a bucket created with Object Lock".into(),
-                    ));
-                }
-                if create {
-                    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
-                } else if !path.is_dir() {
-                    return Err(Error::NoRepository {
-                        location: self.to_string(),
-                    });
-                }
-                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path)?)
-            }
+        let (endpoint, bucket, prefix, profile) = match self {
+            Location::Local(path) => return open_folder(path, create, lock),
             Location::S3 {
                 endpoint,
                 bucket,
                 prefix,
                 profile,
-            } => {
-                let s3 =
-                    s3_builder(endpoint.as_deref(), bucket, lock, profile.as_deref())?.build()?;
-                under_prefix(s3, prefix)
-            }
-        })
+            } => (endpoint, bucket, prefix, profile),
+        };
+        // one client without lock headers: for `locks/`, and for the calls of [`S3Api`]
+        let builder = s3_builder(endpoint.as_deref(), bucket, None, profile.as_deref())?;
+        let url = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        let region = builder
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".into());
+        let options = ClientOptions::new().with_allow_http(allow_http(url.as_deref()));
+        let s3 = builder.build()?;
+        let api = S3Api::new(s3.clone(), &options, url, region, bucket, prefix)?;
+        let plain = under_prefix(s3, prefix);
+        let inner = match lock {
+            Some(lock) => under_prefix(
+                s3_builder(endpoint.as_deref(), bucket, Some(lock), profile.as_deref())?.build()?,
+                prefix,
+            ),
+            None => plain.clone(),
+        };
+        Store::new(inner, plain, lock.copied(), Some(Arc::new(api)))
     }
+}
+
+/// Opens a folder as a store; `create` makes it if missing.
+fn open_folder(path: &std::path::Path, create: bool, lock: Option<&ObjectLock>) -> Result<Store> {
+    if lock.is_some() {
+        return Err(Error::Invalid(
+            "object lock needs an S3 repository: use --repo s3:BUCKET/PREFIX on a bucket created with Object Lock".into(),
+        ));
+    }
+    if create {
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+    } else if !path.is_dir() {
+        return Err(Error::NoRepository {
+            location: path.display().to_string(),
+        });
+    }
+    let folder: Arc<dyn ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path)?);
+    Store::new(folder.clone(), folder, None, None)
 }
 
 /// The bucket's objects under `prefix` ("" for all).
@@ -334,8 +321,9 @@ pub struct Store {
     /// The same store without object-lock headers.
     plain: Arc<dyn ObjectStore>,
     rt: Arc<tokio::runtime::Runtime>,
-    remote: bool,
-    lock: Option<(ObjectLock, Arc<LockApi>)>,
+    lock: Option<ObjectLock>,
+    /// The calls `object_store` does not make (S3 only).
+    s3: Option<Arc<S3Api>>,
     connections: usize,
 }
 
@@ -343,8 +331,8 @@ impl Store {
     fn new(
         inner: Arc<dyn ObjectStore>,
         plain: Arc<dyn ObjectStore>,
-        remote: bool,
-        lock: Option<(ObjectLock, Arc<LockApi>)>,
+        lock: Option<ObjectLock>,
+        s3: Option<Arc<S3Api>>,
     ) -> Result<Store> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -352,21 +340,22 @@ impl Store {
             .enable_all()
             .build()
             .map_err(|e| Error::io("tokio runtime", e))?;
+        let remote = s3.is_some();
         let connections =
             crate::env_number("CAIRN_CONNECTIONS", 1..=256, if remote { 8 } else { 2 });
         Ok(Store {
             inner,
             plain,
             rt: Arc::new(rt),
-            remote,
             lock,
+            s3,
             connections,
         })
     }
 
     /// Whether objects travel over the network.
     pub fn is_remote(&self) -> bool {
-        self.remote
+        self.s3.is_some()
     }
 
     /// How many requests to keep in flight (pack uploads; pack downloads of a restore from a
@@ -378,23 +367,42 @@ impl Store {
 
     /// The Object Lock every object is written with, if any.
     pub fn lock(&self) -> Option<ObjectLock> {
-        self.lock.as_ref().map(|(lock, _)| *lock)
+        self.lock
     }
 
     /// When an object's lock ends (`None`: no lock, or no such object).
     pub fn locked_until(&self, path: &ObjectPath) -> Result<Option<DateTime<Utc>>> {
-        match &self.lock {
-            Some((_, api)) => self.rt.block_on(api.retain_until(path)),
-            None => Ok(None),
+        match (&self.lock, &self.s3) {
+            (Some(_), Some(api)) => self.rt.block_on(api.retain_until(path)),
+            _ => Ok(None),
         }
     }
 
     /// Extends an object's lock to `until`, in the repository's lock mode.
     pub fn extend_lock(&self, path: &ObjectPath, until: DateTime<Utc>) -> Result<()> {
-        match &self.lock {
-            Some((lock, api)) => self.rt.block_on(api.extend(path, lock.mode, until)),
-            None => Ok(()),
+        match (&self.lock, &self.s3) {
+            (Some(lock), Some(api)) => self.rt.block_on(api.extend(path, lock.mode, until)),
+            _ => Ok(()),
         }
+    }
+
+    /// The store's clock, which dates what it stores: for S3 the `Date` header of the server's
+    /// answer to a HeadObject of `config`; for a folder the modification time the file system
+    /// gives a new file (an empty `locks/clock-<random>`, deleted at once), which on a network
+    /// file system is the server's. Only whole seconds may be relied on. Snapshot times and
+    /// `forget` are checked against it, so that one host's wrong clock cannot date a snapshot
+    /// in the future (see [`crate::clock`]).
+    pub fn now(&self) -> Result<DateTime<Utc>> {
+        if let Some(api) = &self.s3 {
+            return self.rt.block_on(api.date(&ObjectPath::from("config")));
+        }
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).expect("the operating system's random source failed");
+        let probe = ObjectPath::from(format!("locks/clock-{}", hex::encode(random)));
+        self.put_new_unlocked(&probe, Vec::new())?;
+        let written = self.rt.block_on(self.plain.head(&probe));
+        self.delete_unlocked(&probe)?;
+        Ok(written?.last_modified)
     }
 
     /// Stores an object (replacing any object of that name).

@@ -496,3 +496,14 @@ pub fn diff_trees(a: &Path, b: &Path, with_owner: bool) -> Vec<String> {
     }
     diffs
 }
+
+/// Every regular file below `dir` with its bytes, by path relative to `dir`.
+pub fn file_contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    all_files(dir)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}

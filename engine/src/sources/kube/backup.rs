@@ -35,6 +35,8 @@ pub struct BackupSettings {
     pub only: Vec<String>,
     /// Time to record instead of the start time (for tests).
     pub time: Option<DateTime<Utc>>,
+    /// Record `time` even if it is ahead of the store's clock.
+    pub allow_future_time: bool,
 }
 
 /// Why a namespace has no snapshot.
@@ -277,9 +279,10 @@ pub fn backup(
         }
         let options = BackupOptions {
             host: settings.cluster.clone(),
-            tags: tags(&settings.cluster, ns, "resources", None),
+            tags: tags(&settings.cluster, ns, "resources", &[]),
             parent: Parent::Auto,
             time: settings.time,
+            allow_future_time: settings.allow_future_time,
         };
         let paths = snapshot_paths(ns, "resources");
         let out = archiver::backup_sources(repo, root, paths, &options, progress)?;

@@ -1,9 +1,11 @@
 //! `cairn k8s backup-volumes`: the files of every PersistentVolumeClaim mounted by a pod on
-//! this node, read where the kubelet mounts them, one snapshot per namespace (`volumes/<claim>/`).
+//! this node, read where the kubelet mounts them, one snapshot per claim (`volumes/<claim>/`).
 //!
 //! Each node backs up its own pods' claims, so nodes run in parallel into one repository; a
-//! claim that no pod mounts cannot be read anywhere and is reported. The pods' [`hooks`]
-//! run before and after a namespace's claims are read.
+//! claim that no pod mounts cannot be read anywhere and is reported. A claim's snapshots form
+//! one history whichever node read them (their paths name the namespace and the claim, not the
+//! node), so retention keeps each claim's history on its own. The pods' [`hooks`] run before
+//! and after a namespace's claims are read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -39,17 +41,19 @@ pub struct VolumeSettings {
     pub only: Vec<String>,
     /// Time to record instead of the start time (for tests).
     pub time: Option<DateTime<Utc>>,
+    /// Record `time` even if it is ahead of the store's clock.
+    pub allow_future_time: bool,
 }
 
-/// One namespace's volume snapshot.
+/// One claim's volume snapshot.
 #[derive(Clone, Debug, Serialize)]
 pub struct VolumeSnapshot {
-    /// The namespace.
+    /// The claim's namespace.
     pub namespace: String,
+    /// The claim.
+    pub claim: String,
     /// The snapshot written.
     pub snapshot: Id,
-    /// The claims in it.
-    pub claims: Vec<String>,
     /// When the snapshot was taken.
     pub time: DateTime<Utc>,
     /// Seconds it took.
@@ -65,7 +69,7 @@ pub struct VolumeSnapshot {
 /// What a volume backup on one node did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VolumeReport {
-    /// Snapshots written, one per namespace with claims mounted on this node.
+    /// Snapshots written, one per claim mounted on this node.
     pub snapshots: Vec<VolumeSnapshot>,
     /// Claims (`namespace/name`) that no pod mounts: nothing can read them; not backed up.
     pub not_mounted: Vec<String>,
@@ -93,10 +97,11 @@ impl Mount {
     }
 }
 
-/// What one namespace's volume snapshot takes: claims by name, and the pods mounting them.
+/// What one namespace's volume backup takes: the claims' folders by claim name, and the pods
+/// mounting them.
 #[derive(Default)]
 struct Plan {
-    claims: BTreeMap<RawBytes, Source>,
+    claims: BTreeMap<String, PathBuf>,
     pods: BTreeMap<String, Value>,
 }
 
@@ -174,8 +179,7 @@ pub fn backup_volumes(
         match mounted_folder(&settings.kubelet_root, mount.uid(), volume) {
             Some(dir) => {
                 let plan = plans.entry(ns.to_string()).or_default();
-                plan.claims
-                    .insert(RawBytes(name.as_bytes().to_vec()), Source::Path(dir));
+                plan.claims.insert(name.to_string(), dir);
                 for m in mounts.iter().filter(|m| m.node == settings.node) {
                     let pod = m.pod["metadata"]["name"].as_str().unwrap_or_default();
                     plan.pods.insert(pod.to_string(), m.pod.clone());
@@ -191,35 +195,52 @@ pub fn backup_volumes(
             run_hooks(cluster, &pods, Phase::Post, &mut report);
             continue;
         }
-        let names = plan.claims.keys().map(RawBytes::lossy).collect();
-        let root = BTreeMap::from([(RawBytes(b"volumes".to_vec()), Source::Folder(plan.claims))]);
-        let options = BackupOptions {
-            host: settings.cluster.clone(),
-            tags: tags(&settings.cluster, &ns, "volumes", Some(&settings.node)),
-            parent: Parent::Auto,
-            time: settings.time,
-        };
-        let out = archiver::backup_sources(
-            repo,
-            root,
-            snapshot_paths(&ns, "volumes"),
-            &options,
-            progress,
-        );
-        run_hooks(cluster, &pods, Phase::Post, &mut report);
-        let out = out?;
-        report.snapshots.push(VolumeSnapshot {
-            namespace: ns,
-            snapshot: out.id,
-            claims: names,
-            time: out.snapshot.time,
-            seconds: out.snapshot.summary.seconds,
-            bytes: out.snapshot.summary.bytes,
-            new_bytes: out.snapshot.summary.new_bytes,
-            errors: out.errors,
+        let out = plan.claims.into_iter().try_for_each(|(claim, dir)| {
+            let snapshot = backup_claim(repo, settings, &ns, &claim, dir, progress)?;
+            report.snapshots.push(snapshot);
+            Ok::<_, Error>(())
         });
+        run_hooks(cluster, &pods, Phase::Post, &mut report);
+        out?;
     }
     Ok(report)
+}
+
+/// Backs up the files of claim `claim` of namespace `ns`, mounted at `dir`, as its own snapshot.
+fn backup_claim(
+    repo: &Repository,
+    settings: &VolumeSettings,
+    ns: &str,
+    claim: &str,
+    dir: PathBuf,
+    progress: &Progress,
+) -> Result<VolumeSnapshot> {
+    let folder = BTreeMap::from([(RawBytes(claim.as_bytes().to_vec()), Source::Path(dir))]);
+    let root = BTreeMap::from([(RawBytes(b"volumes".to_vec()), Source::Folder(folder))]);
+    let options = BackupOptions {
+        host: settings.cluster.clone(),
+        tags: tags(
+            &settings.cluster,
+            ns,
+            "volumes",
+            &[("claim", claim), ("node", &settings.node)],
+        ),
+        parent: Parent::Auto,
+        time: settings.time,
+        allow_future_time: settings.allow_future_time,
+    };
+    let paths = snapshot_paths(ns, &format!("volumes/{claim}"));
+    let out = archiver::backup_sources(repo, root, paths, &options, progress)?;
+    Ok(VolumeSnapshot {
+        namespace: ns.to_string(),
+        claim: claim.to_string(),
+        snapshot: out.id,
+        time: out.snapshot.time,
+        seconds: out.snapshot.summary.seconds,
+        bytes: out.snapshot.summary.bytes,
+        new_bytes: out.snapshot.summary.new_bytes,
+        errors: out.errors,
+    })
 }
 
 /// Runs the `phase` hooks of `pods`, recording failures; false if one that must not fail did.

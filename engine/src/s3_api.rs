@@ -1,7 +1,8 @@
-//! The two S3 Object Lock calls `object_store` does not make: reading an object's retention
-//! (from HeadObject's `x-amz-object-lock-retain-until-date`, which every implementation
-//! answers, unlike GetObjectRetention) and extending it (PutObjectRetention). Requests are
-//! signed with `object_store`'s own SigV4 signer and credentials and sent through its client.
+//! The S3 calls `object_store` does not make: reading an object's Object Lock retention (from
+//! HeadObject's `x-amz-object-lock-retain-until-date`, which every implementation answers,
+//! unlike GetObjectRetention), extending it (PutObjectRetention), and reading the server's clock
+//! (the `Date` header of an answer). Requests are signed with `object_store`'s own SigV4 signer
+//! and credentials and sent through its client.
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -14,9 +15,9 @@ use object_store::path::Path as ObjectPath;
 use crate::error::{Error, Result};
 use crate::store::LockMode;
 
-/// Object Lock requests for one bucket and prefix.
+/// Requests to one bucket and prefix.
 #[derive(Debug)]
-pub struct LockApi {
+pub struct S3Api {
     s3: AmazonS3,
     http: HttpClient,
     /// `https://host[:port]/bucket` (path-style addressing).
@@ -25,8 +26,8 @@ pub struct LockApi {
     region: String,
 }
 
-impl LockApi {
-    /// Lock requests through the client and credentials of `s3`.
+impl S3Api {
+    /// Requests through the client and credentials of `s3`.
     pub fn new(
         s3: AmazonS3,
         options: &ClientOptions,
@@ -34,9 +35,9 @@ impl LockApi {
         region: String,
         bucket: &str,
         prefix: &str,
-    ) -> Result<LockApi> {
+    ) -> Result<S3Api> {
         let endpoint = endpoint.unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-        Ok(LockApi {
+        Ok(S3Api {
             s3,
             http: ReqwestConnector::default().connect(options)?,
             base: format!("{}/{bucket}", endpoint.trim_end_matches('/')),
@@ -62,12 +63,34 @@ impl LockApi {
         })
     }
 
-    /// When the object's lock ends; `None` if it has none (or does not exist).
-    pub async fn retain_until(&self, path: &ObjectPath) -> Result<Option<DateTime<Utc>>> {
+    async fn head(&self, path: &ObjectPath) -> Result<object_store::client::HttpResponse> {
         let request = http::Request::head(self.url(path))
             .body(Vec::new().into())
             .expect("valid request");
-        let response = self.send(request).await?;
+        self.send(request).await
+    }
+
+    /// The server's clock: the `Date` header of its answer to a HeadObject of `path` (every
+    /// answer has one, whether the object exists or not).
+    pub async fn date(&self, path: &ObjectPath) -> Result<DateTime<Utc>> {
+        let response = self.head(path).await?;
+        response
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+            .map(|d| d.with_timezone(&Utc))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the S3 server's answer (HTTP {}) has no valid Date header, so its clock cannot be read; check the endpoint",
+                    response.status()
+                ))
+            })
+    }
+
+    /// When the object's lock ends; `None` if it has none (or does not exist).
+    pub async fn retain_until(&self, path: &ObjectPath) -> Result<Option<DateTime<Utc>>> {
+        let response = self.head(path).await?;
         if response.status() == http::StatusCode::NOT_FOUND {
             return Ok(None);
         }
