@@ -336,3 +336,147 @@ fn unchanged_files_are_not_read_again() {
     ]);
     assert!(diff_trees(&src, &t.join("src"), true).is_empty());
 }
+
+/// Appends a block to a file every millisecond on a thread, until stopped.
+struct Appender {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Appender {
+    fn start(path: &std::path::Path) -> Appender {
+        use std::io::Write;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seed = 1000;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                file.write_all(&noise(seed, 4096)).unwrap();
+                seed += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        Appender { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
+
+#[test]
+fn a_file_written_while_read_exits_3_and_the_next_backup_reads_it_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("steady.txt"), b"steady").unwrap();
+    let growing = src.join("growing.log");
+    std::fs::write(&growing, noise(1, 32 << 20)).unwrap();
+    let src_arg = src.to_str().unwrap();
+
+    // The writer appends every millisecond for the whole run, so some append falls within the
+    // read of the 32 MiB file unless the writer is not scheduled at all meanwhile; a few
+    // attempts make that moot (a backup that notices nothing exits 0 and is tried again).
+    let mut first = None;
+    for attempt in 1..=5 {
+        let writer = Appender::start(&growing);
+        let out = env.run(&["--json", "backup", src_arg]);
+        writer.stop();
+        match out.status.code() {
+            Some(3) => {
+                first = Some(out);
+                break;
+            }
+            Some(0) => eprintln!("attempt {attempt}: no append during the read; again"),
+            _ => panic!("backup failed: {}", stderr(&out)),
+        }
+    }
+    let first = first.expect("5 backups of a file appended to all along: none reported it");
+    let (result, _) = checked_result("backup", &first.stdout);
+    let errors = result["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{result}");
+    let error = errors[0].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("{}: changed while", growing.display())),
+        "{error}"
+    );
+    assert!(
+        stderr(&first).contains("back up again"),
+        "{}",
+        stderr(&first)
+    );
+    let first_id = result["snapshot_id"].as_str().unwrap();
+
+    // what was stored is what was read: the file as listed, a prefix of what it became
+    let grown = std::fs::read(&growing).unwrap();
+    let t1 = env.path("t1");
+    env.ok(&["restore", first_id, "--target", t1.to_str().unwrap()]);
+    let stored = std::fs::read(t1.join("src/growing.log")).unwrap();
+    assert!(stored.len() >= 32 << 20, "{} bytes stored", stored.len());
+    assert!(grown.len() > stored.len() && grown.starts_with(&stored));
+
+    // the writer has stopped: a backup with the first as parent reads the file again
+    let second = env.json(&["backup", "--parent", first_id, src_arg]);
+    assert_eq!(second["errors"], serde_json::json!([]), "{second}");
+    let s = &second["summary"];
+    assert_eq!(
+        (s["files_changed"].as_u64(), s["files_unmodified"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    let t2 = env.path("t2");
+    let second_id = second["snapshot_id"].as_str().unwrap();
+    env.ok(&["restore", second_id, "--target", t2.to_str().unwrap()]);
+    assert!(std::fs::read(t2.join("src/growing.log")).unwrap() == grown);
+}
+
+#[test]
+fn an_unreadable_folder_is_named_and_kept_and_the_rest_is_backed_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("locked/inner")).unwrap();
+    std::fs::write(src.join("locked/inner/secret.txt"), b"hidden").unwrap();
+    std::fs::create_dir(src.join("open")).unwrap();
+    std::fs::write(src.join("open/file.txt"), b"readable").unwrap();
+    std::fs::write(src.join("top.txt"), b"top").unwrap();
+    std::fs::set_permissions(src.join("locked"), PermissionsExt::from_mode(0o000)).unwrap();
+
+    // as root, the backup runs as nobody so that the folder's permissions apply
+    let out = env
+        .cmd_unprivileged(&["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let named = format!("error: {}: cannot list", src.join("locked").display());
+    assert!(stderr(&out).contains(&named), "{}", stderr(&out));
+
+    // the folder itself is in the snapshot, empty; everything else is there
+    assert_eq!(
+        env.ls_paths("latest"),
+        [
+            "/src",
+            "/src/locked",
+            "/src/open",
+            "/src/open/file.txt",
+            "/src/top.txt"
+        ]
+    );
+    let target = env.path("t");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let restored = target.join("src");
+    assert_eq!(
+        std::fs::read(restored.join("open/file.txt")).unwrap(),
+        b"readable"
+    );
+    assert_eq!(std::fs::read(restored.join("top.txt")).unwrap(), b"top");
+    let locked = restored.join("locked").symlink_metadata().unwrap();
+    assert!(locked.is_dir());
+    assert_eq!(locked.mode() & 0o7777, 0o000);
+    assert_eq!(
+        std::fs::read_dir(restored.join("locked")).unwrap().count(),
+        0
+    );
+}

@@ -453,6 +453,32 @@ fn namespaces_are_backed_up_deleted_restored_and_never_overwritten() {
     );
 }
 
+/// The arguments of `cairn --json k8s backup-volumes` for node `node-a` of cluster `test`,
+/// reading the kubelet tree at `kubelet`, for `namespaces`.
+fn backup_volumes_args<'a>(
+    kube: &'a Kube,
+    kubelet: &'a str,
+    namespaces: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "--json",
+        "k8s",
+        "backup-volumes",
+        "--node",
+        "node-a",
+        "--kubelet-root",
+        kubelet,
+        "--cluster",
+        "test",
+        "--kubeconfig",
+        kube.kubeconfig.to_str().unwrap(),
+    ];
+    for ns in namespaces {
+        args.extend(["-n", ns]);
+    }
+    args
+}
+
 #[test]
 fn volumes_are_read_from_the_kubelet_tree_and_restored_into_empty_folders() {
     let kube = Kube::connect();
@@ -506,23 +532,8 @@ fn volumes_are_read_from_the_kubelet_tree_and_restored_into_empty_folders() {
     )))
     .unwrap();
 
-    let out = env.run(&[
-        "--json",
-        "k8s",
-        "backup-volumes",
-        "-n",
-        &ns,
-        "-n",
-        &frozen,
-        "--node",
-        "node-a",
-        "--kubelet-root",
-        kubelet.to_str().unwrap(),
-        "--cluster",
-        "test",
-        "--kubeconfig",
-        kube.kubeconfig.to_str().unwrap(),
-    ]);
+    let args = backup_volumes_args(&kube, kubelet.to_str().unwrap(), &[&ns, &frozen]);
+    let out = env.run(&args);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let report = json_result(&out.stdout);
     assert_eq!(report["failed"], json!([frozen]), "{report}");
@@ -631,6 +642,53 @@ fn volumes_are_read_from_the_kubelet_tree_and_restored_into_empty_folders() {
         stderr(&missing)
     );
     assert!(!Path::new(&env.path("x")).join("docs").exists());
+}
+
+#[test]
+fn unreadable_volume_data_is_its_namespace_error_and_the_rest_is_backed_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let ns = format!("locked-{s}");
+    let pv = format!("pv-locked-{s}");
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    kube.create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}}}));
+    let pod = kube.create(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db", "namespace": ns},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]}}),
+    );
+    let kubelet = env.path("kubelet");
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let mount = kubelet.join(format!("pods/{uid}/volumes/kubernetes.io~csi/{pv}/mount"));
+    std::fs::create_dir_all(mount.join("locked")).unwrap();
+    std::fs::write(mount.join("locked/secret"), b"hidden").unwrap();
+    std::fs::write(mount.join("ok.txt"), b"readable").unwrap();
+    std::fs::set_permissions(mount.join("locked"), PermissionsExt::from_mode(0o000)).unwrap();
+
+    // as root, the backup runs as nobody so that the folder's permissions apply
+    let args = backup_volumes_args(&kube, kubelet.to_str().unwrap(), &[&ns]);
+    let out = env.cmd_unprivileged(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = json_result(&out.stdout);
+    let snaps = report["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 1, "{report}");
+    assert_eq!(snaps[0]["namespace"], json!(ns));
+    let errors = snaps[0]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{report}");
+    let named = format!("{}: cannot list", mount.join("locked").display());
+    assert!(errors[0].as_str().unwrap().starts_with(&named), "{report}");
+    assert_eq!(
+        env.ls_paths(snaps[0]["snapshot"].as_str().unwrap()),
+        [
+            "/volumes",
+            "/volumes/data",
+            "/volumes/data/locked",
+            "/volumes/data/ok.txt"
+        ]
+    );
 }
 
 /// The objects of `deploy/base` (the files its kustomization lists), as kustomize would make

@@ -477,7 +477,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     }
     if !out.errors.is_empty() {
         eprintln!(
-            "{} entries could not be read and are not in the snapshot; fix their permissions and back up again",
+            "{} entries were not stored whole (listed above): fix their permissions, or back up again once they are no longer being written",
             out.errors.len()
         );
         return Ok(EXIT_PARTIAL);

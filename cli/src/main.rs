@@ -25,7 +25,7 @@ pub const EXIT_PARTIAL: u8 = 3;
     about = "Encrypted, deduplicated backups for Kubernetes and folders"
 )]
 #[command(
-    after_help = "Exit codes: 0 ok; 1 error; 2 wrong usage; 3 done, but some files could not be read or restored."
+    after_help = "Exit codes: 0 ok; 1 error; 2 wrong usage; 3 done, but some entries could not be read or restored, or changed while read (listed)."
 )]
 struct Cli {
     #[command(flatten)]

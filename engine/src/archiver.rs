@@ -8,8 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -20,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::blob::BlobKind;
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::fsmeta::{self, OwnerNames};
+use crate::fsmeta::{self, ChangeStamp, OwnerNames};
 use crate::id::Id;
 use crate::packer::Packer;
 use crate::progress::Progress;
@@ -63,7 +64,8 @@ pub struct BackupOutcome {
     pub id: Id,
     /// The new snapshot.
     pub snapshot: Snapshot,
-    /// Entries that could not be read and were left out, with why.
+    /// Entries that could not be read (left out, or folders stored empty or in part) or that
+    /// changed while read (stored as read), with why.
     pub errors: Vec<String>,
     /// Entries left out on purpose (sockets), with why.
     pub skipped: Vec<String>,
@@ -88,6 +90,19 @@ pub enum Source {
 
 type Job = (Id, Vec<u8>);
 
+/// The `ctime_ns` recorded for a file that changed while it was read. No status-change time
+/// read from a file system is this value, and [`unchanged`] never matches it, so a backup with
+/// this snapshot as parent reads the file again (`ctime_ns` serves change detection only).
+const CHANGED_WHILE_READ: i64 = i64::MIN;
+
+/// A file's content as read: its blob ids, the bytes read, and whether the file changed from
+/// when it was listed to when it was read to the end.
+struct FileRead {
+    ids: Vec<Id>,
+    size: u64,
+    changed: bool,
+}
+
 struct Walk<'a, 'r> {
     repo: &'r Repository,
     packer: &'a Packer<'r>,
@@ -95,7 +110,8 @@ struct Walk<'a, 'r> {
     failed: &'a Mutex<Option<Error>>,
     progress: &'a Progress,
     names: OwnerNames,
-    hardlinks: HashMap<(u64, u64), (Vec<Id>, u64)>,
+    /// Files with several links read so far, by (device, inode), if they read unchanged.
+    hardlinks: HashMap<(u64, u64), (ChangeStamp, Vec<Id>)>,
     errors: Vec<String>,
     skipped: Vec<String>,
     summary: Summary,
@@ -263,9 +279,11 @@ fn load_parent_tree(repo: &Repository, id: &Id) -> Option<Tree> {
         .ok()
 }
 
-/// Whether a file is unchanged since `before` was recorded: same size, times and identity.
+/// Whether a file is unchanged since `before` was recorded: same size, times and identity, and
+/// `before` was not changing while it was read.
 fn unchanged(now: &Node, before: &Node) -> bool {
     before.kind == NodeKind::File
+        && before.ctime_ns != CHANGED_WHILE_READ
         && (now.size, now.mtime_ns, now.ctime_ns, now.inode, now.device)
             == (
                 before.size,
@@ -339,10 +357,13 @@ impl Walk<'_, '_> {
         before: Option<&Node>,
     ) -> Result<Option<Node>> {
         match source {
-            Source::Path(path) => {
-                let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-                self.entry(name, path, &meta, before)
-            }
+            Source::Path(path) => match std::fs::symlink_metadata(path) {
+                Ok(meta) => self.entry(name, path, &meta, before),
+                Err(e) => {
+                    self.warn(path, format!("cannot stat: {e}"));
+                    Ok(None)
+                }
+            },
             Source::Bytes { data, mtime_ns } => {
                 let mut node = made_node(name, NodeKind::File, 0o600, *mtime_ns);
                 let (content, size) = self.content(data.as_slice(), data.len() as u64, None)?;
@@ -409,8 +430,16 @@ impl Walk<'_, '_> {
                 self.summary.bytes += node.size;
             }
             NodeKind::File => match self.file_content(path, &node) {
-                Ok((content, size)) => {
-                    node.content = content;
+                Ok(FileRead { ids, size, changed }) => {
+                    if changed {
+                        node.ctime_ns = CHANGED_WHILE_READ;
+                        self.warn(
+                            path,
+                            "changed while being read: stored as read, which may mix old and new \
+                             data; the next backup reads it again",
+                        );
+                    }
+                    node.content = ids;
                     node.size = size;
                     self.summary.files += 1;
                     match before {
@@ -425,18 +454,12 @@ impl Walk<'_, '_> {
                 }
                 Err(e) => return Err(e),
             },
-            NodeKind::Dir => match self.directory(path, before.and_then(|b| b.subtree.as_ref())) {
-                Ok(tree) => {
-                    node.subtree = Some(self.packer.save(BlobKind::Tree, &tree.encode())?);
-                    node.size = 0;
-                    self.summary.dirs += 1;
-                }
-                Err(Error::Io { source, .. }) => {
-                    self.warn(path, format!("cannot list: {source}"));
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            },
+            NodeKind::Dir => {
+                let tree = self.directory(path, before.and_then(|b| b.subtree.as_ref()))?;
+                node.subtree = Some(self.packer.save(BlobKind::Tree, &tree.encode())?);
+                node.size = 0;
+                self.summary.dirs += 1;
+            }
             NodeKind::Symlink => match std::fs::read_link(path) {
                 Ok(t) => {
                     node.target = Some(RawBytes::from_os(t.as_os_str()));
@@ -455,16 +478,29 @@ impl Walk<'_, '_> {
         Ok(Some(node))
     }
 
-    /// The tree of a directory; entries that cannot be read are left out with a warning.
+    /// The tree of a directory; entries that cannot be read are left out with a warning, and a
+    /// directory that cannot be listed (completely) keeps the entries listed, with a warning.
     /// `before` is the directory's tree in the parent snapshot.
     fn directory(&mut self, path: &Path, before: Option<&Id>) -> Result<Tree> {
         let before = before.and_then(|id| load_parent_tree(self.repo, id));
-        let mut names: Vec<_> = std::fs::read_dir(path)
-            .and_then(|rd| {
-                rd.map(|e| e.map(|e| e.file_name()))
-                    .collect::<std::io::Result<Vec<_>>>()
-            })
-            .map_err(|e| Error::io(path, e))?;
+        let mut names = Vec::new();
+        match std::fs::read_dir(path) {
+            Ok(listing) => {
+                for entry in listing {
+                    match entry {
+                        Ok(e) => names.push(e.file_name()),
+                        Err(e) => {
+                            self.warn(
+                                path,
+                                format!("cannot list all entries: {e}; stored with those listed"),
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => self.warn(path, format!("cannot list: {e}; stored as an empty folder")),
+        }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut nodes = Vec::with_capacity(names.len());
         for name in names {
@@ -481,32 +517,37 @@ impl Walk<'_, '_> {
         Ok(Tree { nodes })
     }
 
-    /// Chunks a file, queueing new chunks; returns its blob ids and the bytes read. A file with
-    /// several hard links is read once.
-    fn file_content(&mut self, path: &Path, node: &Node) -> Result<(Vec<Id>, u64)> {
+    /// Chunks the regular file `node` was listed from, queueing new chunks, and tells whether
+    /// it changed from when it was listed to when it was read to the end (one `fstat` after
+    /// reading). A file with several hard links is read once while it does not change.
+    fn file_content(&mut self, path: &Path, node: &Node) -> Result<FileRead> {
+        let listed: ChangeStamp = (node.size, node.mtime_ns, node.ctime_ns);
         let link_key = (node.device, node.inode);
         if node.is_hardlinked()
-            && let Some((ids, size)) = self.hardlinks.get(&link_key)
+            && let Some((stamp, ids)) = self.hardlinks.get(&link_key)
+            && *stamp == listed
         {
-            return Ok((ids.clone(), *size));
+            return Ok(FileRead {
+                ids: ids.clone(),
+                size: node.size,
+                changed: false,
+            });
         }
-        let file = File::options()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
-        let (ids, size) = self.content(file, node.size, Some(path))?;
-        if node.is_hardlinked() {
-            self.hardlinks.insert(link_key, (ids.clone(), size));
+        let file = open_listed(path, node).map_err(|e| Error::io(path, e))?;
+        let (ids, size) = self.content(&file, node.size, Some(path))?;
+        let after = file.metadata().map_err(|e| Error::io(path, e))?;
+        let changed = size != node.size || fsmeta::change_stamp(&after) != listed;
+        if node.is_hardlinked() && !changed {
+            self.hardlinks.insert(link_key, (listed, ids.clone()));
         }
-        Ok((ids, size))
+        Ok(FileRead { ids, size, changed })
     }
 
     /// Chunks `data` (about `size_hint` bytes), queueing new chunks; returns the blob ids and
     /// the bytes read. `path` names the source in read errors.
     fn content(
         &mut self,
-        data: impl std::io::Read,
+        data: impl Read,
         size_hint: u64,
         path: Option<&Path>,
     ) -> Result<(Vec<Id>, u64)> {
@@ -526,6 +567,32 @@ impl Walk<'_, '_> {
         }
         self.check_workers()?;
         Ok((ids, size))
+    }
+}
+
+/// Opens the regular file `node` was listed from, for reading: never through a symlink, never
+/// waiting (on a FIFO), never as a controlling terminal. An entry replaced since it was listed
+/// (by another file, a symlink, a FIFO or a device) is refused before anything is read.
+fn open_listed(path: &Path, node: &Node) -> std::io::Result<File> {
+    use nix::libc::{ELOOP, O_NOCTTY, O_NOFOLLOW, O_NONBLOCK};
+    let replaced = || {
+        std::io::Error::other(
+            "replaced by another entry while being backed up; left out, back up again",
+        )
+    };
+    let file = File::options()
+        .read(true)
+        .custom_flags(O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(ELOOP) => replaced(),
+            _ => e,
+        })?;
+    let opened = file.metadata()?;
+    if opened.is_file() && (opened.dev(), opened.ino()) == (node.device, node.inode) {
+        Ok(file)
+    } else {
+        Err(replaced())
     }
 }
 
@@ -565,5 +632,55 @@ mod tests {
         assert!(root_entries(&[PathBuf::from("/a/z"), PathBuf::from("/b/z")]).is_err());
         assert!(root_entries(&[PathBuf::from("/")]).is_err());
         assert!(root_entries(&[]).is_err());
+    }
+
+    #[test]
+    fn a_file_that_changed_while_read_never_counts_as_unchanged() {
+        let mut before = made_node(RawBytes(b"f".to_vec()), NodeKind::File, 0o644, 5);
+        assert!(unchanged(&before.clone(), &before));
+        before.ctime_ns = CHANGED_WHILE_READ;
+        // not even against a file claiming that very stamp
+        assert!(!unchanged(&before.clone(), &before));
+    }
+
+    #[test]
+    fn only_the_regular_file_listed_is_opened() {
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"listed").unwrap();
+        let meta = path.symlink_metadata().unwrap();
+        let names = &mut OwnerNames::default();
+        let listed =
+            fsmeta::node_from(RawBytes(b"f".to_vec()), NodeKind::File, &meta, &path, names);
+        let mut read = String::new();
+        open_listed(&path, &listed)
+            .unwrap()
+            .read_to_string(&mut read)
+            .unwrap();
+        assert_eq!(read, "listed");
+
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"not listed").unwrap();
+        let refused = |why: &str| {
+            let e = open_listed(&path, &listed).expect_err(why);
+            assert!(e.to_string().contains("replaced"), "{why}: {e}");
+            std::fs::remove_file(&path).unwrap();
+        };
+        // made while the listed file exists, so that it cannot reuse its inode
+        let new = dir.path().join("new");
+        std::fs::write(&new, b"a new file").unwrap();
+        std::fs::rename(&new, &path).unwrap();
+        refused("another file");
+        std::os::unix::fs::symlink(&other, &path).unwrap();
+        refused("a symlink");
+        // opening a FIFO without a writer would wait forever unless non-blocking
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o644)).unwrap();
+        refused("a FIFO");
+        if nix::unistd::geteuid().is_root() {
+            let zero = makedev(1, 5);
+            mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o644), zero).unwrap();
+            refused("/dev/zero's device");
+        }
     }
 }

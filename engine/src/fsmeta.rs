@@ -70,6 +70,20 @@ pub fn node_kind(meta: &Metadata) -> Option<NodeKind> {
     })
 }
 
+/// A file's size, modification and status-change times (ns since the epoch): what shows that
+/// it changed.
+pub type ChangeStamp = (u64, i64, i64);
+
+/// The [`ChangeStamp`] of an entry, as recorded in its [`Node`].
+pub fn change_stamp(meta: &Metadata) -> ChangeStamp {
+    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+    (
+        meta.size(),
+        ns(meta.mtime(), meta.mtime_nsec()),
+        ns(meta.ctime(), meta.ctime_nsec()),
+    )
+}
+
 /// The node for an entry, without contents, subtree or symlink target.
 pub fn node_from(
     name: RawBytes,
@@ -78,7 +92,7 @@ pub fn node_from(
     path: &Path,
     names: &mut OwnerNames,
 ) -> Node {
-    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+    let (size, mtime_ns, ctime_ns) = change_stamp(meta);
     Node {
         name,
         kind,
@@ -87,9 +101,9 @@ pub fn node_from(
         gid: meta.gid(),
         user: names.user(meta.uid()),
         group: names.group(meta.gid()),
-        mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-        ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-        size: meta.size(),
+        mtime_ns,
+        ctime_ns,
+        size,
         inode: meta.ino(),
         device: meta.dev(),
         links: meta.nlink(),

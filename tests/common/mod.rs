@@ -158,6 +158,16 @@ impl Env {
             .collect()
     }
 
+    /// The paths `cairn ls SNAPSHOT` lists, in its order.
+    pub fn ls_paths(&self, snapshot: &str) -> Vec<String> {
+        self.json(&["ls", snapshot])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Opens the repository in this process through the engine (for tests that plant objects).
     pub fn open_repo(&self) -> cairn_engine::repository::Repository {
         cairn_engine::repository::Repository::open(

@@ -62,7 +62,7 @@ pub struct VolumeSnapshot {
     pub bytes: u64,
     /// Bytes of new data the run added to the repository.
     pub new_bytes: u64,
-    /// Files that could not be read and were left out.
+    /// Entries that could not be read, or changed while read, with why (as a backup's errors).
     pub errors: Vec<String>,
 }
 
