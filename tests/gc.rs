@@ -340,3 +340,34 @@ fn gc_never_deletes_what_a_running_backup_wrote() {
     assert_eq!(env.snapshot_ids(), before);
     env.assert_intact();
 }
+
+/// A marked pack whose blobs were copied into a pack that is gone since is kept: only a copy
+/// in a pack still stored counts, and the missing pack leaves the index.
+#[test]
+fn a_copy_in_a_missing_pack_does_not_doom_the_original() {
+    let env = Env::new();
+    let src = dir_with(
+        &env,
+        "src",
+        1 << 20,
+        &[("a", 1), ("b", 2), ("c", 3), ("d", 4)],
+    );
+    env.backup(&[&src]);
+    for f in ["b", "c", "d"] {
+        std::fs::remove_file(src.join(f)).unwrap();
+    }
+    let kept = env.backup(&[&src]);
+    env.ok(&["forget", "--keep-last", "1", "--group-by", ""]);
+    let before: std::collections::BTreeSet<String> =
+        env.objects.names("data").into_iter().collect();
+    let repacked = gc(&env, "0s");
+    assert_eq!(repacked["packs_repacked"], 1, "{repacked}");
+    let after: std::collections::BTreeSet<String> = env.objects.names("data").into_iter().collect();
+    for copy in after.difference(&before) {
+        env.objects.delete(copy);
+    }
+    let swept = gc(&env, "0s");
+    assert!(swept["packs_resurrected"].as_u64().unwrap() >= 1, "{swept}");
+    assert!(swept["packs_missing"].as_u64().unwrap() >= 1, "{swept}");
+    restores_identically(&env, &kept, &src);
+}

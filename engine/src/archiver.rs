@@ -25,7 +25,7 @@ use crate::fsmeta::{self, ChangeStamp, OwnerNames};
 use crate::id::Id;
 use crate::packer::Packer;
 use crate::progress::Progress;
-use crate::repository::Repository;
+use crate::repository::{ObjectKind, Repository};
 use crate::session::Session;
 use crate::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
 use crate::tree::{Node, NodeKind, RawBytes, Tree};
@@ -156,11 +156,13 @@ pub fn backup_sources(
         repo.store().now()?,
     )?;
     let timer = Instant::now();
+    // the session begins before the parent is chosen: a gc that marks the parent's packs once
+    // it is forgotten then waits for this backup (format-spec §12.4)
+    let session = Session::begin(repo, "backup")?;
     let parent = find_parent(repo, options, &root_paths)?;
     let parent_root = parent
         .as_ref()
         .and_then(|(_, snap)| load_parent_tree(repo, &snap.tree));
-    let session = Session::begin(repo, "backup")?;
     let packer = Packer::in_session(repo, &session);
     let failed = Mutex::new(None);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -236,6 +238,7 @@ pub fn backup_sources(
     };
     session.confirm_commit(repo, &stats)?;
     let id = snapshot.save(repo)?;
+    session.confirm_stored(repo, ObjectKind::Snapshot, &id)?;
     let s = &snapshot.summary;
     tracing::info!(
         snapshot = %id.short(),

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::packer::Packer;
 use crate::progress::Progress;
-use crate::repository::Repository;
+use crate::repository::{ObjectKind, Repository};
 use crate::session::Session;
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
@@ -87,6 +87,7 @@ pub fn copy(
         };
         session.confirm_commit(target, &stats)?;
         let copied_id = copy.save(target)?;
+        session.confirm_stored(target, ObjectKind::Snapshot, &copied_id)?;
         tracing::info!(snapshot = %id.short(), copy = %copied_id.short(), blobs = stats.blobs, "snapshot copied");
         report.new_ids.push(copied_id);
         report.snapshots_copied += 1;

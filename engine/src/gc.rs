@@ -24,6 +24,7 @@ use crate::index::IndexSegment;
 use crate::pack::PackedBlob;
 use crate::packer::Packer;
 use crate::progress::Progress;
+use crate::repair;
 use crate::repository::{ObjectKind, Repository};
 use crate::segments::{self, ActiveSegments};
 use crate::session;
@@ -323,7 +324,7 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
         .store()
         .modified(&lock_path())?
         .unwrap_or_else(Utc::now);
-    let clock = std::time::Instant::now();
+    let clock = (std::time::Instant::now(), std::time::SystemTime::now());
     // Sessions before snapshots: a writer that commits after the snapshots are listed is live.
     let sessions = session::live_sessions(repo, started)?;
     report.writers_running = sessions.len() as u64;
@@ -395,7 +396,11 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
     let mut repack_entries: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
     if !wanted.is_empty() || !to_repack.is_empty() {
         index.for_each_pack(|pack, blobs| {
-            if !marked.contains(pack) {
+            // only a copy in a pack that is stored, and long enough to hold its blobs, counts
+            let stored = sizes
+                .get(pack)
+                .is_some_and(|(size, _)| blobs.iter().all(|b| b.range().end as u64 <= *size));
+            if stored && !marked.contains(pack) {
                 covered.extend(blobs.iter().map(|b| b.id).filter(|id| wanted.contains(id)));
             }
             if to_repack.contains(pack) {
@@ -421,18 +426,19 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
         }
     }
     // Packs in no index, older than the safety interval and than every running writer:
-    // leftovers of interrupted writers, or packs whose index segment was lost. Each is judged
-    // by its own header: kept and indexed again if it holds a live blob, kept if unreadable,
-    // else marked (or, when already due, deleted) like any dead pack.
+    // leftovers of interrupted writers, or packs whose index segment was lost. Each is read
+    // whole and judged by the blobs that verify in it: kept and indexed again if one is live,
+    // kept if unreadable, else marked (or, when already due, deleted) like any dead pack.
     let mut adopted = vec![];
-    for (pack, (size, modified)) in &sizes {
+    for (pack, (_, modified)) in &sizes {
         if figures.contains_key(pack)
             || *modified + options.safety > started
             || writer_since(*modified)
         {
             continue;
         }
-        match repo.read_pack_header(pack, *size) {
+        // the whole pack, each blob verified: a planted or decayed pack must not count as a copy
+        match repair::read_pack(repo, pack).map(repair::PackRead::into_intact) {
             Err(e) => {
                 tracing::warn!(
                     "pack {pack} is in no index and its header cannot be read; it is kept: {e}"
@@ -529,7 +535,10 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
             .sum();
         let mark = Mark {
             version: 1,
-            time: started + Duration::from_std(clock.elapsed()).unwrap_or_default(),
+            // the longer of the two clocks: a suspended machine's monotonic clock stands still
+            time: started
+                + Duration::from_std(clock.0.elapsed().max(clock.1.elapsed().unwrap_or_default()))
+                    .unwrap_or_default(),
             safety_secs: options.safety.num_seconds().max(0) as u64,
             packs: to_mark,
         };

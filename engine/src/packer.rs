@@ -198,7 +198,10 @@ impl<'r> Packer<'r> {
             supersedes: vec![],
         };
         let encoded_len = segment.encode().len() as u64;
-        self.repo.save_index(&segment)?;
+        let stored = self.repo.save_index(&segment)?;
+        if let Some(session) = self.session {
+            session.confirm_stored(self.repo, ObjectKind::Index, &stored)?;
+        }
         self.stored_bytes.fetch_add(encoded_len, Ordering::Relaxed);
         // indexed now: the index answers for them, so memory does not grow with the run
         let mut seen = self.seen.lock().expect("lock");

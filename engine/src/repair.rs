@@ -30,12 +30,24 @@ pub struct RepairOutcome {
 }
 
 /// What one pack yielded.
-enum Read {
+pub(crate) enum PackRead {
+    /// It hashes to its name: every blob its header lists.
     Whole(Vec<PackedBlob>),
+    /// It does not: the blobs that verify one by one, and why the others do not.
     Salvaged {
         intact: Vec<PackedBlob>,
         damaged: Vec<String>,
     },
+}
+
+impl PackRead {
+    /// The blobs that can be trusted.
+    pub(crate) fn into_intact(self) -> Vec<PackedBlob> {
+        match self {
+            PackRead::Whole(blobs) => blobs,
+            PackRead::Salvaged { intact, .. } => intact,
+        }
+    }
 }
 
 /// Reads every pack header and writes a fresh index that supersedes all existing segments;
@@ -54,8 +66,8 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairOutcome> {
     };
     for r in read {
         let (id, blobs) = match r {
-            Ok((id, Read::Whole(blobs))) => (id, blobs),
-            Ok((id, Read::Salvaged { intact, damaged })) => {
+            Ok((id, PackRead::Whole(blobs))) => (id, blobs),
+            Ok((id, PackRead::Salvaged { intact, damaged })) => {
                 out.salvaged_packs += 1;
                 out.damaged_blobs.extend(damaged);
                 (id, intact)
@@ -87,13 +99,13 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairOutcome> {
 
 /// Reads one pack's header; if the pack does not hash to its name, keeps the blobs that
 /// still verify one by one.
-fn read_pack(repo: &Repository, id: &Id) -> Result<Read> {
+pub(crate) fn read_pack(repo: &Repository, id: &Id) -> Result<PackRead> {
     let bytes = repo
         .store()
         .get(&ObjectKind::Pack.path(id))?
         .ok_or_else(|| Error::damaged("pack", id, "vanished while reading"))?;
     if let Ok(blobs) = pack::read_header(repo.keys(), id, &bytes) {
-        return Ok(Read::Whole(blobs));
+        return Ok(PackRead::Whole(blobs));
     }
     let entries = pack::read_header_of_damaged(repo.keys(), id, &bytes)?;
     let (mut intact, mut damaged) = (vec![], vec![]);
@@ -103,5 +115,5 @@ fn read_pack(repo: &Repository, id: &Id) -> Result<Read> {
             Err(e) => damaged.push(format!("blob {} in pack {}: {e}", b.id, id.short())),
         }
     }
-    Ok(Read::Salvaged { intact, damaged })
+    Ok(PackRead::Salvaged { intact, damaged })
 }

@@ -29,7 +29,8 @@ fn lease_secs() -> u64 {
     crate::env_number("CAIRN_SESSION_LEASE", 2..=86_400, 900) as u64
 }
 
-/// The content of `sessions/<id>` (plain JSON: it protects data, it grants nothing).
+/// The content of `sessions/<id>` (plain JSON: it grants nothing; whoever can rewrite it can
+/// delete packs anyway).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionFile {
     /// Host of the writer.
@@ -58,10 +59,11 @@ pub struct LiveSession {
 pub fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<LiveSession>> {
     let mut live = vec![];
     for (id, _, modified) in repo.store().list_dated(ObjectKind::Session)? {
-        let file: Option<SessionFile> = repo
-            .store()
-            .get(&ObjectKind::Session.path(&id))?
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        // a session that ended since the listing is gone, not unreadable
+        let Some(bytes) = repo.store().get(&ObjectKind::Session.path(&id))? else {
+            continue;
+        };
+        let file: Option<SessionFile> = serde_json::from_slice(&bytes).ok();
         let lease = file.as_ref().map_or(86_400, |f| f.lease_secs.min(86_400));
         if modified + Duration::seconds(lease as i64) <= now {
             continue;
@@ -129,9 +131,12 @@ impl Session {
             &path,
             serde_json::to_vec(&file).expect("session serializes"),
         )?;
-        let started = store.modified(&path)?.unwrap_or_else(Utc::now);
-        let marks = match gc::load_marks(repo) {
-            Ok(marks) => marks,
+        let begun = store
+            .modified(&path)
+            .map(|t| t.unwrap_or_else(Utc::now))
+            .and_then(|started| Ok((started, gc::load_marks(repo)?)));
+        let (started, marks) = match begun {
+            Ok(begun) => begun,
             Err(e) => {
                 let _ = store.delete_unlocked(&path);
                 return Err(e);
@@ -205,6 +210,22 @@ impl Session {
             )));
         }
         Ok(())
+    }
+
+    /// Called right after the writer stored `object` (its snapshot, or an index segment): if
+    /// the lease lapsed while it was being stored, a gc may have deleted what it references,
+    /// so the object is deleted again and the writer fails.
+    pub fn confirm_stored(&self, repo: &Repository, kind: ObjectKind, object: &Id) -> Result<()> {
+        let lapsed = self.check_lease();
+        if lapsed.is_err() {
+            let path = kind.path(object);
+            if let Err(e) = repo.store().delete(&path) {
+                tracing::error!(
+                    "could not take back {path} after the session lapsed: {e}; run `cairn check`"
+                );
+            }
+        }
+        lapsed
     }
 
     /// Called just before the writer's snapshot is stored: refuses unless the lease was kept
