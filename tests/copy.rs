@@ -216,6 +216,7 @@ fn a_copy_stores_anew_what_the_targets_gc_marked() {
         again["blobs_copied"], first["blobs_copied"],
         "every blob stored anew, none taken from the marked packs: {again}"
     );
+    target.let_marks_fall_due();
     let swept = target.json(&["gc", "--safety-interval", "0s"]);
     assert!(swept["packs_deleted"].as_u64().unwrap() >= 2, "{swept}");
     target.assert_intact();

@@ -10,6 +10,7 @@ use cairn_engine::snapshot::Snapshot;
 use common::*;
 
 fn gc(env: &Env, safety: &str) -> serde_json::Value {
+    env.let_marks_fall_due();
     env.json(&["gc", "--safety-interval", safety])
 }
 

@@ -320,6 +320,8 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
     let mut report = GcReport::default();
     // Times compared below are the store's: its Last-Modified of the lock, packs and sessions,
     // and marks dated by this run from that start and a monotonic clock.
+    // (S3 gives Last-Modified in whole seconds: the run's start is then up to a second early,
+    // which only ever delays a deletion)
     let started = repo
         .store()
         .modified(&lock_path())?
