@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
@@ -25,19 +25,6 @@ fn write_generation(dir: &Path, g: u64) {
         .unwrap();
     }
     std::fs::write(dir.join(format!("gen-{g}")), g.to_string()).unwrap();
-}
-
-/// Relative path → content hash of every file below `dir`.
-fn contents(dir: &Path) -> BTreeMap<String, String> {
-    all_files(dir)
-        .into_iter()
-        .map(|f| {
-            (
-                f.strip_prefix(dir).unwrap().display().to_string(),
-                blake_hex(&std::fs::read(&f).unwrap()),
-            )
-        })
-        .collect()
 }
 
 /// Every listed snapshot restores to exactly the generation it was taken of.

@@ -15,7 +15,7 @@ use cairn_engine::gc::{self, GcOptions, GcReport};
 use cairn_engine::progress::Progress;
 use cairn_engine::records;
 use cairn_engine::repository::{InitOptions, Repository};
-use cairn_engine::restorer::{self, RestoreOptions};
+use cairn_engine::restorer::{self, Overwrite, RestoreOptions};
 use cairn_engine::retention::{self, GroupBy, Policy};
 use cairn_engine::snapshot::Snapshot;
 use cairn_engine::store::{Location, LockMode, ObjectLock};
@@ -138,13 +138,40 @@ pub struct RestoreArgs {
     /// Restore only this path of the snapshot (repeatable)
     #[arg(short, long)]
     include: Vec<String>,
-    /// Replace existing files instead of skipping them
-    #[arg(long)]
-    overwrite: bool,
+    /// What to do with files that exist already: never (skip them), if-changed (keep those
+    /// that hold the snapshot's contents, rewrite the others), always; `--overwrite` alone
+    /// means always
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        num_args = 0..=1,
+        default_value = "never",
+        default_missing_value = "always"
+    )]
+    overwrite: OverwriteArg,
     /// Return without waiting until the restored data is on disk (faster; for scratch
     /// restores that a crash may lose)
     #[arg(long)]
     no_flush: bool,
+}
+
+/// `cairn restore --overwrite` values.
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum OverwriteArg {
+    Never,
+    IfChanged,
+    Always,
+}
+
+impl From<OverwriteArg> for Overwrite {
+    fn from(a: OverwriteArg) -> Overwrite {
+        match a {
+            OverwriteArg::Never => Overwrite::Never,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Always => Overwrite::Always,
+        }
+    }
 }
 
 /// `cairn forget` options. Without any --keep option the repository's default retention
@@ -627,7 +654,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
             .iter()
             .map(|i| tree::parse_snapshot_path(i.as_bytes()))
             .collect(),
-        overwrite: a.overwrite,
+        overwrite: a.overwrite.into(),
         chown: nix::unistd::geteuid().is_root(),
         no_flush: a.no_flush,
     };
@@ -648,15 +675,22 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         for e in &out.errors {
             eprintln!("error: {e}");
         }
+        if !out.skipped.is_empty() {
+            eprintln!(
+                "entries that exist already were left alone; `--overwrite if-changed` rewrites the files among them that differ from the snapshot (run it that way after a machine crash during a restore)"
+            );
+        }
         println!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} others, {}; {} skipped, {} errors",
+            "restored snapshot {} to {}: {} files, {} dirs, {} others, {}; {} unchanged, {} skipped, {} left-overs of an interrupted restore removed, {} errors",
             id.short(),
             a.target.display(),
             out.files,
             out.dirs,
             out.others,
             HumanBytes(out.bytes),
+            out.unchanged,
             out.skipped.len(),
+            out.leftovers_removed,
             out.errors.len()
         );
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use cairn_engine::progress::Progress;
-use cairn_engine::restorer::{self, RestoreOptions};
+use cairn_engine::restorer::{self, Overwrite, RestoreOptions};
 use cairn_engine::snapshot::Snapshot;
 use cairn_engine::sources::kube::backup::{self, BackupSettings};
 use cairn_engine::sources::kube::restore::{self, RestoreReport, RestoreSettings};
@@ -466,7 +466,11 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
     let options = RestoreOptions {
         target: a.target.clone(),
         includes: vec![],
-        overwrite: a.overwrite,
+        overwrite: if a.overwrite {
+            Overwrite::Always
+        } else {
+            Overwrite::Never
+        },
         chown: nix::unistd::geteuid().is_root(),
         no_flush: false,
     };

@@ -3,7 +3,6 @@
 //! outcome as an encrypted record (`drills/<id>`) that audit reports cite.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +16,7 @@ use crate::id::Id;
 use crate::progress::Progress;
 use crate::records::{RECORD_VERSION, Record};
 use crate::repository::{ObjectKind, Repository};
-use crate::restorer::{self, RestoreOptions};
+use crate::restorer::{self, Overwrite, RestoreOptions};
 use crate::retention::GroupBy;
 use crate::snapshot::Snapshot;
 use crate::tree::{self, Node, NodeKind, RawBytes, SnapshotPath};
@@ -198,7 +197,7 @@ fn drill_one(
         } else {
             sample.iter().map(|(p, _)| p.clone()).collect()
         },
-        overwrite: false,
+        overwrite: Overwrite::Never,
         chown: false,
         no_flush: true,
     };
@@ -270,21 +269,7 @@ fn verify_file(repo: &Repository, path: &Path, node: &Node) -> std::result::Resu
         return Err("restored with another modification time".into());
     }
     let mut file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
-    let mut offset = 0u64;
-    let mut buf = vec![];
-    for blob in &node.content {
-        let len = repo.locate(blob).map_err(|e| e.to_string())?.blob.raw_len;
-        buf.resize(len as usize, 0);
-        file.read_exact(&mut buf)
-            .map_err(|e| format!("cannot be read at offset {offset}: {e}"))?;
-        if repo.keys().blob_id(&buf) != *blob {
-            return Err(format!(
-                "the {len} bytes at offset {offset} differ from the snapshot's"
-            ));
-        }
-        offset += u64::from(len);
-    }
-    Ok(offset)
+    restorer::verify_content(repo, &mut file, node)
 }
 
 /// Whether a path of a resources snapshot is a manifest (`resources/…/x.json`, `cluster/…`).

@@ -1,20 +1,24 @@
 //! Fills restored files with their contents: reads each pack once (one ranged read covering the
 //! blobs needed from it), verifies and decompresses blobs on all cores, and writes each blob at
 //! its offsets in every file that holds it, out of order. Files are created at their full size
-//! first and block-aligned runs of zeros are never written, so holes stay holes.
+//! under a temporary name first ([`partial`]) and block-aligned runs of zeros are never written,
+//! so holes stay holes; a file is renamed into place as soon as its last blob is written.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
+use tempfile::TempPath;
 
 use crate::blob;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::BlobLocation;
+use crate::partial;
 use crate::progress::Progress;
 use crate::repository::{ObjectKind, Repository};
 use crate::tree::Node;
@@ -22,14 +26,25 @@ use crate::tree::Node;
 /// File-system block size for hole detection.
 const BLOCK: u64 = 4096;
 
+/// A file to restore.
+#[derive(Clone, Debug)]
+pub struct FileJob {
+    /// Where it goes.
+    pub path: PathBuf,
+    /// What the snapshot holds.
+    pub node: Node,
+    /// Whether it replaces what is at `path` (otherwise nothing may be there).
+    pub replace: bool,
+}
+
 /// What filling did.
 #[derive(Debug, Default)]
 pub struct Filled {
     /// Bytes written (holes excluded).
     pub bytes: u64,
-    /// Files (by index into the input) created but not filled, with why.
+    /// Files (by index into the input) not restored, with why; nothing of them is left behind.
     pub failed: HashMap<usize, String>,
-    /// Files that could not be created (something is in the way, or no room), with why.
+    /// Files that could not be created (no room, no permission), with why.
     pub not_created: HashMap<usize, String>,
 }
 
@@ -40,20 +55,84 @@ struct Need {
     targets: Vec<(usize, u64)>,
 }
 
-/// Creates `files` (each given as its path and node; none may exist) and writes their contents.
-pub fn fill(repo: &Repository, files: &[(PathBuf, Node)], progress: &Progress) -> Filled {
+/// The files being filled, under their temporary names.
+struct Partials<'a> {
+    jobs: &'a [FileJob],
+    /// Temporary path of each file created.
+    paths: Vec<Option<PathBuf>>,
+    /// Each file created, until it is put in place (dropping it removes it).
+    entries: Vec<Mutex<Option<TempPath>>>,
+    /// Blob writes each file still waits for.
+    remaining: Vec<AtomicUsize>,
+    /// Called with each complete file under its temporary name, before it is put in place.
+    finish: &'a (dyn Fn(&Path, &FileJob) + Sync),
+    failed: Mutex<HashMap<usize, String>>,
+}
+
+impl Partials<'_> {
+    fn fail(&self, i: usize, why: String) {
+        self.failed.lock().expect("lock").entry(i).or_insert(why);
+    }
+
+    fn has_failed(&self, i: usize) -> bool {
+        self.failed.lock().expect("lock").contains_key(&i)
+    }
+
+    /// Notes one blob written to file `i`; the last one puts the file in place.
+    fn written(&self, i: usize) {
+        if self.remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.complete(i);
+        }
+    }
+
+    fn complete(&self, i: usize) {
+        let Some(entry) = self.entries[i].lock().expect("lock").take() else {
+            return;
+        };
+        let job = &self.jobs[i];
+        (self.finish)(&entry, job);
+        if let Err(e) = partial::put_in_place(entry, &job.path, job.replace) {
+            self.fail(i, format!("cannot be put in place: {e}"));
+        }
+    }
+}
+
+/// Restores `files`: creates each under a temporary name, writes its contents, calls `finish`
+/// on it (to set its metadata) and renames it into place. Whatever fails leaves nothing behind.
+pub fn fill(
+    repo: &Repository,
+    files: &[FileJob],
+    finish: &(dyn Fn(&Path, &FileJob) + Sync),
+    progress: &Progress,
+) -> Filled {
     // on all cores: creating many files is mostly file-system work (inode allocation)
-    let not_created: HashMap<usize, String> = files
+    let created: Vec<std::result::Result<TempPath, String>> = files
         .par_iter()
-        .enumerate()
-        .filter_map(|(i, (path, node))| create_sized(path, node.size).err().map(|e| (i, e)))
+        .map(|job| create_sized(&job.path, job.node.size))
         .collect();
+    let mut not_created = HashMap::new();
+    let mut paths = vec![];
+    let mut entries = vec![];
+    for (i, made) in created.into_iter().enumerate() {
+        match made {
+            Ok(entry) => {
+                paths.push(Some(entry.to_path_buf()));
+                entries.push(Mutex::new(Some(entry)));
+            }
+            Err(why) => {
+                not_created.insert(i, why);
+                paths.push(None);
+                entries.push(Mutex::new(None));
+            }
+        }
+    }
     let mut failed: HashMap<usize, String> = HashMap::new();
     let mut by_pack: HashMap<Id, HashMap<Id, Need>> = HashMap::new();
-    for (i, (_, node)) in files.iter().enumerate() {
+    for (i, job) in files.iter().enumerate() {
         if not_created.contains_key(&i) {
             continue;
         }
+        let node = &job.node;
         let mut offset = 0u64;
         for id in &node.content {
             let loc = match repo.locate(id) {
@@ -73,7 +152,7 @@ pub fn fill(repo: &Repository, files: &[(PathBuf, Node)], progress: &Progress) -
                     targets: vec![],
                 });
             need.targets.push((i, offset));
-            offset += loc.blob.raw_len as u64;
+            offset += u64::from(loc.blob.raw_len);
         }
         if offset != node.size && !failed.contains_key(&i) {
             failed.insert(
@@ -85,18 +164,33 @@ pub fn fill(repo: &Repository, files: &[(PathBuf, Node)], progress: &Progress) -
             );
         }
     }
-    let failed = Mutex::new(failed);
+    let partials = Partials {
+        jobs: files,
+        paths,
+        entries,
+        remaining: files
+            .iter()
+            .map(|job| AtomicUsize::new(job.node.content.len()))
+            .collect(),
+        finish,
+        failed: Mutex::new(failed),
+    };
+    // files without contents are complete already
+    files
+        .par_iter()
+        .enumerate()
+        .filter(|(i, job)| job.node.content.is_empty() && !partials.has_failed(*i))
+        .for_each(|(i, _)| partials.complete(i));
     let fill = || -> u64 {
         by_pack
             .into_par_iter()
             .map(|(pack, needs)| {
                 let needs: Vec<Need> = needs.into_values().collect();
-                match fill_from_pack(repo, files, &pack, &needs, &failed, progress) {
+                match fill_from_pack(repo, &partials, &pack, &needs, progress) {
                     Ok(n) => n,
                     Err(e) => {
-                        let mut f = failed.lock().expect("lock");
                         for (i, _) in needs.iter().flat_map(|n| &n.targets) {
-                            f.entry(*i).or_insert_with(|| e.to_string());
+                            partials.fail(*i, e.to_string());
                         }
                         0
                     }
@@ -115,44 +209,48 @@ pub fn fill(repo: &Repository, files: &[(PathBuf, Node)], progress: &Progress) -
         Some(Ok(workers)) => workers.install(fill),
         _ => fill(),
     };
+    let mut failed = partials.failed.into_inner().expect("lock");
+    // whatever was not put in place is removed here, as its temporary path is dropped
+    for (i, entry) in partials.entries.into_iter().enumerate() {
+        if entry.into_inner().expect("lock").is_some() {
+            failed
+                .entry(i)
+                .or_insert_with(|| "not all of its contents could be written".into());
+        }
+    }
     Filled {
         bytes: written,
-        failed: failed.into_inner().expect("lock"),
+        failed,
         not_created,
     }
 }
 
-/// Creates a new file of `size` bytes (a hole, filled later). A file that cannot be sized is
-/// removed again, so that a failure leaves nothing behind.
-fn create_sized(path: &Path, size: u64) -> std::result::Result<(), String> {
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(path)
+/// Creates a new file of `size` bytes (a hole, filled later) under a temporary name next to
+/// `path`. A file that cannot be sized is removed again.
+fn create_sized(path: &Path, size: u64) -> std::result::Result<TempPath, String> {
+    let (file, entry) =
+        partial::make(path, |p| File::create_new(p)).map_err(|e| Error::io(path, e).to_string())?;
+    file.set_len(size)
         .map_err(|e| Error::io(path, e).to_string())?;
-    file.set_len(size).map_err(|e| {
-        let _ = std::fs::remove_file(path);
-        Error::io(path, e).to_string()
-    })
+    Ok(entry)
 }
 
 /// Reads the span of `pack` that holds `needs` once, then verifies and writes each blob.
 fn fill_from_pack(
     repo: &Repository,
-    files: &[(PathBuf, Node)],
+    partials: &Partials,
     pack: &Id,
     needs: &[Need],
-    failed: &Mutex<HashMap<usize, String>>,
     progress: &Progress,
 ) -> Result<u64> {
     let start = needs
         .iter()
-        .map(|n| n.loc.blob.offset as u64)
+        .map(|n| u64::from(n.loc.blob.offset))
         .min()
         .unwrap_or(0);
     let end = needs
         .iter()
-        .map(|n| (n.loc.blob.offset + n.loc.blob.length) as u64)
+        .map(|n| u64::from(n.loc.blob.offset) + u64::from(n.loc.blob.length))
         .max()
         .unwrap_or(0);
     let span = repo
@@ -163,37 +261,46 @@ fn fill_from_pack(
     let mut handles: HashMap<usize, File> = HashMap::new();
     for need in needs {
         let b = &need.loc.blob;
-        let at = (b.offset as u64 - start) as usize;
-        let data = match blob::open_blob(
-            repo.keys(),
-            &need.id,
-            &span[at..at + b.length as usize],
-            b.raw_len,
-        ) {
+        let at = (u64::from(b.offset) - start) as usize;
+        // a store may return less than asked for (a truncated pack): check what came back
+        let opened = span
+            .get(at..at + b.length as usize)
+            .ok_or_else(|| {
+                Error::damaged(
+                    "pack",
+                    pack,
+                    format!(
+                        "is shorter than the index says: {} bytes from offset {start} came back, blob {} ends at {}",
+                        span.len(),
+                        need.id,
+                        u64::from(b.offset) + u64::from(b.length)
+                    ),
+                )
+            })
+            .and_then(|stored| blob::open_blob(repo.keys(), &need.id, stored, b.raw_len));
+        let data = match opened {
             Ok(d) => d,
             Err(e) => {
-                let mut f = failed.lock().expect("lock");
                 for (i, _) in &need.targets {
-                    f.entry(*i).or_insert_with(|| e.to_string());
+                    partials.fail(*i, e.to_string());
                 }
                 continue;
             }
         };
         for (i, offset) in &need.targets {
-            if failed.lock().expect("lock").contains_key(i) {
+            if partials.has_failed(*i) {
                 continue;
             }
-            let path = &files[*i].0;
+            let Some(path) = &partials.paths[*i] else {
+                continue;
+            };
             let file = match handles.entry(*i) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
                     match File::options().write(true).open(path) {
                         Ok(f) => v.insert(f),
                         Err(e) => {
-                            failed
-                                .lock()
-                                .expect("lock")
-                                .insert(*i, Error::io(path, e).to_string());
+                            partials.fail(*i, Error::io(path, e).to_string());
                             continue;
                         }
                     }
@@ -203,13 +310,9 @@ fn fill_from_pack(
                 Ok(n) => {
                     written += n;
                     start_writeback(file, *offset, data.len());
+                    partials.written(*i);
                 }
-                Err(e) => {
-                    failed
-                        .lock()
-                        .expect("lock")
-                        .insert(*i, Error::io(path, e).to_string());
-                }
+                Err(e) => partials.fail(*i, Error::io(path, e).to_string()),
             }
         }
         progress.add_bytes(data.len() as u64 * need.targets.len() as u64);

@@ -5,7 +5,7 @@
 //! [`index`] records where each blob is, [`store`] reaches a folder or an S3 bucket,
 //! [`repository`] holds the objects, [`session`] announces running writers to gc, [`tree`] and
 //! [`snapshot`] describe what was backed up, [`archiver`] and [`restorer`] run backup and
-//! restore, and [`fsmeta`] reads and applies file metadata; [`sources`] holds what is backed up besides
+//! restore ([`filler`] writes restored files, [`partial`] puts them in place), and [`fsmeta`] reads and applies file metadata; [`sources`] holds what is backed up besides
 //! folders (Kubernetes). The on-disk format is specified in
 //! `format-spec/`.
 
@@ -30,6 +30,7 @@ pub mod index;
 pub mod pack;
 pub mod pack_cache;
 pub mod packer;
+pub mod partial;
 pub mod progress;
 pub mod records;
 pub mod repair;

@@ -1,25 +1,46 @@
 //! Restore: rebuilds a snapshot (or parts of it) under a target folder.
 //!
-//! Safety: every name was checked when its tree was loaded (no `/`, `.`, `..`), existing
-//! entries are never followed or overwritten (they are skipped and reported) unless
-//! `overwrite` is set, and every blob is verified against its id before a byte is written.
+//! Safety: every name was checked when its tree was loaded (no `/`, `.`, `..`); existing
+//! entries are never followed, and never replaced unless [`Overwrite`] says so; every blob is
+//! verified against its id before a byte is written; and every entry but a folder is made under
+//! a temporary name and renamed into place once complete ([`partial`]), so that a restore
+//! killed at any point never leaves an incomplete entry under its own name, and running it
+//! again finishes it.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use nix::sys::stat::{Mode, SFlag, mknod};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::filler;
+use crate::filler::{self, FileJob};
 use crate::fsmeta;
+use crate::partial;
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{self, Node, NodeKind, RawBytes, SnapshotPath};
+
+/// What a restore does with an entry that already exists in the target (a folder is always
+/// reused, and gets the snapshot's metadata).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Leave it alone and report it as skipped.
+    #[default]
+    Never,
+    /// Keep a file that already holds the snapshot's contents (same size, then same blob ids),
+    /// setting its metadata; replace other files and entries.
+    IfChanged,
+    /// Replace it.
+    Always,
+}
 
 /// Settings of one restore.
 #[derive(Clone, Debug, Default)]
@@ -28,8 +49,8 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Paths inside the snapshot to restore (all if empty).
     pub includes: Vec<SnapshotPath>,
-    /// Replace existing files instead of skipping them.
-    pub overwrite: bool,
+    /// What to do with entries that exist already.
+    pub overwrite: Overwrite,
     /// Restore ownership (needs root).
     pub chown: bool,
     /// Return without waiting until the restored data is on disk (scratch restores such as
@@ -40,7 +61,7 @@ pub struct RestoreOptions {
 /// What a restore did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RestoreOutcome {
-    /// Files written.
+    /// Files written (hard links included).
     pub files: u64,
     /// Directories created.
     pub dirs: u64,
@@ -48,6 +69,11 @@ pub struct RestoreOutcome {
     pub others: u64,
     /// Content bytes written (holes excluded).
     pub bytes: u64,
+    /// Files that already held the snapshot's contents and were kept
+    /// ([`Overwrite::IfChanged`]).
+    pub unchanged: u64,
+    /// Temporary entries that an interrupted restore had left, removed.
+    pub leftovers_removed: u64,
     /// Entries that already existed and were left alone.
     pub skipped: Vec<String>,
     /// Entries that could not be restored, with why.
@@ -116,10 +142,34 @@ impl<'a> Includes<'a> {
     }
 }
 
+/// A hard link to make once files are restored.
+struct Link {
+    path: PathBuf,
+    /// The restored (or kept) file it links to.
+    first: PathBuf,
+    replace: bool,
+}
+
+#[derive(Default)]
 struct Plan {
-    files: Vec<(PathBuf, Node)>,
-    links: Vec<(PathBuf, (u64, u64))>,
+    files: Vec<FileJob>,
+    links: Vec<Link>,
+    /// Entries whose metadata is set last: folders, and files kept as they were.
     metadata: Vec<(PathBuf, Node)>,
+    /// Folders that existed already, where an interrupted restore may have left entries.
+    reused_dirs: Vec<PathBuf>,
+    /// Snapshot entries whose names look like temporary ones (never removed as left-overs).
+    lookalikes: HashSet<PathBuf>,
+}
+
+/// Which path later links of each hard-linked file link to.
+#[derive(Default)]
+struct HardLinks {
+    /// The path of each group that is restored or kept.
+    first: HashMap<(u64, u64), PathBuf>,
+    /// The path of each group that existed and was skipped: later links link to it once it is
+    /// found to hold the snapshot's contents.
+    skipped: HashMap<(u64, u64), PathBuf>,
 }
 
 /// Restores `snapshot` under `options.target`.
@@ -133,19 +183,23 @@ pub fn restore(
     std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let mut out = RestoreOutcome::default();
     let mut plan = Plan {
-        files: vec![],
-        links: vec![],
-        metadata: vec![],
+        reused_dirs: vec![target.clone()],
+        ..Plan::default()
     };
-    let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut links = HardLinks::default();
     let mut includes = Includes::new(&options.includes);
     let mut unreadable_dirs = vec![];
+    // folders whose listing cannot be read: what looks left over in them may be snapshot entries
+    let mut unlisted = HashSet::new();
 
     tree::walk(
         repo,
         &snapshot.tree,
         &mut Vec::new(),
         &mut |rel, node| {
+            if partial::is_partial_name(node.name.as_os()) {
+                plan.lookalikes.insert(os_path(target, rel));
+            }
             if !includes.wanted(rel) {
                 return Ok(false);
             }
@@ -153,55 +207,60 @@ pub fn restore(
             let path = os_path(target, rel);
             progress.set_current(path.display());
             let shown = tree::display_path(rel);
+            let inside = includes.inside(rel);
             if node.kind == NodeKind::Dir {
-                return Ok(make_dir(&path, node, &shown, &mut out, &mut plan));
+                return Ok(make_dir(&path, node, inside, &shown, &mut out, &mut plan));
             }
-            if !includes.inside(rel) {
+            if !inside {
                 return Ok(false);
             }
-            let exists = std::fs::symlink_metadata(&path).is_ok();
-            if exists && !options.overwrite {
-                out.skipped.push(shown);
-                return Ok(false);
-            }
-            if exists && let Err(e) = std::fs::remove_file(&path) {
-                out.errors.push(format!("{shown}: cannot replace: {e}"));
-                return Ok(false);
-            }
-            if node.is_hardlinked() {
-                let key = (node.device, node.inode);
-                if first_link.contains_key(&key) {
-                    plan.links.push((path, key));
+            let key = (node.device, node.inode);
+            let replace = match std::fs::symlink_metadata(&path) {
+                Err(_) => false,
+                Ok(_) if options.overwrite == Overwrite::Never => {
+                    if node.is_hardlinked() && !links.first.contains_key(&key) {
+                        links.skipped.entry(key).or_insert(path);
+                    }
+                    out.skipped.push(shown);
                     return Ok(false);
                 }
-                first_link.insert(key, path.clone());
-            }
-            let made = match node.kind {
-                // created by the filler, on all cores
-                NodeKind::File => {
-                    plan.files.push((path.clone(), node.clone()));
-                    Ok(())
+                Ok(m) if m.is_dir() => {
+                    out.errors.push(format!(
+                        "{shown}: a folder is in the way; remove it to restore this entry"
+                    ));
+                    return Ok(false);
                 }
-                NodeKind::Symlink => {
-                    let t = node.target.clone().unwrap_or_default();
-                    std::os::unix::fs::symlink(t.as_os(), &path)
-                }
-                NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
-                    let kind = match node.kind {
-                        NodeKind::Fifo => SFlag::S_IFIFO,
-                        NodeKind::Chardev => SFlag::S_IFCHR,
-                        _ => SFlag::S_IFBLK,
-                    };
-                    mknod(&path, kind, Mode::from_bits_truncate(node.mode), node.rdev)
-                        .map_err(Into::into)
-                }
-                NodeKind::Dir => unreachable!("handled above"),
+                Ok(_) => true,
             };
-            match made {
-                Ok(()) if node.kind == NodeKind::File => {}
-                Ok(()) => {
+            if node.is_hardlinked() {
+                if let Some(first) = links.skipped.remove(&key)
+                    && holds(repo, &first, node)
+                {
+                    links.first.insert(key, first);
+                }
+                if let Some(first) = links.first.get(&key) {
+                    plan.links.push(Link {
+                        path,
+                        first: first.clone(),
+                        replace,
+                    });
+                    return Ok(false);
+                }
+                links.first.insert(key, path.clone());
+            }
+            if node.kind == NodeKind::File {
+                // created by the filler, on all cores
+                plan.files.push(FileJob {
+                    path,
+                    node: node.clone(),
+                    replace,
+                });
+                return Ok(false);
+            }
+            match make_other(&path, node, replace, options.chown) {
+                Ok(metadata_error) => {
                     out.others += 1;
-                    plan.metadata.push((path, node.clone()));
+                    out.errors.extend(metadata_error);
                 }
                 Err(e) => out.errors.push(format!("{shown}: cannot create: {e}")),
             }
@@ -210,6 +269,7 @@ pub fn restore(
         &mut |rel, e| match e {
             // a damaged directory listing: restore everything else, and name what is missing
             Error::Damaged { .. } | Error::MissingBlob { .. } => {
+                unlisted.insert(os_path(target, rel));
                 unreadable_dirs.push(format!(
                     "{}: contents not restored: {e}",
                     tree::display_path(rel)
@@ -224,17 +284,56 @@ pub fn restore(
         return Err(Error::PathNotInSnapshot(tree::display_path(p)));
     }
 
-    let mut filled = filler::fill(repo, &plan.files, progress);
+    // what an interrupted restore left goes before any new partial file is made
+    let cleaned: Vec<(u64, Vec<String>)> = plan
+        .reused_dirs
+        .par_iter()
+        .filter(|dir| !unlisted.contains(*dir))
+        .map(|dir| partial::remove_leftovers(dir, &plan.lookalikes))
+        .collect();
+    for (removed, errors) in cleaned {
+        out.leftovers_removed += removed;
+        out.errors.extend(errors);
+    }
+
+    if options.overwrite == Overwrite::IfChanged {
+        let same: Vec<bool> = plan
+            .files
+            .par_iter()
+            .map(|job| job.replace && holds(repo, &job.path, &job.node))
+            .collect();
+        let mut changed = vec![];
+        for (job, same) in std::mem::take(&mut plan.files).into_iter().zip(same) {
+            if same {
+                out.unchanged += 1;
+                progress.entry_done(job.node.size);
+                plan.metadata.push((job.path, job.node));
+            } else {
+                changed.push(job);
+            }
+        }
+        plan.files = changed;
+    }
+
+    // each file gets its metadata under its temporary name, so that it is complete when it
+    // appears under its own
+    let metadata_errors = Mutex::new(vec![]);
+    let finish = |partial: &Path, job: &FileJob| {
+        if let Err(e) = fsmeta::apply(partial, &job.node, options.chown) {
+            metadata_errors
+                .lock()
+                .expect("lock")
+                .push(format!("{}: cannot set metadata: {e}", job.path.display()));
+        }
+    };
+    let mut filled = filler::fill(repo, &plan.files, &finish, progress);
     if !filled.failed.is_empty() {
         // A damaged or stale local index cache may point at wrong places: reread the index from
         // the repository and make those files once more.
         repo.rebuild_local_index()?;
         let retry: Vec<usize> = filled.failed.keys().copied().collect();
-        for &i in &retry {
-            let _ = std::fs::remove_file(&plan.files[i].0);
-        }
-        let subset: Vec<(PathBuf, Node)> = retry.iter().map(|&i| plan.files[i].clone()).collect();
-        let again = filler::fill(repo, &subset, progress);
+        let subset: Vec<FileJob> = retry.iter().map(|&i| plan.files[i].clone()).collect();
+        let again = filler::fill(repo, &subset, &finish, progress);
         filled.bytes += again.bytes;
         filled.failed = again
             .failed
@@ -249,38 +348,43 @@ pub fn restore(
         );
     }
     out.bytes = filled.bytes;
-    for (i, (path, node)) in plan.files.iter().enumerate() {
+    let mut not_restored = HashSet::new();
+    for (i, job) in plan.files.iter().enumerate() {
         if let Some(why) = filled.not_created.get(&i) {
             out.errors.push(format!("cannot create {why}"));
+        } else if let Some(why) = filled.failed.get(&i) {
+            out.errors
+                .push(format!("{}: not restored: {why}", job.path.display()));
+        } else {
+            out.files += 1;
+            progress.entry_done(0);
             continue;
         }
-        match filled.failed.get(&i) {
-            // never leave a file with unverified or missing parts behind
-            Some(why) => {
-                let _ = std::fs::remove_file(path);
-                out.errors
-                    .push(format!("{}: not restored: {why}", path.display()));
-            }
-            None => {
-                out.files += 1;
-                progress.entry_done(0);
-                plan.metadata.push((path.clone(), node.clone()));
-            }
-        }
+        not_restored.insert(&job.path);
     }
-    for (path, key) in &plan.links {
-        let first = &first_link[key];
-        match std::fs::hard_link(first, path) {
-            Ok(()) => out.files += 1,
+    out.errors
+        .extend(metadata_errors.into_inner().expect("lock"));
+    for link in &plan.links {
+        if not_restored.contains(&link.first) {
+            out.errors.push(format!(
+                "{}: not linked: {} could not be restored",
+                link.path.display(),
+                link.first.display()
+            ));
+            continue;
+        }
+        match make_link(link) {
+            Ok(true) => out.files += 1,
+            Ok(false) => out.unchanged += 1,
             Err(e) => out.errors.push(format!(
                 "{}: cannot link to {}: {e}",
-                path.display(),
-                first.display()
+                link.path.display(),
+                link.first.display()
             )),
         }
     }
-    // Everything is created by now, so no later write changes a restored time. Entries other
-    // than directories go first, on all cores; then directories, deepest first (they come in
+    // Everything is created by now, so no later write changes a restored time. Files kept as
+    // they were go first, on all cores; then directories, deepest first (they come in
     // pre-order), so that a directory's mode never keeps its own entries from being reached.
     let apply = |(path, node): &(PathBuf, Node)| {
         fsmeta::apply(path, node, options.chown)
@@ -308,6 +412,8 @@ pub fn restore(
         target = %target.display(),
         files = out.files,
         bytes = out.bytes,
+        unchanged = out.unchanged,
+        leftovers_removed = out.leftovers_removed,
         skipped = out.skipped.len(),
         errors = out.errors.len(),
         flush_seconds = flush_started.elapsed().as_secs_f64(),
@@ -316,16 +422,24 @@ pub fn restore(
     Ok(out)
 }
 
-/// Creates (or reuses) a directory; returns whether to descend into it.
+/// Creates (or reuses) a directory; returns whether to descend into it. A reused directory gets
+/// the snapshot's metadata too when it is restored (not only on the way to an included path).
 fn make_dir(
     path: &Path,
     node: &Node,
+    inside: bool,
     shown: &str,
     out: &mut RestoreOutcome,
     plan: &mut Plan,
 ) -> bool {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => true,
+        Ok(m) if m.is_dir() => {
+            plan.reused_dirs.push(path.to_owned());
+            if inside {
+                plan.metadata.push((path.to_owned(), node.clone()));
+            }
+            true
+        }
         Ok(_) => {
             out.skipped.push(shown.to_owned());
             false
@@ -343,6 +457,85 @@ fn make_dir(
             }
         },
     }
+}
+
+/// Makes a symlink, fifo or device node with its metadata under a temporary name and puts it
+/// in place; returns a failure to set the metadata, if any.
+fn make_other(
+    path: &Path,
+    node: &Node,
+    replace: bool,
+    chown: bool,
+) -> std::io::Result<Option<String>> {
+    let ((), entry) = partial::make(path, |p| match node.kind {
+        NodeKind::Symlink => {
+            std::os::unix::fs::symlink(node.target.clone().unwrap_or_default().as_os(), p)
+        }
+        kind => {
+            let kind = match kind {
+                NodeKind::Fifo => SFlag::S_IFIFO,
+                NodeKind::Chardev => SFlag::S_IFCHR,
+                _ => SFlag::S_IFBLK,
+            };
+            mknod(p, kind, Mode::from_bits_truncate(node.mode), node.rdev).map_err(Into::into)
+        }
+    })?;
+    let metadata_error = fsmeta::apply(&entry, node, chown)
+        .err()
+        .map(|e| format!("{}: cannot set metadata: {e}", path.display()));
+    partial::put_in_place(entry, path, replace)?;
+    Ok(metadata_error)
+}
+
+/// Makes a hard link to an already restored file; returns whether one was made (with
+/// `replace`, a link that is there already is kept).
+fn make_link(link: &Link) -> std::io::Result<bool> {
+    let inode = |p: &Path| std::fs::symlink_metadata(p).map(|m| (m.dev(), m.ino()));
+    if link.replace && inode(&link.path)? == inode(&link.first)? {
+        return Ok(false);
+    }
+    let ((), entry) = partial::make(&link.path, |p| std::fs::hard_link(&link.first, p))?;
+    partial::put_in_place(entry, &link.path, link.replace)?;
+    Ok(true)
+}
+
+/// Whether the regular file at `path` (a symlink is never followed) holds exactly the contents
+/// of `node`: the same size, then the same blob ids.
+fn holds(repo: &Repository, path: &Path, node: &Node) -> bool {
+    let Ok(mut file) = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    file.metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == node.size)
+        && verify_content(repo, &mut file, node).is_ok()
+}
+
+/// Reads a file's contents and compares them, blob by blob, with the ids of `node`'s blobs (the
+/// repository's keyed hash); returns the bytes compared.
+pub fn verify_content(
+    repo: &Repository,
+    file: &mut impl Read,
+    node: &Node,
+) -> std::result::Result<u64, String> {
+    let mut offset = 0u64;
+    let mut buf = vec![];
+    for blob in &node.content {
+        let len = repo.locate(blob).map_err(|e| e.to_string())?.blob.raw_len;
+        buf.resize(len as usize, 0);
+        file.read_exact(&mut buf)
+            .map_err(|e| format!("cannot be read at offset {offset}: {e}"))?;
+        if repo.keys().blob_id(&buf) != *blob {
+            return Err(format!(
+                "the {len} bytes at offset {offset} differ from the snapshot's"
+            ));
+        }
+        offset += u64::from(len);
+    }
+    Ok(offset)
 }
 
 #[cfg(test)]

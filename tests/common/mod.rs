@@ -297,6 +297,19 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Relative path → content hash of every regular file below `dir`.
+pub fn contents(dir: &Path) -> BTreeMap<String, String> {
+    all_files(dir)
+        .into_iter()
+        .map(|f| {
+            (
+                f.strip_prefix(dir).unwrap().display().to_string(),
+                blake_hex(&std::fs::read(&f).unwrap()),
+            )
+        })
+        .collect()
+}
+
 /// A folder `name` in the environment holding one file of `len` noise bytes per
 /// (file name, seed).
 pub fn dir_with(env: &Env, name: &str, len: usize, files: &[(&str, u64)]) -> PathBuf {
