@@ -213,13 +213,12 @@ fn a_damaged_pack_is_salvaged_by_repair_and_never_deleted_by_gc() {
     assert_eq!(intact, files.len() - 1, "{}", stderr(&out));
 }
 
-/// Issue 14.6: a pack shorter than its index entries says makes gc stop before deleting
-/// anything (it panicked), and check names it.
-#[test]
-fn a_truncated_pack_stops_gc_before_it_deletes_anything() {
-    let env = Env::new();
+/// A repository whose only data pack is one quarter live: four 1 MiB files backed up, three
+/// of them deleted and backed up again, the first snapshot forgotten. Returns the kept
+/// snapshot and its folder.
+fn with_partly_live_pack(env: &Env) -> (String, std::path::PathBuf) {
     let src = dir_with(
-        &env,
+        env,
         "src",
         1 << 20,
         &[("a", 1), ("b", 2), ("c", 3), ("d", 4)],
@@ -228,8 +227,17 @@ fn a_truncated_pack_stops_gc_before_it_deletes_anything() {
     for f in ["b", "c", "d"] {
         std::fs::remove_file(src.join(f)).unwrap();
     }
-    env.backup(&[&src]);
+    let kept = env.backup(&[&src]);
     env.ok(&["forget", "--keep-last", "1", "--group-by", ""]);
+    (kept, src)
+}
+
+/// Issue 14.6: a pack shorter than its index entries says makes gc stop before deleting
+/// anything (it panicked), and check names it.
+#[test]
+fn a_truncated_pack_stops_gc_before_it_deletes_anything() {
+    let env = Env::new();
+    with_partly_live_pack(&env);
     let pack = largest_pack(&env);
     let bytes = env.objects.read(&pack);
     env.objects.write(&pack, bytes[..100].to_vec()); // every blob cut short
@@ -347,18 +355,7 @@ fn gc_never_deletes_what_a_running_backup_wrote() {
 #[test]
 fn a_copy_in_a_missing_pack_does_not_doom_the_original() {
     let env = Env::new();
-    let src = dir_with(
-        &env,
-        "src",
-        1 << 20,
-        &[("a", 1), ("b", 2), ("c", 3), ("d", 4)],
-    );
-    env.backup(&[&src]);
-    for f in ["b", "c", "d"] {
-        std::fs::remove_file(src.join(f)).unwrap();
-    }
-    let kept = env.backup(&[&src]);
-    env.ok(&["forget", "--keep-last", "1", "--group-by", ""]);
+    let (kept, src) = with_partly_live_pack(&env);
     let before: std::collections::BTreeSet<String> =
         env.objects.names("data").into_iter().collect();
     let repacked = gc(&env, "0s");
