@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, unit, property and integration tests, a short
-# smoke run of every fuzz target, then the integration tests again with every repository in a
-# bucket of a real S3 server (moto, started here on 127.0.0.1 and stopped at the end). The
-# Kubernetes tests run against a real etcd + kube-apiserver + kube-controller-manager started
-# here on 127.0.0.1 (built once from Debian's source package, in parallel with the Rust build),
-# and the metrics tests against Debian's Prometheus Pushgateway, also on 127.0.0.1.
+# coverage-guided smoke run of every fuzz target, then the integration tests again with every
+# repository in a bucket of a real S3 server (moto, started here on 127.0.0.1 and stopped at the
+# end). The Kubernetes tests run against a real etcd + kube-apiserver + kube-controller-manager
+# started here on 127.0.0.1 (built once from Debian's source package, in parallel with the Rust
+# build), and the metrics tests against Debian's Prometheus Pushgateway, also on 127.0.0.1.
 # Everything builds in the release profile into one target directory, so RocksDB's C++ compiles
-# once for the tests, the benchmarks and the binary.
+# once for the tests, the benchmarks and the binary (the instrumented fuzz targets build into
+# their own and link the same RocksDB library).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cairn-target}

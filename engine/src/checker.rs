@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::blob;
 use crate::crypto::Domain;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -310,7 +309,7 @@ fn check_pack(
     let bad: Vec<_> = header
         .iter()
         .filter_map(|b| {
-            blob::open_blob(repo.keys(), &b.id, &bytes[b.range()], b.raw_len)
+            pack::open_blob_in(repo.keys(), id, &bytes, 0, b)
                 .err()
                 .map(|e| (b.id, e))
         })

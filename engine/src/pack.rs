@@ -43,22 +43,27 @@ impl PackedBlob {
         out.extend_from_slice(&self.raw_len.to_le_bytes());
     }
 
-    /// Where the sealed blob lies in its pack (checked against the pack by [`decode_header`]).
+    /// Where the sealed blob lies in its pack (checked against the pack by [`decode_header`];
+    /// [`open_blob_in`] reads a blob from bytes that need not hold it).
     pub fn range(&self) -> std::ops::Range<usize> {
         self.offset as usize..self.offset as usize + self.length as usize
     }
 
-    /// Reads the binary form from exactly [`ENTRY_LEN`] bytes.
+    /// Reads the binary form from exactly [`ENTRY_LEN`] bytes. An entry whose end
+    /// (`offset + length`) does not fit in a `u32` is malformed: no pack is that large, and
+    /// readers may then add the two without overflow.
     pub fn decode(b: &[u8]) -> Option<PackedBlob> {
         if b.len() != ENTRY_LEN {
             return None;
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let (offset, length) = (u32_at(33), u32_at(37));
+        offset.checked_add(length)?;
         Some(PackedBlob {
             kind: BlobKind::from_byte(b[0])?,
             id: Id::from_slice(&b[1..33])?,
-            offset: u32_at(33),
-            length: u32_at(37),
+            offset,
+            length,
             raw_len: u32_at(41),
         })
     }
@@ -189,6 +194,37 @@ pub fn open_header(
     decode_header(id, &plain, blobs_end)
 }
 
+/// Opens and verifies blob `b` from `bytes`, the part of pack `pack` that starts at offset
+/// `start` (0 for the whole pack). An entry reaching outside those bytes (a short read, or an
+/// index entry that does not fit the pack) is damage like any other: an error, never a panic.
+pub fn open_blob_in(
+    keys: &MasterKeys,
+    pack: &Id,
+    bytes: &[u8],
+    start: u64,
+    b: &PackedBlob,
+) -> Result<Vec<u8>> {
+    let at = (b.offset as u64)
+        .checked_sub(start)
+        .and_then(|at| usize::try_from(at).ok());
+    let stored = at
+        .and_then(|at| bytes.get(at..at.checked_add(b.length as usize)?))
+        .ok_or_else(|| {
+            Error::damaged(
+                "pack",
+                pack,
+                format!(
+                    "blob {} at offset {} ({} bytes) lies outside the {} bytes read from offset {start}",
+                    b.id,
+                    b.offset,
+                    b.length,
+                    bytes.len()
+                ),
+            )
+        })?;
+    blob::open_blob(keys, &b.id, stored, b.raw_len)
+}
+
 /// Parses a pack header's plaintext and checks that every blob lies before `blobs_end`.
 pub fn decode_header(id: &Id, plain: &[u8], blobs_end: usize) -> Result<Vec<PackedBlob>> {
     let damaged = |why: &str| Error::damaged("pack", id, why);
@@ -244,6 +280,47 @@ mod tests {
             blob::open_blob(&keys, &b.id, stored, b.raw_len).unwrap(),
             b"two"
         );
+    }
+
+    #[test]
+    fn an_entry_ending_past_4_gib_is_malformed() {
+        let fits = PackedBlob {
+            kind: BlobKind::Data,
+            id: Id([1; 32]),
+            offset: u32::MAX - 2,
+            length: 2,
+            raw_len: 1,
+        };
+        for (entry, ok) in [(fits, true), (PackedBlob { length: 3, ..fits }, false)] {
+            let mut bytes = vec![];
+            entry.encode(&mut bytes);
+            assert_eq!(PackedBlob::decode(&bytes), ok.then_some(entry));
+        }
+    }
+
+    #[test]
+    fn a_blob_outside_the_bytes_read_is_an_error() {
+        let keys = MasterKeys::generate();
+        let (id, bytes, blobs) = sample(&keys);
+        let b = blobs[1];
+        let at = b.offset as u64;
+        assert_eq!(open_blob_in(&keys, &id, &bytes, 0, &b).unwrap(), b"two");
+        let span = &bytes[b.range()];
+        assert_eq!(open_blob_in(&keys, &id, span, at, &b).unwrap(), b"two");
+        // a short read, a span starting after the blob, entries past the end of the pack
+        assert!(open_blob_in(&keys, &id, &span[..span.len() - 1], at, &b).is_err());
+        assert!(open_blob_in(&keys, &id, span, at + 1, &b).is_err());
+        let past_end = PackedBlob {
+            offset: bytes.len() as u32 - 1,
+            ..b
+        };
+        assert!(open_blob_in(&keys, &id, &bytes, 0, &past_end).is_err());
+        let huge = PackedBlob {
+            offset: u32::MAX,
+            length: u32::MAX,
+            ..b
+        };
+        assert!(open_blob_in(&keys, &id, &bytes, 0, &huge).is_err());
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use rayon::prelude::*;
 
-use crate::blob;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::IndexSegment;
@@ -110,7 +109,7 @@ pub(crate) fn read_pack(repo: &Repository, id: &Id) -> Result<PackRead> {
     let entries = pack::read_header_of_damaged(repo.keys(), id, &bytes)?;
     let (mut intact, mut damaged) = (vec![], vec![]);
     for b in entries {
-        match blob::open_blob(repo.keys(), &b.id, &bytes[b.range()], b.raw_len) {
+        match pack::open_blob_in(repo.keys(), id, &bytes, 0, &b) {
             Ok(_) => intact.push(b),
             Err(e) => damaged.push(format!("blob {} in pack {}: {e}", b.id, id.short())),
         }

@@ -233,11 +233,22 @@ pub fn walk(
     visit: &mut dyn FnMut(&[RawBytes], &Node) -> Result<bool>,
     unreadable: &mut dyn FnMut(&[RawBytes], Error) -> Result<()>,
 ) -> Result<()> {
-    for node in Tree::load(repo, id)?.nodes {
+    walk_trees(&|id| Tree::load(repo, id), id, path, visit, unreadable)
+}
+
+/// [`walk`] over the trees that `load` gives (a repository's, or any other source of them).
+pub fn walk_trees(
+    load: &dyn Fn(&Id) -> Result<Tree>,
+    id: &Id,
+    path: &mut SnapshotPath,
+    visit: &mut dyn FnMut(&[RawBytes], &Node) -> Result<bool>,
+    unreadable: &mut dyn FnMut(&[RawBytes], Error) -> Result<()>,
+) -> Result<()> {
+    for node in load(id)?.nodes {
         path.push(node.name.clone());
         if visit(path, &node)?
             && let Some(sub) = &node.subtree
-            && let Err(e) = walk(repo, sub, path, visit, unreadable)
+            && let Err(e) = walk_trees(load, sub, path, visit, unreadable)
         {
             unreadable(path, e)?;
         }
