@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 use tempfile::TempPath;
 
-use crate::blob;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::BlobLocation;
+use crate::pack;
 use crate::partial;
 use crate::progress::Progress;
 use crate::repository::{ObjectKind, Repository};
@@ -261,23 +261,8 @@ fn fill_from_pack(
     let mut handles: HashMap<usize, File> = HashMap::new();
     for need in needs {
         let b = &need.loc.blob;
-        let at = (u64::from(b.offset) - start) as usize;
-        // a store may return less than asked for (a truncated pack): check what came back
-        let opened = span
-            .get(at..at + b.length as usize)
-            .ok_or_else(|| {
-                Error::damaged(
-                    "pack",
-                    pack,
-                    format!(
-                        "is shorter than the index says: {} bytes from offset {start} came back, blob {} ends at {}",
-                        span.len(),
-                        need.id,
-                        u64::from(b.offset) + u64::from(b.length)
-                    ),
-                )
-            })
-            .and_then(|stored| blob::open_blob(repo.keys(), &need.id, stored, b.raw_len));
+        // a store may return less than asked for (a truncated pack): an error, never a panic
+        let opened = pack::open_blob_in(repo.keys(), pack, &span, start, b);
         let data = match opened {
             Ok(d) => d,
             Err(e) => {

@@ -16,12 +16,11 @@ use object_store::path::Path as ObjectPath;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::blob;
 use crate::crypto::Domain;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::IndexSegment;
-use crate::pack::PackedBlob;
+use crate::pack::{self, PackedBlob};
 use crate::packer::Packer;
 use crate::progress::Progress;
 use crate::repair;
@@ -469,10 +468,7 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
                 .get(&ObjectKind::Pack.path(pack))?
                 .ok_or_else(|| Error::damaged("pack", pack, "it is missing from the repository"))?;
             for b in entries.iter().filter(|b| live.contains(&b.id)) {
-                let stored = bytes.get(b.range()).ok_or_else(|| {
-                    Error::damaged("pack", pack, "it is shorter than its index entries say")
-                })?;
-                let plain = blob::open_blob(repo.keys(), &b.id, stored, b.raw_len)?;
+                let plain = pack::open_blob_in(repo.keys(), pack, &bytes, 0, b)?;
                 packer.save_with_id(b.kind, b.id, &plain)?;
                 progress.add_bytes(plain.len() as u64);
             }
