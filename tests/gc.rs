@@ -369,3 +369,66 @@ fn a_copy_in_a_missing_pack_does_not_doom_the_original() {
     assert!(swept["packs_missing"].as_u64().unwrap() >= 1, "{swept}");
     restores_identically(&env, &kept, &src);
 }
+
+/// Anyone with put access to the bucket (no key needed) can store an old, authentic object
+/// again: neither an index segment nor a mark may come back to life that way (format §7, §12).
+#[test]
+fn a_replayed_index_segment_never_lets_a_backup_reuse_deleted_packs() {
+    let env = Env::new();
+    let old = dir_with(&env, "old", 1 << 20, &[("a", 11), ("b", 12)]);
+    env.backup(&[&old]);
+    let first: Vec<(String, Vec<u8>)> = env
+        .objects
+        .names("index/")
+        .into_iter()
+        .map(|n| {
+            let bytes = env.objects.read(&n);
+            (n, bytes)
+        })
+        .collect();
+    let keep = dir_with(&env, "keep", 1 << 20, &[("k", 13)]);
+    env.backup(&[&keep]);
+    env.ok(&["forget", "--keep-last", "1", "--group-by", ""]);
+    gc(&env, "0s");
+    let swept = gc(&env, "0s");
+    assert_eq!(swept["packs_deleted"], 2, "{swept}");
+    for (name, bytes) in &first {
+        assert!(!env.objects.exists(name), "{name} was compacted away");
+        env.objects.write(name, bytes.clone());
+    }
+
+    // the same data again, from a machine with a fresh cache as from this one
+    let elsewhere = env.sharing(env.path("cache-elsewhere"));
+    for (who, e) in [("a fresh cache", &elsewhere), ("the same cache", &env)] {
+        let out = e.run(&["backup", old.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "backup with {who} after the replay: {}",
+            stderr(&out)
+        );
+    }
+    env.assert_intact();
+    let latest = env.snapshot_ids().last().unwrap().clone();
+    restores_identically(&env, &latest, &old);
+}
+
+/// A mark stored again is dated by when it appeared, not by the time sealed inside it: writers
+/// that began before it appeared never saw it, and are covered by it (format §12).
+#[test]
+fn a_replayed_mark_counts_from_when_it_appeared() {
+    let env = Env::new();
+    let (kept, keep) = with_forgotten_data(&env);
+    gc(&env, "5s");
+    let marks = env.objects.names("marks/");
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let bytes = env.objects.read(&marks[0]);
+    env.objects.write(&marks[0], bytes);
+    let replayed = gc(&env, "5s");
+    assert_eq!(replayed["packs_deleted"], 0, "{replayed}");
+    assert_eq!(replayed["marks_pending"], 1, "{replayed}");
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let swept = gc(&env, "5s");
+    assert_eq!(swept["packs_deleted"], 2, "{swept}");
+    restores_identically(&env, &kept, &keep);
+}

@@ -134,7 +134,7 @@ fn index_lookup(c: &mut Criterion) {
             .collect();
         let segment = IndexSegment {
             packs: vec![(id_of(u64::MAX - s), blobs)],
-            supersedes: vec![],
+            ..IndexSegment::default()
         };
         index
             .add_segment(&id_of(s + (1 << 40)), &segment, true)

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::Domain;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::index;
 use crate::pack::{self, PackedBlob};
 use crate::progress::Progress;
 use crate::records::{RECORD_VERSION, Record};
@@ -171,12 +172,9 @@ pub fn check(repo: &Repository, subset: DataSubset, progress: &Progress) -> Resu
             Err(e) => damage.add(format!("index {seg_id}"), e.to_string()),
         }
     }
-    // superseded segments linger only under an object lock; their packs may be gone
-    let superseded: HashSet<Id> = segments
-        .iter()
-        .flat_map(|(_, s)| s.supersedes.iter().copied())
-        .collect();
-    segments.retain(|(id, _)| !superseded.contains(id));
+    // retired segments linger under an object lock or come back stored again; their packs may be gone
+    let retired = index::retired(segments.iter().map(|(id, s)| (id, &s.lineage)));
+    segments.retain(|(id, _)| !retired.contains(id));
     for (_, segment) in segments {
         let fresh: Vec<_> = segment
             .packs

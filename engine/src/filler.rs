@@ -50,7 +50,6 @@ pub struct Filled {
 
 /// One blob needed from a pack, and where it goes: (file index, offset).
 struct Need {
-    id: Id,
     loc: BlobLocation,
     targets: Vec<(usize, u64)>,
 }
@@ -147,7 +146,6 @@ pub fn fill(
                 .or_default()
                 .entry(*id)
                 .or_insert_with(|| Need {
-                    id: *id,
                     loc,
                     targets: vec![],
                 });

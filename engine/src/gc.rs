@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::Domain;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::IndexSegment;
+use crate::index::{IndexSegment, Lineage};
 use crate::pack::{self, PackedBlob};
 use crate::packer::Packer;
 use crate::progress::Progress;
@@ -51,16 +51,19 @@ impl Mark {
     }
 }
 
-/// Loads every mark. A damaged mark is an error: nothing may be deleted or deduplicated while
-/// it is unclear which packs are marked.
+/// Loads every mark, dated by the later of the time sealed in it and the time its object was
+/// stored: a mark stored again (by anyone who can write to the bucket) counts from when it
+/// reappeared, since writers that began before never saw it (format §12.1). A damaged mark is
+/// an error: nothing may be deleted or deduplicated while it is unclear which packs are marked.
 pub fn load_marks(repo: &Repository) -> Result<Vec<(Id, Mark)>> {
     repo.store()
-        .list(ObjectKind::Mark)?
+        .list_dated(ObjectKind::Mark)?
         .into_iter()
-        .map(|(id, _)| {
+        .map(|(id, _, stored)| {
             let plain = repo.load_object(ObjectKind::Mark, Domain::Mark, &id)?;
-            let mark: Mark =
+            let mut mark: Mark =
                 serde_json::from_slice(&plain).map_err(|e| Error::damaged("mark", id, e))?;
+            mark.time = mark.time.max(stored);
             Ok((id, mark))
         })
         .collect()
@@ -483,7 +486,20 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
     // see a part of the new index without the old one.
     progress.set_current("writing the compacted index");
     let old_segments = index.listed.clone();
-    let mut compacted = IndexSegment::default();
+    // the compacted segments start a new epoch; the last retires every older one (format §7)
+    let epoch = if repo.has_epochs() {
+        index.epoch + 1
+    } else {
+        0
+    };
+    let fresh_segment = || IndexSegment {
+        packs: vec![],
+        lineage: Lineage {
+            epoch,
+            ..Lineage::default()
+        },
+    };
+    let mut compacted = fresh_segment();
     let mut entries = 0;
     index.for_each_pack(|pack, blobs| {
         if doomed.contains(pack) {
@@ -496,7 +512,7 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
             return Ok(());
         }
         if entries > 0 && entries + blobs.len() > options.segment_entries {
-            repo.save_index(&std::mem::take(&mut compacted))?;
+            repo.save_index(&std::mem::replace(&mut compacted, fresh_segment()))?;
             entries = 0;
         }
         entries += blobs.len();
@@ -504,7 +520,8 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
         Ok(())
     })?;
     compacted.packs.extend(adopted);
-    compacted.supersedes = old_segments.clone();
+    compacted.lineage.supersedes = old_segments.clone();
+    compacted.lineage.retires_below = epoch.saturating_sub(1);
     repo.save_index(&compacted)?;
     for seg in &old_segments {
         // a segment under an object lock stays, superseded, until a later run deletes it
@@ -709,7 +726,7 @@ mod tests {
         let superseding = segments
             .active
             .iter()
-            .filter(|(_, s)| !s.supersedes.is_empty());
+            .filter(|(_, s)| !s.lineage.supersedes.is_empty());
         assert_eq!(superseding.count(), 1, "only the last segment supersedes");
         // a pass with no room to keep segments still sees every pack, every time
         let mut index = ActiveSegments::of(&repo, 0).unwrap();

@@ -81,8 +81,14 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Some(head)
     }
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
     pub(crate) fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
     pub(crate) fn id(&mut self) -> Option<Id> {
         Id::from_slice(self.take(32)?)

@@ -13,7 +13,7 @@ use crate::blob::{self, BlobKind};
 use crate::crypto::Domain;
 use crate::error::Result;
 use crate::id::Id;
-use crate::index::IndexSegment;
+use crate::index::{IndexSegment, Lineage};
 use crate::pack::{PackWriter, PackedBlob};
 use crate::repository::{ObjectKind, Repository};
 use crate::session::Session;
@@ -34,6 +34,8 @@ pub struct PackerStats {
     pub packs: Vec<Id>,
     /// The packs of indexed blobs it found already stored and did not store again.
     pub referenced: HashSet<Id>,
+    /// The index segments stored.
+    pub segments: Vec<Id>,
 }
 
 type Upload = (Id, Vec<PackedBlob>, JoinHandle<Result<()>>);
@@ -44,6 +46,8 @@ struct Uploads {
     stored: Vec<(Id, Vec<PackedBlob>)>,
     /// Every pack stored so far.
     written: Vec<Id>,
+    /// Every index segment stored so far.
+    segments: Vec<Id>,
 }
 
 /// Saves blobs into a repository; shared by reference between worker threads.
@@ -195,13 +199,17 @@ impl<'r> Packer<'r> {
         }
         let segment = IndexSegment {
             packs: std::mem::take(&mut uploads.stored),
-            supersedes: vec![],
+            lineage: Lineage {
+                epoch: self.repo.writer_epoch()?,
+                ..Lineage::default()
+            },
         };
         let encoded_len = segment.encode().len() as u64;
         let stored = self.repo.save_index(&segment)?;
         if let Some(session) = self.session {
             session.confirm_stored(self.repo, ObjectKind::Index, &stored)?;
         }
+        uploads.segments.push(stored);
         self.stored_bytes.fetch_add(encoded_len, Ordering::Relaxed);
         // indexed now: the index answers for them, so memory does not grow with the run
         let mut seen = self.seen.lock().expect("lock");
@@ -232,6 +240,7 @@ impl<'r> Packer<'r> {
             stored_bytes: self.stored_bytes.load(Ordering::Relaxed),
             packs: std::mem::take(&mut uploads.written),
             referenced: std::mem::take(&mut *self.referenced.lock().expect("lock")),
+            segments: std::mem::take(&mut uploads.segments),
         })
     }
 }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::IndexSegment;
+use crate::index::{IndexSegment, Lineage};
 use crate::pack::{self, PackedBlob};
 use crate::repository::{ObjectKind, Repository};
 
@@ -59,9 +59,19 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairOutcome> {
         .map(|(id, _)| Ok((*id, read_pack(repo, id)?)))
         .collect::<Vec<Result<_>>>();
     let mut out = RepairOutcome::default();
+    // a new epoch that retires every older one (format §7)
+    let epoch = if repo.has_epochs() {
+        repo.writer_epoch()? + 1
+    } else {
+        0
+    };
     let mut segment = IndexSegment {
         packs: vec![],
-        supersedes: old.clone(),
+        lineage: Lineage {
+            supersedes: old.clone(),
+            epoch,
+            retires_below: epoch.saturating_sub(1),
+        },
     };
     for r in read {
         let (id, blobs) = match r {

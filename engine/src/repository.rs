@@ -17,14 +17,16 @@ use crate::crypto::keys::{KdfParams, KeyFile};
 use crate::crypto::{Domain, MasterKeys};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{BlobLocation, IndexSegment, LocalIndex};
+use crate::index::{self, BlobLocation, IndexSegment, LocalIndex};
 use crate::pack::{self, PackedBlob};
 use crate::pack_cache::PackCache;
 use crate::segments;
 use crate::store::{Location, ObjectLock, Store};
 
 /// The repository format version this build writes; it reads every version from 1 up to it.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
+/// The first format version whose index segments carry compaction epochs (format §7).
+pub const EPOCHS_VERSION: u32 = 6;
 /// First bytes of the `config` object.
 pub const CONFIG_MAGIC: &[u8; 8] = b"CAIRNCFG";
 
@@ -162,7 +164,7 @@ impl ObjectKind {
 pub struct IndexSegments {
     /// Every listed segment.
     pub listed: Vec<Id>,
-    /// The active ones (superseded by no listed segment), loaded.
+    /// The active ones (not [`index::retired`]), loaded.
     pub active: Vec<(Id, IndexSegment)>,
 }
 
@@ -368,19 +370,16 @@ impl Repository {
         IndexSegment::decode(&plain).ok_or_else(|| Error::damaged("index", id, "malformed segment"))
     }
 
-    /// Every listed index segment, and those of them that are *active*: superseded by no listed
-    /// segment (a superseded one outlives its deletion only while an object lock holds it).
+    /// Every listed index segment, and those of them that are *active*: not retired by a listed
+    /// one ([`index::retired`]).
     pub fn index_segments(&self) -> Result<IndexSegments> {
         let listed = self.store.ids(ObjectKind::Index)?;
         let mut loaded = Vec::with_capacity(listed.len());
         for id in &listed {
             loaded.push((*id, self.load_index(id)?));
         }
-        let superseded: HashSet<Id> = loaded
-            .iter()
-            .flat_map(|(_, s)| s.supersedes.iter().copied())
-            .collect();
-        loaded.retain(|(id, _)| !superseded.contains(id));
+        let retired = index::retired(loaded.iter().map(|(id, s)| (id, &s.lineage)));
+        loaded.retain(|(id, _)| !retired.contains(id));
         Ok(IndexSegments {
             listed,
             active: loaded,
@@ -388,8 +387,8 @@ impl Repository {
     }
 
     /// Brings the local index cache up to date with `index/`: adds new segments, leaving out
-    /// superseded ones, and rebuilds from scratch if a segment it knew has gone (garbage
-    /// collection replaced it) or has been superseded since it was added.
+    /// retired ones ([`index::retired`]), and rebuilds from scratch if a segment it knew has
+    /// gone (garbage collection replaced it) or has been retired since it was added.
     pub fn sync_index(&self) -> Result<()> {
         let listed: HashSet<Id> = self.store.ids(ObjectKind::Index)?.into_iter().collect();
         let mut known = self.index.known_segments()?;
@@ -408,12 +407,12 @@ impl Repository {
             match self.load_index(id) {
                 Ok(segment) => {
                     let entries: usize = segment.packs.iter().map(|(_, b)| b.len()).sum();
-                    let supersedes = segment.supersedes.clone();
+                    let lineage = segment.lineage.clone();
                     let kept = (entries <= room).then(|| {
                         room -= entries;
                         segment
                     });
-                    fresh.push((*id, supersedes, kept));
+                    fresh.push((*id, lineage, kept));
                 }
                 Err(e @ Error::Damaged { .. }) => tracing::warn!("{e}"),
                 // removed by a gc since it was listed: its content is in the compacted segment
@@ -421,27 +420,24 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        let superseded: HashSet<Id> = known
-            .values()
-            .flat_map(|k| &k.supersedes)
-            .chain(fresh.iter().flat_map(|(_, s, _)| s))
-            .copied()
-            .collect();
-        if known
-            .iter()
-            .any(|(id, k)| k.active && superseded.contains(id))
-        {
-            // entries of a now superseded segment are in the cache: start over
+        let retired = index::retired(
+            known
+                .iter()
+                .map(|(id, k)| (id, &k.lineage))
+                .chain(fresh.iter().map(|(id, lineage, _)| (id, lineage))),
+        );
+        if known.iter().any(|(id, k)| k.active && retired.contains(id)) {
+            // entries of a now retired segment are in the cache: start over
             self.index.clear()?;
             return self.sync_index();
         }
-        for (id, supersedes, kept) in fresh {
-            let active = !superseded.contains(&id);
+        for (id, lineage, kept) in fresh {
+            let active = !retired.contains(&id);
             let segment = match kept {
                 Some(segment) => segment,
                 None if !active => IndexSegment {
                     packs: vec![],
-                    supersedes,
+                    lineage,
                 },
                 None => match self.load_index(&id) {
                     Ok(segment) => segment,
@@ -455,6 +451,22 @@ impl Repository {
             self.index.compact();
         }
         Ok(())
+    }
+
+    /// Whether this repository's index segments carry compaction epochs (format §7).
+    pub fn has_epochs(&self) -> bool {
+        self.config.version >= EPOCHS_VERSION
+    }
+
+    /// The epoch a writer's index segment takes (format §7): the highest of the segments
+    /// listed now, read after bringing the local cache up to date.
+    pub fn writer_epoch(&self) -> Result<u64> {
+        if !self.has_epochs() {
+            return Ok(0);
+        }
+        self.sync_index()?;
+        let known = self.index.known_segments()?;
+        Ok(known.values().map(|k| k.lineage.epoch).max().unwrap_or(0))
     }
 
     /// Discards the local cache and reloads it from the repository's index segments.

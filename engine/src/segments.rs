@@ -17,6 +17,8 @@ pub struct ActiveSegments<'r> {
     repo: &'r Repository,
     /// Every listed segment (a segment written to replace them all supersedes these).
     pub listed: Vec<Id>,
+    /// The highest epoch of the listed segments (format §7).
+    pub epoch: u64,
     active: Vec<Id>,
     kept: HashMap<Id, Vec<(Id, Vec<PackedBlob>)>>,
     budget: usize,
@@ -24,23 +26,39 @@ pub struct ActiveSegments<'r> {
 
 impl<'r> ActiveSegments<'r> {
     /// The segments listed now. The local cache, synchronised just before, says which are
-    /// active; a segment it does not know was written since by a backup, or is damaged: it is
-    /// read here, and a damaged one stops the caller, since a pass over an incomplete index
-    /// could take a pack for unindexed.
+    /// active; a segment it does not know was written since by a backup, or is damaged, or is
+    /// an old one stored again: it is read here, and a damaged one stops the caller, since a
+    /// pass over an incomplete index could take a pack for unindexed.
     pub fn of(repo: &'r Repository, keep_entries: usize) -> Result<ActiveSegments<'r>> {
         let known = repo.index().known_segments()?;
+        let floor = known
+            .values()
+            .map(|k| k.lineage.retires_below)
+            .max()
+            .unwrap_or(0);
         let mut listed = Vec::new();
         let mut active = Vec::new();
+        let mut epoch = 0;
         for id in repo.store().ids(ObjectKind::Index)? {
             match known.get(&id) {
-                Some(k) if k.active => active.push(id),
-                Some(_) => {}
+                Some(k) => {
+                    epoch = epoch.max(k.lineage.epoch);
+                    if k.active {
+                        active.push(id);
+                    }
+                }
                 None => match repo.load_index(&id) {
-                    Ok(segment) if segment.supersedes.is_empty() => active.push(id),
-                    Ok(_) => {
-                        return Err(Error::Invalid(
-                            "the index was rewritten while gc ran (by `cairn repair index`?): run gc again".into(),
-                        ));
+                    Ok(segment) => {
+                        let lineage = &segment.lineage;
+                        if !lineage.supersedes.is_empty() || lineage.retires_below > 0 {
+                            return Err(Error::Invalid(
+                                "the index was rewritten while gc ran (by `cairn repair index`?): run gc again".into(),
+                            ));
+                        }
+                        epoch = epoch.max(lineage.epoch);
+                        if lineage.epoch >= floor {
+                            active.push(id);
+                        }
                     }
                     Err(Error::Missing { .. }) => continue,
                     Err(e) => return Err(e),
@@ -51,6 +69,7 @@ impl<'r> ActiveSegments<'r> {
         Ok(ActiveSegments {
             repo,
             listed,
+            epoch,
             active,
             kept: HashMap::new(),
             budget: keep_entries,

@@ -232,7 +232,7 @@ impl Session {
     /// throughout and every pack the writer stored or deduplicated against (`stats`) is still
     /// in the repository, and, in repositories of format version 4 and older (where a gc of an
     /// older release, which ignores sessions, may run), unless no mark written since the start
-    /// falls due soon.
+    /// falls due soon; and unless no index segment it stored was retired meanwhile (format §7).
     pub fn confirm_commit(&self, repo: &Repository, stats: &PackerStats) -> Result<()> {
         self.check_lease()?;
         let needed: Vec<&Id> = stats.packs.iter().chain(&stats.referenced).collect();
@@ -259,6 +259,25 @@ impl Session {
         }
         if repo.config().version < 5 {
             gc::check_backup_may_commit(repo, self.started)?;
+        }
+        if repo.has_epochs() && !stats.segments.is_empty() {
+            // a gc that listed the index before a segment of this run appeared, in an epoch
+            // older than the one it started, retires that segment without including it (§7)
+            repo.sync_index()?;
+            let known = repo.index().known_segments()?;
+            let floor = known.values().map(|k| k.lineage.retires_below).max();
+            let superseded: HashSet<&Id> =
+                known.values().flat_map(|k| &k.lineage.supersedes).collect();
+            let dropped = stats.segments.iter().find(|s| {
+                known.get(*s).is_some_and(|k| Some(k.lineage.epoch) < floor)
+                    && !superseded.contains(s)
+            });
+            if let Some(segment) = dropped {
+                return Err(Error::Invalid(format!(
+                    "index segment {} that this run stored was retired by a garbage collection that ran meanwhile; nothing was committed and nothing is lost: run it again",
+                    segment.short()
+                )));
+            }
         }
         Ok(())
     }

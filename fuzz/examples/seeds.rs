@@ -6,7 +6,7 @@ use std::path::Path;
 use cairn_engine::Id;
 use cairn_engine::blob::{self, BlobKind};
 use cairn_engine::crypto::{Domain, MasterKeys};
-use cairn_engine::index::IndexSegment;
+use cairn_engine::index::{IndexSegment, Lineage};
 use cairn_engine::pack::{PackWriter, PackedBlob};
 use cairn_engine::tree::{Node, NodeKind, RawBytes, Tree, Xattr};
 // the coverage callbacks the instrumented build calls (the example itself is not fuzzed)
@@ -114,17 +114,18 @@ fn main() {
         ),
     );
 
-    let segment = |packs: Vec<(Id, Vec<PackedBlob>)>, supersedes: Vec<Id>| {
-        IndexSegment { packs, supersedes }.encode()
+    let segment = |packs: Vec<(Id, Vec<PackedBlob>)>, lineage: Lineage| {
+        IndexSegment { packs, lineage }.encode()
     };
     write(
         "index_segment",
         "packs",
         &segment(
             vec![(raw_id, raw_blobs.clone()), (tree_id, tree_blobs.clone())],
-            vec![],
+            Lineage::default(),
         ),
     );
+    // the last segment of a compaction: it supersedes, starts epoch 3 and retires the older ones
     write(
         "index_segment",
         "compacted",
@@ -134,10 +135,14 @@ fn main() {
                 (raw_id, raw_blobs),
                 (tree_id, tree_blobs),
             ],
-            vec![Id([1; 32]), Id([2; 32])],
+            Lineage {
+                supersedes: vec![Id([1; 32]), Id([2; 32])],
+                epoch: 3,
+                retires_below: 2,
+            },
         ),
     );
-    write("index_segment", "empty", &segment(vec![], vec![]));
+    write("index_segment", "empty", &segment(vec![], Lineage::default()));
 
     let leaf = Tree {
         nodes: vec![

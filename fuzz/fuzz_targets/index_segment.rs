@@ -2,7 +2,7 @@
 //! refused. A parsed segment is then walked like the readers walk one: every entry's span fits a
 //! pack (its end does not overflow), and the local index cache, given the segment (as active or
 //! as superseded), finds every blob where the segment puts it (the last entry of a blob listed
-//! twice), counts them by kind and remembers what the segment supersedes.
+//! twice), counts them by kind and remembers the segment's lineage (what it supersedes, its epoch).
 #![no_main]
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -64,5 +64,5 @@ fuzz_target!(|data: &[u8]| {
     let known = cache.known_segments().expect("the cache lists segments");
     assert_eq!(known.len(), 1);
     assert_eq!(known[&id].active, active);
-    assert_eq!(known[&id].supersedes, segment.supersedes);
+    assert_eq!(known[&id].lineage, segment.lineage);
 });
