@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building Cairn needs on a fresh Debian machine (idempotent): libclang for the
 # RocksDB bindings. With --tests, also what the tests need: setpriv, curl, a Prometheus
-# Pushgateway, a headless Chromium (the HTML report's test) and libfaketime (a clock that is
+# Pushgateway and promtool (the alert rules' tests), a headless Chromium (the HTML report's test) and libfaketime (a clock that is
 # wrong on purpose). Run as root (CI and the dev
 # machines are).
 set -euo pipefail
@@ -11,6 +11,7 @@ if [ "${1:-}" = --tests ]; then
   command -v setpriv >/dev/null || need+=(util-linux)
   command -v curl >/dev/null || need+=(curl)
   command -v prometheus-pushgateway >/dev/null || need+=(prometheus-pushgateway)
+  command -v promtool >/dev/null || need+=(prometheus)
   command -v chromium >/dev/null || need+=(chromium)
   command -v faketime >/dev/null || need+=(faketime)
 fi

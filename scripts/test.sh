@@ -4,7 +4,8 @@
 # repository in a bucket of a real S3 server (moto, started here on 127.0.0.1 and stopped at the
 # end). The Kubernetes tests run against a real etcd + kube-apiserver + kube-controller-manager
 # started here on 127.0.0.1 (built once from Debian's source package, in parallel with the Rust
-# build), and the metrics tests against Debian's Prometheus Pushgateway, also on 127.0.0.1.
+# build), and the metrics tests against Debian's Prometheus Pushgateway, also on 127.0.0.1; the
+# alert rules are unit-tested with promtool.
 # Everything builds in the release profile into one target directory, so RocksDB's C++ compiles
 # once for the tests, the benchmarks and the binary (the instrumented fuzz targets build into
 # their own and link the same RocksDB library).
@@ -16,6 +17,7 @@ scripts/kube-build.sh > /tmp/cairn-kube-build.log 2>&1 &
 kube_build=$!
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
+scripts/test-alerts.sh
 if ! wait "$kube_build"; then
   tail -30 /tmp/cairn-kube-build.log >&2
   echo "building the test kube-apiserver failed; see /tmp/cairn-kube-build.log" >&2

@@ -229,3 +229,115 @@ fn check_gc_and_copy_write_their_figures() {
         "{text}"
     );
 }
+
+/// Volume backups run on every node at the same hour and push to one Pushgateway: each node's
+/// push must leave the others' series in place, and a claim a node could not back up must keep
+/// a series of its own, named, for the alert (`deploy/alerts.yaml`, whose rules
+/// `scripts/test-alerts.sh` tests with promtool). The API server is real; no kubelet runs, so
+/// a folder under a fake kubelet root stands for each mounted volume.
+#[test]
+fn every_nodes_volume_figures_stay_on_the_pushgateway_and_a_failed_claim_shows() {
+    use common::kube::{Kube, mounted_claim, suffix};
+    let gateway = std::env::var("CAIRN_TEST_PUSHGATEWAY").expect(
+        "CAIRN_TEST_PUSHGATEWAY is not set: run the tests with scripts/test.sh, which starts a Pushgateway",
+    );
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let ns = format!("metrics-{s}");
+    let (node_a, node_b) = (format!("node-a-{s}"), format!("node-b-{s}"));
+    kube.create(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    );
+    for node in [&node_a, &node_b] {
+        kube.create(
+            serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}),
+        );
+    }
+    let kubelet = |node: &str| env.path(&format!("kubelet-{node}"));
+    let web = mounted_claim(
+        &kube,
+        &ns,
+        ("web", &format!("pv-web-{s}")),
+        ("a", &node_a),
+        &kubelet(&node_a),
+    );
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(web.join("index.html"), "hello").unwrap();
+    // node b's folder for claim db is missing: that claim cannot be backed up
+    mounted_claim(
+        &kube,
+        &ns,
+        ("db", &format!("pv-db-{s}")),
+        ("b", &node_b),
+        &kubelet(&node_b),
+    );
+    let run = |node: &str| {
+        env.run(&[
+            "k8s",
+            "backup-volumes",
+            "-n",
+            &ns,
+            "--node",
+            node,
+            "--kubelet-root",
+            kubelet(node).to_str().unwrap(),
+            "--cluster",
+            "test",
+            "--kubeconfig",
+            kube.kubeconfig.to_str().unwrap(),
+            "--metrics-push",
+            &gateway,
+        ])
+    };
+    let a = run(&node_a);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = run(&node_b);
+    assert!(
+        !b.status.success(),
+        "a claim whose folder is missing is not a success"
+    );
+
+    let text = scrape(&gateway);
+    let ns_label = format!("namespace=\"{ns}\"");
+    let on = |node: &str| format!("node=\"{node}\"");
+    assert!(
+        metric(
+            &text,
+            "cairn_backup_last_success_timestamp_seconds",
+            &[
+                &on(&node_a),
+                &ns_label,
+                "claim=\"web\"",
+                "command=\"k8s-backup-volumes\""
+            ]
+        )
+        .is_some(),
+        "node a's series survive node b's push:\n{text}"
+    );
+    for (node, failed) in [(&node_a, 0.0), (&node_b, 1.0)] {
+        assert_eq!(
+            metric(
+                &text,
+                "cairn_backup_failed_namespaces",
+                &[&on(node), "cluster=\"test\""]
+            ),
+            Some(failed),
+            "{node}:\n{text}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "cairn_volume_backup_failed",
+            &[
+                &on(&node_b),
+                &ns_label,
+                "claim=\"db\"",
+                "reason=\"folder-missing\""
+            ]
+        ),
+        Some(1.0),
+        "the failed claim has a series of its own:\n{text}"
+    );
+}

@@ -471,7 +471,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     let out = archiver::backup(&repo, &a.paths, &options, &progress)?;
     drop(display);
     let s = &out.snapshot.summary;
-    let mut m = Metrics::new("backup");
+    let mut m = Metrics::new("backup").grouped_by("host", &options.host);
     let labels = [("host", options.host.as_str())];
     let time = out.snapshot.time;
     m.snapshot(&labels, time, s.seconds, s.bytes, s.new_bytes);

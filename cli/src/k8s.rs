@@ -216,7 +216,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     let display = Display::start(progress.clone(), "k8s-backup", "backed up", g);
     let report = backup::backup(&repo, &cluster, &settings, &progress)?;
     drop(display);
-    let mut m = Metrics::new("k8s-backup");
+    let mut m = Metrics::new("k8s-backup").grouped_by("cluster", &settings.cluster);
     for s in &report.snapshots {
         let labels = [
             ("cluster", settings.cluster.as_str()),
@@ -302,7 +302,9 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
     let report = volumes::backup_volumes(&repo, &cluster, &settings, &progress)?;
     drop(display);
     let errors: usize = report.snapshots.iter().map(|s| s.errors.len()).sum();
-    let mut m = Metrics::new("k8s-backup-volumes");
+    let mut m = Metrics::new("k8s-backup-volumes")
+        .grouped_by("cluster", &settings.cluster)
+        .grouped_by("node", &settings.node);
     for s in &report.snapshots {
         let labels = [
             ("cluster", settings.cluster.as_str()),
@@ -324,6 +326,26 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
         &node_labels,
         failed as f64,
     );
+    // one series per namespace or claim left without a backup, so each alerts by name
+    let help = "1 for a namespace (failed hook) or claim (folder not found) not backed up.";
+    let failures = report
+        .failed
+        .iter()
+        .map(|ns| (ns.as_str(), "", "hook-failed"))
+        .chain(report.missing.iter().map(|key| {
+            let (ns, claim) = key.split_once('/').unwrap_or((key, ""));
+            (ns, claim, "folder-missing")
+        }));
+    for (namespace, claim, reason) in failures {
+        let labels = [
+            node_labels[0],
+            node_labels[1],
+            ("namespace", namespace),
+            ("claim", claim),
+            ("reason", reason),
+        ];
+        m.gauge("volume_backup_failed", help, &labels, 1.0);
+    }
     m.publish(&repo, &a.metrics)?;
     if g.json {
         print_summary(&report);

@@ -31,6 +31,7 @@ struct Family {
 /// The metrics of one run: gauges with labels.
 pub struct Metrics {
     command: &'static str,
+    grouping: Vec<(&'static str, String)>,
     families: BTreeMap<&'static str, Family>,
 }
 
@@ -39,8 +40,17 @@ impl Metrics {
     pub fn new(command: &'static str) -> Metrics {
         Metrics {
             command,
+            grouping: vec![],
             families: BTreeMap::new(),
         }
+    }
+
+    /// Adds `label` to the Pushgateway group key: a push replaces its whole group, so runs
+    /// that push in parallel (one per node or host) need groups of their own, or each erases
+    /// the others' series.
+    pub fn grouped_by(mut self, label: &'static str, value: &str) -> Metrics {
+        self.grouping.push((label, value.to_string()));
+        self
     }
 
     /// Records gauge `name` (prefixed `cairn_`) for `labels`.
@@ -144,15 +154,36 @@ impl Metrics {
         }
         if let Some(url) = &args.metrics_push {
             let url = format!(
-                "{}/metrics/job/cairn/command/{}",
+                "{}/metrics/job/cairn/command/{}{}",
                 url.trim_end_matches('/'),
-                self.command
+                self.command,
+                group_path(&self.grouping)
             );
             push(&url, text)
                 .with_context(|| format!("pushing metrics to {url}: check --metrics-push and that the Pushgateway is reachable"))?;
         }
         Ok(())
     }
+}
+
+/// The Pushgateway URL path of a group key: `/label/value`, or `/label@base64/…` for a value
+/// that is empty or holds characters a path segment cannot carry as they are.
+fn group_path(grouping: &[(&'static str, String)]) -> String {
+    use base64::Engine;
+    grouping
+        .iter()
+        .map(|(k, v)| {
+            let plain = !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if plain {
+                format!("/{k}/{v}")
+            } else {
+                let encoded = base64::engine::general_purpose::URL_SAFE.encode(v);
+                format!("/{k}@base64/{}", if v.is_empty() { "=" } else { &encoded })
+            }
+        })
+        .collect()
 }
 
 fn escape(v: &str) -> String {
@@ -190,6 +221,19 @@ fn push(url: &str, text: String) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_keys_are_path_segments_or_base64() {
+        let grouping = [
+            ("node", "node-a.example".to_string()),
+            ("cluster", "a/b c".to_string()),
+            ("host", String::new()),
+        ];
+        assert_eq!(
+            group_path(&grouping),
+            "/node/node-a.example/cluster@base64/YS9iIGM=/host@base64/="
+        );
+    }
 
     #[test]
     fn renders_the_exposition_format_with_escaped_labels() {

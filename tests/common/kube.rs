@@ -169,3 +169,27 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A claim `claim` of namespace `ns`, bound to volume `pv`, and a pod `pod` on `node` that
+/// mounts it; returns the folder where that node's kubelet (rooted at `kubelet`) would mount the
+/// volume, not created. (No kubelet runs here: the folder stands for the mount.)
+pub fn mounted_claim(
+    kube: &Kube,
+    ns: &str,
+    (claim, pv): (&str, &str),
+    (pod, node): (&str, &str),
+    kubelet: &std::path::Path,
+) -> PathBuf {
+    kube.create(
+        serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
+            "resources": {"requests": {"storage": "1Gi"}}}}),
+    );
+    let pod = kube.create(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod, "namespace": ns},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}));
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    kubelet.join(format!("pods/{uid}/volumes/kubernetes.io~host-path/{pv}"))
+}
