@@ -17,7 +17,7 @@ use cairn_engine::records;
 use cairn_engine::repository::{InitOptions, Repository};
 use cairn_engine::restorer::{self, Overwrite, RestoreOptions};
 use cairn_engine::retention::{self, GroupBy, Policy};
-use cairn_engine::snapshot::Snapshot;
+use cairn_engine::snapshot::{Snapshot, SnapshotFilter};
 use cairn_engine::store::{Location, LockMode, ObjectLock};
 use cairn_engine::tree::{self, Node, NodeKind};
 use cairn_engine::{Id, repair};
@@ -62,15 +62,64 @@ pub struct InitArgs {
     from_password_file: Option<PathBuf>,
 }
 
+/// Which snapshots a command considers (restic's `--host`, `--tag`, `--path`).
+#[derive(Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable: any of them)
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Only snapshots holding every tag of this comma-separated list (repeatable: any list)
+    #[arg(long = "tag", value_name = "TAG[,TAG…]")]
+    tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable: all of them)
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+impl FilterArgs {
+    /// The engine's filter; relative paths are taken from the current folder.
+    pub fn filter(&self) -> Result<SnapshotFilter> {
+        let paths = self
+            .paths
+            .iter()
+            .map(|p| std::path::absolute(p).with_context(|| format!("--path {}", p.display())))
+            .collect::<Result<_>>()?;
+        Ok(SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self
+                .tags
+                .iter()
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .collect(),
+            paths,
+        })
+    }
+}
+
+/// `cairn snapshots` options.
+#[derive(Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
 /// `cairn copy` options.
 #[derive(Args)]
 pub struct CopyArgs {
     /// Snapshots to copy (id prefixes, or `latest`)
-    #[arg(required_unless_present = "all")]
+    #[arg(required_unless_present_any = ["all", "hosts", "tags", "paths"])]
     snapshots: Vec<String>,
-    /// Copy every snapshot
+    /// Copy every snapshot (that the filters select)
     #[arg(long, conflicts_with = "snapshots")]
     all: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// The repository to copy into (made with `cairn init --copy-chunker-params-from`)
     #[arg(long, env = "CAIRN_TO_REPOSITORY")]
     to: String,
@@ -91,8 +140,8 @@ pub struct BackupArgs {
     /// Files and folders to back up
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Tag the snapshot (repeatable)
-    #[arg(long)]
+    /// Tag the snapshot (repeatable, or a comma-separated list as restic takes it)
+    #[arg(long, value_delimiter = ',')]
     tag: Vec<String>,
     /// Host name to record [default: this machine's]
     #[arg(long)]
@@ -205,6 +254,8 @@ pub struct ForgetArgs {
     /// Only show what would be removed and why the rest is kept
     #[arg(short = 'n', long)]
     dry_run: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Run garbage collection afterwards
     #[arg(long, conflicts_with = "dry_run")]
     prune: bool,
@@ -367,14 +418,22 @@ pub(crate) fn open_target(
 }
 
 /// The snapshots `specs` name (id prefixes or `latest`), oldest first; every snapshot if none.
-pub(crate) fn find_snapshots(repo: &Repository, specs: &[String]) -> Result<Vec<(Id, Snapshot)>> {
-    if specs.is_empty() {
-        return Ok(Snapshot::load_all(repo)?);
-    }
-    let mut found = specs
-        .iter()
-        .map(|spec| Snapshot::find(repo, spec))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+/// The snapshots `specs` names (every one if none), those the filter selects, oldest first.
+pub(crate) fn find_snapshots(
+    repo: &Repository,
+    specs: &[String],
+    filter: &FilterArgs,
+) -> Result<Vec<(Id, Snapshot)>> {
+    let filter = filter.filter()?;
+    let mut found = if specs.is_empty() {
+        Snapshot::load_all(repo)?
+    } else {
+        specs
+            .iter()
+            .map(|spec| Snapshot::find(repo, spec))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    };
+    found.retain(|(_, s)| filter.matches(s));
     found.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
     found.dedup_by_key(|(id, _)| *id);
     Ok(found)
@@ -520,9 +579,9 @@ fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
 }
 
 /// `cairn snapshots`
-pub fn snapshots(g: &Global) -> Result<u8> {
+pub fn snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
     let repo = open(g)?;
-    let all = Snapshot::load_all(&repo)?;
+    let all = find_snapshots(&repo, &[], &a.filter)?;
     if g.json {
         print_json(
             &all.iter()
@@ -706,7 +765,7 @@ pub fn copy(g: &Global, a: CopyArgs) -> Result<u8> {
     let source = open(g)?;
     let target = open_target(g, &a.to, a.to_password_file.as_deref(), a.to_aws_profile)?;
     let target_location = target.location().clone();
-    let snapshots = find_snapshots(&source, if a.all { &[] } else { &a.snapshots })?;
+    let snapshots = find_snapshots(&source, &a.snapshots, &a.filter)?;
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "copy", "copied", g);
     let started = std::time::Instant::now();
@@ -793,7 +852,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     let decisions = retention::apply(
         &policy,
         group_by(&a.group_by)?,
-        &Snapshot::load_all(&repo)?,
+        &find_snapshots(&repo, &[], &a.filter)?,
         store_now,
     );
     let future: Vec<Id> = decisions

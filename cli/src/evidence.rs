@@ -11,7 +11,7 @@ use clap::Args;
 use indicatif::HumanBytes;
 
 use crate::commands::{
-    find_snapshots, open, open_target, parse_percent, print_json, print_summary,
+    FilterArgs, find_snapshots, open, open_target, parse_percent, print_json, print_summary,
 };
 use crate::metrics::{Metrics, MetricsArgs};
 use crate::progress::Display;
@@ -35,13 +35,15 @@ pub struct DrillArgs {
     #[arg(long)]
     keep_files: bool,
     #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
     metrics: MetricsArgs,
 }
 
 /// `cairn drill`
 pub fn drill(g: &Global, a: DrillArgs) -> Result<u8> {
     let repo = open(g)?;
-    let all = find_snapshots(&repo, &a.snapshots)?;
+    let all = find_snapshots(&repo, &a.snapshots, &a.filter)?;
     let chosen = if a.snapshots.is_empty() {
         drill::latest_of_each(all)
     } else {
@@ -180,6 +182,8 @@ pub struct ReportArgs {
     /// A check or drill older than this does not count as regular testing
     #[arg(long, default_value = "8days", value_parser = humantime::parse_duration)]
     evidence_max_age: std::time::Duration,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 /// `cairn report`
@@ -202,6 +206,7 @@ pub fn report(g: &Global, a: ReportArgs) -> Result<u8> {
     let options = AuditOptions {
         backup_max_age: span(a.backup_max_age),
         evidence_max_age: span(a.evidence_max_age),
+        filter: a.filter.filter()?,
         ..AuditOptions::default()
     };
     let report = audit::report(&repo, replica.as_ref(), &options)?;

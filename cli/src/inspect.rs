@@ -10,13 +10,15 @@ use indicatif::HumanBytes;
 use serde_json::json;
 
 use crate::Global;
-use crate::commands::{find_snapshots, open, print_json};
+use crate::commands::{FilterArgs, find_snapshots, open, print_json};
 
 /// `cairn stats` options.
 #[derive(Args)]
 pub struct StatsArgs {
     /// Snapshots to count (id prefixes or `latest`) [default: all]
     snapshots: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 /// `cairn diff` options.
@@ -37,12 +39,14 @@ pub struct FindArgs {
     /// Only look in these snapshots (repeatable) [default: all]
     #[arg(short, long = "snapshot")]
     snapshots: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 /// `cairn stats`
 pub fn stats(g: &Global, a: StatsArgs) -> Result<u8> {
     let repo = open(g)?;
-    let snapshots = find_snapshots(&repo, &a.snapshots)?;
+    let snapshots = find_snapshots(&repo, &a.snapshots, &a.filter)?;
     let s = stats::stats(&repo, &snapshots)?;
     if g.json {
         print_json(&s);
@@ -116,7 +120,7 @@ pub fn diff(g: &Global, a: DiffArgs) -> Result<u8> {
 pub fn find(g: &Global, a: FindArgs) -> Result<u8> {
     let repo = open(g)?;
     let patterns = Patterns::new(&a.patterns)?;
-    let snapshots = find_snapshots(&repo, &a.snapshots)?;
+    let snapshots = find_snapshots(&repo, &a.snapshots, &a.filter)?;
     let found = find::find(&repo, &snapshots, &patterns)?;
     if g.json {
         print_json(&found);

@@ -82,7 +82,7 @@ enum Command {
     /// Back up files and folders into a new snapshot
     Backup(commands::BackupArgs),
     /// List snapshots
-    Snapshots,
+    Snapshots(commands::SnapshotsArgs),
     /// List the files in a snapshot
     Ls(commands::LsArgs),
     /// Restore a snapshot (or part of it) into a folder
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(a) => commands::init(g, a),
         Command::Backup(a) => commands::backup(g, a),
-        Command::Snapshots => commands::snapshots(g),
+        Command::Snapshots(a) => commands::snapshots(g, a),
         Command::Ls(a) => commands::ls(g, a),
         Command::Restore(a) => commands::restore(g, a),
         Command::Forget(a) => commands::forget(g, a),

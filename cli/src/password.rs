@@ -33,8 +33,14 @@ pub fn get(file: Option<&Path>, env_var: &str, what: &str, confirm: bool) -> Res
         return Ok(Zeroizing::new(p.into_encoded_bytes()));
     }
     if !std::io::stdin().is_terminal() {
+        // CAIRN_TO_PASSWORD goes with CAIRN_TO_PASSWORD_FILE and --to-password-file
+        let prefix = env_var
+            .trim_start_matches("CAIRN_")
+            .trim_end_matches("PASSWORD")
+            .to_lowercase()
+            .replace('_', "-");
         bail!(
-            "no {what} given: set CAIRN_PASSWORD_FILE (or --password-file) or {env_var}, or run on a terminal to be asked"
+            "no {what} given: set {env_var}_FILE (or --{prefix}password-file) or {env_var}, or run on a terminal to be asked"
         );
     }
     let first = Zeroizing::new(rpassword::prompt_password(format!("enter {what}: "))?);

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::records;
 use crate::repository::{ObjectKind, Repository};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotFilter};
 use crate::sources::kube;
 use crate::store::ObjectLock;
 
@@ -30,6 +30,8 @@ pub struct AuditOptions {
     pub backup_max_age: Duration,
     /// A check or drill older than this does not count as regular testing (default 8 days).
     pub evidence_max_age: Duration,
+    /// The snapshots reported on (default: all).
+    pub filter: SnapshotFilter,
 }
 
 impl Default for AuditOptions {
@@ -38,6 +40,7 @@ impl Default for AuditOptions {
             now: Utc::now(),
             backup_max_age: Duration::hours(26),
             evidence_max_age: Duration::days(8),
+            filter: SnapshotFilter::default(),
         }
     }
 }
@@ -201,7 +204,8 @@ pub fn report(
     let config = repo.config();
     let retention = Duration::seconds(config.keep_within_secs as i64);
     let hours = |t: DateTime<Utc>| (options.now - t).as_seconds_f64() / 3600.0;
-    let snapshots = Snapshot::load_all(repo)?;
+    let mut snapshots = Snapshot::load_all(repo)?;
+    snapshots.retain(|(_, s)| options.filter.matches(s));
     let copies = replica.map(Snapshot::load_all).transpose()?;
     // what the replica holds copies of: copies name the snapshot they copy in `original`
     let copied: Option<HashSet<Id>> = copies.as_ref().map(|copies| {

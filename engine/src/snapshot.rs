@@ -77,6 +77,42 @@ pub struct Snapshot {
     pub program: String,
 }
 
+/// Which snapshots a command considers, with restic's semantics: any of the hosts; any of the
+/// tag sets, a set matching a snapshot that has all its tags; all of the paths. An empty field
+/// matches every snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    /// Hosts, any of which matches.
+    pub hosts: Vec<String>,
+    /// Tag sets, any of which matches a snapshot holding every tag of the set.
+    pub tags: Vec<Vec<String>>,
+    /// Absolute paths that the snapshot's paths must all include.
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+impl SnapshotFilter {
+    /// Whether `s` is one of the snapshots considered.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        let host = self.hosts.is_empty() || self.hosts.contains(&s.host);
+        let tags = self.tags.is_empty()
+            || self
+                .tags
+                .iter()
+                .any(|set| set.iter().all(|t| s.tags.contains(t)));
+        let paths = self.paths.iter().all(|want| {
+            s.paths
+                .iter()
+                .any(|p| std::path::Path::new(p.as_os()) == want)
+        });
+        host && tags && paths
+    }
+
+    /// Whether it matches every snapshot.
+    pub fn is_empty(&self) -> bool {
+        *self == SnapshotFilter::default()
+    }
+}
+
 impl Snapshot {
     /// Stores the snapshot; only call after every blob it references is indexed.
     pub fn save(&self, repo: &Repository) -> Result<Id> {
@@ -157,5 +193,43 @@ mod tests {
         };
         let back: Summary = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn filters_take_any_host_any_tag_set_and_every_path() {
+        let snapshot = |host: &str, tags: &[&str], paths: &[&str]| Snapshot {
+            version: SNAPSHOT_VERSION,
+            time: Utc::now(),
+            host: host.into(),
+            user: "root".into(),
+            paths: paths
+                .iter()
+                .map(|p| RawBytes(p.as_bytes().to_vec()))
+                .collect(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            tree: Id([0; 32]),
+            parent: None,
+            original: None,
+            summary: Summary::default(),
+            program: String::new(),
+        };
+        let s = snapshot("web1", &["daily", "db"], &["/srv/data", "/etc"]);
+        let filter = |hosts: &[&str], tags: &[&[&str]], paths: &[&str]| SnapshotFilter {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            tags: tags
+                .iter()
+                .map(|set| set.iter().map(|t| t.to_string()).collect())
+                .collect(),
+            paths: paths.iter().map(Into::into).collect(),
+        };
+        assert!(filter(&[], &[], &[]).matches(&s));
+        assert!(filter(&["web2", "web1"], &[], &[]).matches(&s));
+        assert!(!filter(&["web2"], &[], &[]).matches(&s));
+        assert!(filter(&[], &[&["daily", "db"]], &[]).matches(&s));
+        assert!(!filter(&[], &[&["daily", "weekly"]], &[]).matches(&s));
+        assert!(filter(&[], &[&["daily", "weekly"], &["db"]], &[]).matches(&s));
+        assert!(filter(&[], &[], &["/srv/data/", "/etc"]).matches(&s));
+        assert!(!filter(&[], &[], &["/srv/data", "/var"]).matches(&s));
+        assert!(!filter(&["web1"], &[&["db"]], &["/var"]).matches(&s));
     }
 }
