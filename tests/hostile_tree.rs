@@ -51,10 +51,7 @@ fn snapshot_of(dir: &Path) -> BTreeMap<PathBuf, String> {
 
 /// A thread that swaps each `(a, b)` pair's entries (atomically, `RENAME_EXCHANGE`) in a loop
 /// until `stop` is set, once `a` exists; returns how many swaps it made.
-fn swapper(
-    pairs: Vec<(PathBuf, PathBuf)>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<u64> {
+fn swapper(pairs: Vec<(PathBuf, PathBuf)>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut swaps = 0;
         while !stop.load(Ordering::Relaxed) {
@@ -212,8 +209,11 @@ fn a_folder_swapped_for_a_symlink_during_a_restore_never_gets_anything_outside_w
         std::fs::write(d.join("sub/passwd"), b"restored passwd\n").unwrap();
         std::os::unix::fs::symlink("f0", d.join("link")).unwrap();
         std::fs::hard_link(d.join("f1"), d.join("hard")).unwrap();
-        nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .unwrap();
+        nix::unistd::mkfifo(
+            &d.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
     }
     let id = env.backup(&[&src]);
     let before = snapshot_of(&outside);
