@@ -252,3 +252,53 @@ fn a_folder_swapped_for_a_symlink_during_a_restore_never_gets_anything_outside_w
          that folder then held)"
     );
 }
+
+/// A tmpfs mounted at a path for the life of the value.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "cairn-test", at.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (the tests run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount(at.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_mount_point_below_the_root_is_stored_as_an_empty_folder_and_a_mounted_root_whole() {
+    let env = Env::new();
+    let vol = env.path("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("own"), b"on the volume").unwrap();
+    let mnt = vol.join("mnt");
+    let _mount = Mount::tmpfs(&mnt);
+    std::fs::write(mnt.join("other-fs"), b"on another file system").unwrap();
+
+    let out = env.run(&["backup", vol.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warning = format!(
+        "warning: {}: another file system is mounted here",
+        mnt.display()
+    );
+    assert!(stderr(&out).contains(&warning), "{}", stderr(&out));
+    assert_eq!(env.ls_paths("latest"), ["/vol", "/vol/mnt", "/vol/own"]);
+
+    // named as a root, a mount point is backed up whole
+    let out = env.run(&["backup", mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.ls_paths("latest"), ["/mnt", "/mnt/other-fs"]);
+}
