@@ -373,10 +373,9 @@ impl Walk<'_, '_> {
             Source::Path(path) => {
                 // the root itself is trusted (named by whoever runs the backup): its folder is
                 // opened by path, and the walk goes on from descriptors
-                let (parent, base) = match (path.parent(), path.file_name()) {
-                    (Some(parent), Some(base)) => (parent, base),
-                    _ => (Path::new("/"), std::ffi::OsStr::new(".")),
-                };
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                let parent = parent.unwrap_or(Path::new("."));
+                let base = path.file_name().unwrap_or(OsStr::new("."));
                 let listed =
                     dirfd::open_dir(parent).and_then(|dir| Ok((dirfd::stat_at(&dir, base)?, dir)));
                 match listed {
