@@ -7,19 +7,22 @@
 //! background. Memory is bounded by the queue and pack sizes, never by file or data size.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender, bounded};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, SFlag, fstat};
 
 use crate::blob::BlobKind;
 use crate::clock;
+use crate::dirfd;
 use crate::error::{Error, Result};
 use crate::fsmeta::{self, ChangeStamp, OwnerNames};
 use crate::id::Id;
@@ -28,7 +31,7 @@ use crate::progress::Progress;
 use crate::repository::{ObjectKind, Repository};
 use crate::session::Session;
 use crate::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
-use crate::tree::{Node, NodeKind, RawBytes, Tree};
+use crate::tree::{Node, NodeKind, RawBytes, Tree, Xattr};
 
 /// Which earlier snapshot a backup compares files with, to skip reading unchanged ones.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,6 +106,13 @@ struct FileRead {
     changed: bool,
 }
 
+/// What a file with several links held when read.
+struct HardLinkRead {
+    stamp: ChangeStamp,
+    ids: Vec<Id>,
+    xattrs: Vec<Xattr>,
+}
+
 struct Walk<'a, 'r> {
     repo: &'r Repository,
     packer: &'a Packer<'r>,
@@ -111,7 +121,7 @@ struct Walk<'a, 'r> {
     progress: &'a Progress,
     names: OwnerNames,
     /// Files with several links read so far, by (device, inode), if they read unchanged.
-    hardlinks: HashMap<(u64, u64), (ChangeStamp, Vec<Id>)>,
+    hardlinks: HashMap<(u64, u64), HardLinkRead>,
     errors: Vec<String>,
     skipped: Vec<String>,
     summary: Summary,
@@ -360,13 +370,30 @@ impl Walk<'_, '_> {
         before: Option<&Node>,
     ) -> Result<Option<Node>> {
         match source {
-            Source::Path(path) => match std::fs::symlink_metadata(path) {
-                Ok(meta) => self.entry(name, path, &meta, before),
-                Err(e) => {
-                    self.warn(path, format!("cannot stat: {e}"));
-                    Ok(None)
+            Source::Path(path) => {
+                // the root itself is trusted (named by whoever runs the backup): its folder is
+                // opened by path, and the walk goes on from descriptors
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                let parent = parent.unwrap_or(Path::new("."));
+                let base = path.file_name().unwrap_or(OsStr::new("."));
+                let listed =
+                    dirfd::open_dir(parent).and_then(|dir| Ok((dirfd::stat_at(&dir, base)?, dir)));
+                match listed {
+                    Ok((st, dir)) => {
+                        let at = Listed {
+                            dir: &dir,
+                            name: base,
+                            path,
+                            st: &st,
+                        };
+                        self.entry(name, &at, before, None)
+                    }
+                    Err(e) => {
+                        self.warn(path, format!("cannot stat: {e}"));
+                        Ok(None)
+                    }
                 }
-            },
+            }
             Source::Bytes { data, mtime_ns } => {
                 let mut node = made_node(name, NodeKind::File, 0o600, *mtime_ns);
                 let (content, size) = self.content(data.as_slice(), data.len() as u64, None)?;
@@ -407,32 +434,37 @@ impl Walk<'_, '_> {
     }
 
     /// The node of one entry, or `None` (with a warning) if it is left out. `before` is the
-    /// entry of the same name in the parent snapshot, if any.
+    /// entry of the same name in the parent snapshot, if any; `parent_device` the device of the
+    /// folder it is in (none for a root: a folder on another device below it is a mount point).
     fn entry(
         &mut self,
         name: RawBytes,
-        path: &Path,
-        meta: &std::fs::Metadata,
+        at: &Listed,
         before: Option<&Node>,
+        parent_device: Option<u64>,
     ) -> Result<Option<Node>> {
+        let path = at.path;
         self.progress.set_current(path.display());
-        let Some(kind) = fsmeta::node_kind(meta) else {
+        let Some(kind) = fsmeta::node_kind(at.st) else {
             self.skipped.push(format!(
                 "{}: socket left out (sockets cannot be restored)",
                 path.display()
             ));
             return Ok(None);
         };
-        let mut node = fsmeta::node_from(name, kind, meta, path, &mut self.names);
+        let mut node = fsmeta::node_from(name, kind, at.st, &mut self.names);
         match kind {
-            NodeKind::File if before.is_some_and(|b| unchanged(&node, b)) => {
-                node.content = before.expect("checked").content.clone();
+            NodeKind::File if let Some(b) = before.filter(|b| unchanged(&node, b)) => {
+                // setting an extended attribute changes the status-change time: unchanged
+                // files keep theirs
+                node.content = b.content.clone();
+                node.xattrs = b.xattrs.clone();
                 self.progress.add_bytes(node.size);
                 self.summary.files += 1;
                 self.summary.files_unmodified += 1;
                 self.summary.bytes += node.size;
             }
-            NodeKind::File => match self.file_content(path, &node) {
+            NodeKind::File => match self.file_content(at, &mut node) {
                 Ok(FileRead { ids, size, changed }) => {
                     if changed {
                         node.ctime_ns = CHANGED_WHILE_READ;
@@ -457,15 +489,44 @@ impl Walk<'_, '_> {
                 }
                 Err(e) => return Err(e),
             },
+            NodeKind::Dir if parent_device.is_some_and(|d| d != at.st.st_dev) => {
+                // like restic's --one-file-system: the mount point itself, empty
+                self.skipped.push(format!(
+                    "{}: another file system is mounted here; stored as an empty folder (back it \
+                     up by naming it)",
+                    path.display()
+                ));
+                node.subtree = Some(
+                    self.packer
+                        .save(BlobKind::Tree, &Tree::default().encode())?,
+                );
+                node.size = 0;
+                self.summary.dirs += 1;
+            }
             NodeKind::Dir => {
-                let tree = self.directory(path, before.and_then(|b| b.subtree.as_ref()))?;
+                let tree = match dirfd::open_dir_at(at.dir, at.name, Some(dirfd::identity(at.st))) {
+                    Ok(dir) => {
+                        node.xattrs = fsmeta::read_xattrs(&dir);
+                        let before = before.and_then(|b| b.subtree.as_ref());
+                        self.directory(&dir, path, before, at.st.st_dev)?
+                    }
+                    // not a folder any more
+                    Err(e) if e.raw_os_error().is_none() => {
+                        self.warn(path, format!("cannot open: {e}"));
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.warn(path, format!("cannot list: {e}; stored as an empty folder"));
+                        Tree::default()
+                    }
+                };
                 node.subtree = Some(self.packer.save(BlobKind::Tree, &tree.encode())?);
                 node.size = 0;
                 self.summary.dirs += 1;
             }
-            NodeKind::Symlink => match std::fs::read_link(path) {
+            NodeKind::Symlink => match nix::fcntl::readlinkat(at.dir, at.name) {
                 Ok(t) => {
-                    node.target = Some(RawBytes::from_os(t.as_os_str()));
+                    node.target = Some(RawBytes::from_os(&t));
                     self.summary.others += 1;
                 }
                 Err(e) => {
@@ -473,6 +534,7 @@ impl Walk<'_, '_> {
                     return Ok(None);
                 }
             },
+            // FIFOs and device nodes are recorded, never opened
             _ => self.summary.others += 1,
         }
         self.progress
@@ -481,38 +543,43 @@ impl Walk<'_, '_> {
         Ok(Some(node))
     }
 
-    /// The tree of a directory; entries that cannot be read are left out with a warning, and a
-    /// directory that cannot be listed (completely) keeps the entries listed, with a warning.
-    /// `before` is the directory's tree in the parent snapshot.
-    fn directory(&mut self, path: &Path, before: Option<&Id>) -> Result<Tree> {
+    /// The tree of the open folder `dir` (at `path`, on `device`); entries that cannot be read
+    /// are left out with a warning, and a folder that cannot be listed (completely) keeps the
+    /// entries listed, with a warning. `before` is the folder's tree in the parent snapshot.
+    fn directory(
+        &mut self,
+        dir: &File,
+        path: &Path,
+        before: Option<&Id>,
+        device: u64,
+    ) -> Result<Tree> {
         let before = before.and_then(|id| load_parent_tree(self.repo, id));
-        let mut names = Vec::new();
-        match std::fs::read_dir(path) {
-            Ok(listing) => {
-                for entry in listing {
-                    match entry {
-                        Ok(e) => names.push(e.file_name()),
-                        Err(e) => {
-                            self.warn(
-                                path,
-                                format!("cannot list all entries: {e}; stored with those listed"),
-                            );
-                            break;
-                        }
-                    }
-                }
+        let (mut names, error) = dirfd::list(dir);
+        match error {
+            Some(e) if names.is_empty() => {
+                self.warn(path, format!("cannot list: {e}; stored as an empty folder"))
             }
-            Err(e) => self.warn(path, format!("cannot list: {e}; stored as an empty folder")),
+            Some(e) => self.warn(
+                path,
+                format!("cannot list all entries: {e}; stored with those listed"),
+            ),
+            None => {}
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut nodes = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(&name);
-            match std::fs::symlink_metadata(&child) {
-                Ok(meta) => {
+            match dirfd::stat_at(dir, &name) {
+                Ok(st) => {
+                    let at = Listed {
+                        dir,
+                        name: &name,
+                        path: &child,
+                        st: &st,
+                    };
                     let name = RawBytes::from_os(&name);
                     let old = before.as_ref().and_then(|t| t.find(&name));
-                    nodes.extend(self.entry(name, &child, &meta, old)?)
+                    nodes.extend(self.entry(name, &at, old, Some(device))?)
                 }
                 Err(e) => self.warn(&child, format!("cannot stat: {e}")),
             }
@@ -522,26 +589,35 @@ impl Walk<'_, '_> {
 
     /// Chunks the regular file `node` was listed from, queueing new chunks, and tells whether
     /// it changed from when it was listed to when it was read to the end (one `fstat` after
-    /// reading). A file with several hard links is read once while it does not change.
-    fn file_content(&mut self, path: &Path, node: &Node) -> Result<FileRead> {
+    /// reading); records its extended attributes in `node`. A file with several hard links is
+    /// read once while it does not change.
+    fn file_content(&mut self, at: &Listed, node: &mut Node) -> Result<FileRead> {
+        let path = at.path;
         let listed: ChangeStamp = (node.size, node.mtime_ns, node.ctime_ns);
         let link_key = (node.device, node.inode);
         if node.is_hardlinked()
-            && let Some((stamp, ids)) = self.hardlinks.get(&link_key)
-            && *stamp == listed
+            && let Some(read) = self.hardlinks.get(&link_key)
+            && read.stamp == listed
         {
+            node.xattrs = read.xattrs.clone();
             return Ok(FileRead {
-                ids: ids.clone(),
+                ids: read.ids.clone(),
                 size: node.size,
                 changed: false,
             });
         }
-        let file = open_listed(path, node).map_err(|e| Error::io(path, e))?;
+        let (file, _) = open_listed(at).map_err(|e| Error::io(path, e))?;
+        node.xattrs = fsmeta::read_xattrs(&file);
         let (ids, size) = self.content(&file, node.size, Some(path))?;
-        let after = file.metadata().map_err(|e| Error::io(path, e))?;
+        let after = fstat(&file).map_err(|e| Error::io(path, e.into()))?;
         let changed = size != node.size || fsmeta::change_stamp(&after) != listed;
         if node.is_hardlinked() && !changed {
-            self.hardlinks.insert(link_key, (listed, ids.clone()));
+            let read = HardLinkRead {
+                stamp: listed,
+                ids: ids.clone(),
+                xattrs: node.xattrs.clone(),
+            };
+            self.hardlinks.insert(link_key, read);
         }
         Ok(FileRead { ids, size, changed })
     }
@@ -573,30 +649,26 @@ impl Walk<'_, '_> {
     }
 }
 
-/// Opens the regular file `node` was listed from, for reading: never through a symlink, never
-/// waiting (on a FIFO), never as a controlling terminal. An entry replaced since it was listed
-/// (by another file, a symlink, a FIFO or a device) is refused before anything is read.
-fn open_listed(path: &Path, node: &Node) -> std::io::Result<File> {
-    use nix::libc::{ELOOP, O_NOCTTY, O_NOFOLLOW, O_NONBLOCK};
-    let replaced = || {
-        std::io::Error::other(
-            "replaced by another entry while being backed up; left out, back up again",
-        )
-    };
-    let file = File::options()
-        .read(true)
-        .custom_flags(O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(ELOOP) => replaced(),
-            _ => e,
-        })?;
-    let opened = file.metadata()?;
-    if opened.is_file() && (opened.dev(), opened.ino()) == (node.device, node.inode) {
-        Ok(file)
-    } else {
-        Err(replaced())
-    }
+/// An entry as listed: its name in the open folder `dir`, its path (for messages) and status.
+struct Listed<'a> {
+    dir: &'a File,
+    name: &'a OsStr,
+    path: &'a Path,
+    st: &'a FileStat,
+}
+
+/// Opens the regular file an entry was listed as, for reading: by its name in the open folder,
+/// never through a symlink, never waiting (on a FIFO), never as a controlling terminal. An
+/// entry replaced since it was listed (by another file, a symlink, a FIFO or a device) is
+/// refused before anything is read.
+fn open_listed(at: &Listed) -> std::io::Result<(File, FileStat)> {
+    dirfd::open_at(
+        at.dir,
+        at.name,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+        SFlag::S_IFREG,
+        Some(dirfd::identity(at.st)),
+    )
 }
 
 /// The node of an entry made in memory: owned by root, with these permissions and time.
@@ -649,29 +721,35 @@ mod tests {
     #[test]
     fn only_the_regular_file_listed_is_opened() {
         use nix::sys::stat::{Mode, SFlag, makedev, mknod};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
         std::fs::write(&path, b"listed").unwrap();
-        let meta = path.symlink_metadata().unwrap();
-        let names = &mut OwnerNames::default();
-        let listed =
-            fsmeta::node_from(RawBytes(b"f".to_vec()), NodeKind::File, &meta, &path, names);
+        let dir = dirfd::open_dir(tmp.path()).unwrap();
+        let name = OsStr::new("f");
+        let st = dirfd::stat_at(&dir, name).unwrap();
+        let listed = Listed {
+            dir: &dir,
+            name,
+            path: &path,
+            st: &st,
+        };
         let mut read = String::new();
-        open_listed(&path, &listed)
+        open_listed(&listed)
             .unwrap()
+            .0
             .read_to_string(&mut read)
             .unwrap();
         assert_eq!(read, "listed");
 
-        let other = dir.path().join("other");
+        let other = tmp.path().join("other");
         std::fs::write(&other, b"not listed").unwrap();
         let refused = |why: &str| {
-            let e = open_listed(&path, &listed).expect_err(why);
+            let e = open_listed(&listed).expect_err(why);
             assert!(e.to_string().contains("replaced"), "{why}: {e}");
             std::fs::remove_file(&path).unwrap();
         };
         // made while the listed file exists, so that it cannot reuse its inode
-        let new = dir.path().join("new");
+        let new = tmp.path().join("new");
         std::fs::write(&new, b"a new file").unwrap();
         std::fs::rename(&new, &path).unwrap();
         refused("another file");

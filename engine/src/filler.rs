@@ -5,20 +5,22 @@
 //! so holes stay holes; a file is renamed into place as soon as its last blob is written.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, SFlag, fstat};
 use rayon::prelude::*;
-use tempfile::TempPath;
 
+use crate::dirfd::{self, Identity, Place};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::BlobLocation;
 use crate::pack;
-use crate::partial;
+use crate::partial::{self, Partial};
 use crate::progress::Progress;
 use crate::repository::{ObjectKind, Repository};
 use crate::tree::Node;
@@ -30,10 +32,10 @@ const BLOCK: u64 = 4096;
 #[derive(Clone, Debug)]
 pub struct FileJob {
     /// Where it goes.
-    pub path: PathBuf,
+    pub at: Place,
     /// What the snapshot holds.
     pub node: Node,
-    /// Whether it replaces what is at `path` (otherwise nothing may be there).
+    /// Whether it replaces what is at `at` (otherwise nothing may be there).
     pub replace: bool,
 }
 
@@ -57,14 +59,14 @@ struct Need {
 /// The files being filled, under their temporary names.
 struct Partials<'a> {
     jobs: &'a [FileJob],
-    /// Temporary path of each file created.
-    paths: Vec<Option<PathBuf>>,
+    /// Temporary name and identity of each file created.
+    made: Vec<Option<(OsString, Identity)>>,
     /// Each file created, until it is put in place (dropping it removes it).
-    entries: Vec<Mutex<Option<TempPath>>>,
+    entries: Vec<Mutex<Option<Partial>>>,
     /// Blob writes each file still waits for.
     remaining: Vec<AtomicUsize>,
     /// Called with each complete file under its temporary name, before it is put in place.
-    finish: &'a (dyn Fn(&Path, &FileJob) + Sync),
+    finish: &'a (dyn Fn(&File, &FileJob) + Sync),
     failed: Mutex<HashMap<usize, String>>,
 }
 
@@ -84,13 +86,29 @@ impl Partials<'_> {
         }
     }
 
+    /// Opens file `i` under its temporary name for writing: by name in its folder, and only
+    /// if it is still the file made.
+    fn open(&self, i: usize) -> std::result::Result<File, String> {
+        let Some((name, made)) = &self.made[i] else {
+            return Err("not created".into());
+        };
+        let at = &self.jobs[i].at;
+        dirfd::open_at(&at.dir, name, OFlag::O_WRONLY, SFlag::S_IFREG, Some(*made))
+            .map(|(file, _)| file)
+            .map_err(|e| Error::io(&at.path, e).to_string())
+    }
+
     fn complete(&self, i: usize) {
         let Some(entry) = self.entries[i].lock().expect("lock").take() else {
             return;
         };
         let job = &self.jobs[i];
-        (self.finish)(&entry, job);
-        if let Err(e) = partial::put_in_place(entry, &job.path, job.replace) {
+        match self.open(i) {
+            Ok(file) => (self.finish)(&file, job),
+            // dropping the entry removes it
+            Err(why) => return self.fail(i, why),
+        }
+        if let Err(e) = entry.put_in_place(&job.at.name, job.replace) {
             self.fail(i, format!("cannot be put in place: {e}"));
         }
     }
@@ -101,26 +119,24 @@ impl Partials<'_> {
 pub fn fill(
     repo: &Repository,
     files: &[FileJob],
-    finish: &(dyn Fn(&Path, &FileJob) + Sync),
+    finish: &(dyn Fn(&File, &FileJob) + Sync),
     progress: &Progress,
 ) -> Filled {
     // on all cores: creating many files is mostly file-system work (inode allocation)
-    let created: Vec<std::result::Result<TempPath, String>> = files
-        .par_iter()
-        .map(|job| create_sized(&job.path, job.node.size))
-        .collect();
+    let created: Vec<std::result::Result<(Partial, Identity), String>> =
+        files.par_iter().map(create_sized).collect();
     let mut not_created = HashMap::new();
-    let mut paths = vec![];
+    let mut made = vec![];
     let mut entries = vec![];
-    for (i, made) in created.into_iter().enumerate() {
-        match made {
-            Ok(entry) => {
-                paths.push(Some(entry.to_path_buf()));
+    for (i, created) in created.into_iter().enumerate() {
+        match created {
+            Ok((entry, identity)) => {
+                made.push(Some((entry.name().to_owned(), identity)));
                 entries.push(Mutex::new(Some(entry)));
             }
             Err(why) => {
                 not_created.insert(i, why);
-                paths.push(None);
+                made.push(None);
                 entries.push(Mutex::new(None));
             }
         }
@@ -164,7 +180,7 @@ pub fn fill(
     }
     let partials = Partials {
         jobs: files,
-        paths,
+        made,
         entries,
         remaining: files
             .iter()
@@ -223,14 +239,25 @@ pub fn fill(
     }
 }
 
-/// Creates a new file of `size` bytes (a hole, filled later) under a temporary name next to
-/// `path`. A file that cannot be sized is removed again.
-fn create_sized(path: &Path, size: u64) -> std::result::Result<TempPath, String> {
-    let (file, entry) =
-        partial::make(path, |p| File::create_new(p)).map_err(|e| Error::io(path, e).to_string())?;
-    file.set_len(size)
-        .map_err(|e| Error::io(path, e).to_string())?;
-    Ok(entry)
+/// Creates a new file of the job's size (a hole, filled later) under a temporary name in its
+/// folder, never through a symlink; returns it with its identity. A file that cannot be sized
+/// is removed again.
+fn create_sized(job: &FileJob) -> std::result::Result<(Partial, Identity), String> {
+    let fail = |e: std::io::Error| Error::io(&job.at.path, e).to_string();
+    let flags = OFlag::O_WRONLY
+        | OFlag::O_CREAT
+        | OFlag::O_EXCL
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let (file, entry) = partial::make(&job.at.dir, |dir, name| {
+        let fd = nix::fcntl::openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
+        Ok(File::from(fd))
+    })
+    .map_err(fail)?;
+    file.set_len(job.node.size).map_err(fail)?;
+    let st = fstat(&file).map_err(|e| fail(e.into()))?;
+    Ok((entry, dirfd::identity(&st)))
 }
 
 /// Reads the span of `pack` that holds `needs` once, then verifies and writes each blob.
@@ -271,23 +298,19 @@ fn fill_from_pack(
             }
         };
         for (i, offset) in &need.targets {
-            if partials.has_failed(*i) {
+            if partials.has_failed(*i) || partials.made[*i].is_none() {
                 continue;
             }
-            let Some(path) = &partials.paths[*i] else {
-                continue;
-            };
+            let path = &partials.jobs[*i].at.path;
             let file = match handles.entry(*i) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    match File::options().write(true).open(path) {
-                        Ok(f) => v.insert(f),
-                        Err(e) => {
-                            partials.fail(*i, Error::io(path, e).to_string());
-                            continue;
-                        }
+                std::collections::hash_map::Entry::Vacant(v) => match partials.open(*i) {
+                    Ok(f) => v.insert(f),
+                    Err(why) => {
+                        partials.fail(*i, why);
+                        continue;
                     }
-                }
+                },
             };
             match write_sparse_at(file, *offset, &data) {
                 Ok(n) => {

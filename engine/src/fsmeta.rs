@@ -1,18 +1,22 @@
 //! File-system metadata: reading an entry into a [`Node`] on backup, and applying a node's
-//! metadata back on restore. Symlinks are never followed.
+//! metadata back on restore, through descriptors or by name in
+//! an open folder ([`dirfd`]). Symlinks are never followed.
 
 use std::collections::HashMap;
-use std::fs::Metadata;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::ffi::OsStr;
+use std::fs::File;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use nix::fcntl::{AT_FDCWD, AtFlags};
-use nix::sys::stat::{UtimensatFlags, utimensat};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{
+    FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, futimens, utimensat,
+};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Group, Uid, User, fchownat};
+use nix::unistd::{Gid, Group, Uid, User, fchown, fchownat};
+use xattr::FileExt;
 
+use crate::dirfd;
 use crate::tree::{Node, NodeKind, RawBytes, Xattr};
 
 /// Caches uid → user name and gid → group name look-ups.
@@ -51,22 +55,15 @@ impl OwnerNames {
 }
 
 /// The kind of an entry, or `None` for sockets (which cannot be restored meaningfully).
-pub fn node_kind(meta: &Metadata) -> Option<NodeKind> {
-    let t = meta.file_type();
-    Some(if t.is_file() {
-        NodeKind::File
-    } else if t.is_dir() {
-        NodeKind::Dir
-    } else if t.is_symlink() {
-        NodeKind::Symlink
-    } else if t.is_fifo() {
-        NodeKind::Fifo
-    } else if t.is_char_device() {
-        NodeKind::Chardev
-    } else if t.is_block_device() {
-        NodeKind::Blockdev
-    } else {
-        return None;
+pub fn node_kind(st: &FileStat) -> Option<NodeKind> {
+    Some(match dirfd::kind(st) {
+        SFlag::S_IFREG => NodeKind::File,
+        SFlag::S_IFDIR => NodeKind::Dir,
+        SFlag::S_IFLNK => NodeKind::Symlink,
+        SFlag::S_IFIFO => NodeKind::Fifo,
+        SFlag::S_IFCHR => NodeKind::Chardev,
+        SFlag::S_IFBLK => NodeKind::Blockdev,
+        _ => return None,
     })
 }
 
@@ -75,59 +72,54 @@ pub fn node_kind(meta: &Metadata) -> Option<NodeKind> {
 pub type ChangeStamp = (u64, i64, i64);
 
 /// The [`ChangeStamp`] of an entry, as recorded in its [`Node`].
-pub fn change_stamp(meta: &Metadata) -> ChangeStamp {
+pub fn change_stamp(st: &FileStat) -> ChangeStamp {
     let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
     (
-        meta.size(),
-        ns(meta.mtime(), meta.mtime_nsec()),
-        ns(meta.ctime(), meta.ctime_nsec()),
+        st.st_size as u64,
+        ns(st.st_mtime, st.st_mtime_nsec),
+        ns(st.st_ctime, st.st_ctime_nsec),
     )
 }
 
-/// The node for an entry, without contents, subtree or symlink target.
-pub fn node_from(
-    name: RawBytes,
-    kind: NodeKind,
-    meta: &Metadata,
-    path: &Path,
-    names: &mut OwnerNames,
-) -> Node {
-    let (size, mtime_ns, ctime_ns) = change_stamp(meta);
+/// The node for an entry, without contents, subtree, symlink target or extended attributes.
+pub fn node_from(name: RawBytes, kind: NodeKind, st: &FileStat, names: &mut OwnerNames) -> Node {
+    let (size, mtime_ns, ctime_ns) = change_stamp(st);
     Node {
         name,
         kind,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        user: names.user(meta.uid()),
-        group: names.group(meta.gid()),
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        user: names.user(st.st_uid),
+        group: names.group(st.st_gid),
         mtime_ns,
         ctime_ns,
         size,
-        inode: meta.ino(),
-        device: meta.dev(),
-        links: meta.nlink(),
+        inode: st.st_ino,
+        device: st.st_dev,
+        links: st.st_nlink,
         rdev: if matches!(kind, NodeKind::Chardev | NodeKind::Blockdev) {
-            meta.rdev()
+            st.st_rdev
         } else {
             0
         },
         content: vec![],
         subtree: None,
         target: None,
-        xattrs: read_xattrs(path),
+        xattrs: vec![],
     }
 }
 
-/// The `user.*` extended attributes of an entry (not following symlinks), sorted by name.
-pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    let Ok(names) = xattr::list(path) else {
+/// The `user.*` extended attributes of an open file or folder, sorted by name (other entries
+/// cannot have any).
+pub fn read_xattrs(file: &File) -> Vec<Xattr> {
+    let Ok(names) = file.list_xattr() else {
         return vec![];
     };
     let mut out: Vec<Xattr> = names
         .filter(|n| n.as_encoded_bytes().starts_with(b"user."))
         .filter_map(|n| {
-            let value = xattr::get(path, &n).ok().flatten()?;
+            let value = file.get_xattr(&n).ok().flatten()?;
             Some(Xattr {
                 name: RawBytes::from_os(&n),
                 value: B64.encode(value),
@@ -142,46 +134,73 @@ fn timespec(ns: i64) -> TimeSpec {
     TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
 }
 
-/// Applies ownership (when `chown`), mode, user xattrs and times of `node` to `path`; returns the
-/// first failure, after trying everything.
-pub fn apply(path: &Path, node: &Node, chown: bool) -> std::io::Result<()> {
-    let mut first_err: Option<std::io::Error> = None;
-    let mut note = |r: std::io::Result<()>| {
+/// Collects the first failure of several steps.
+#[derive(Default)]
+struct FirstError(Option<std::io::Error>);
+
+impl FirstError {
+    fn note<E: Into<std::io::Error>>(&mut self, r: std::result::Result<(), E>) {
         if let Err(e) = r {
-            first_err.get_or_insert(e);
+            self.0.get_or_insert(e.into());
         }
-    };
-    if chown {
-        note(
-            fchownat(
-                AT_FDCWD,
-                path,
-                Some(Uid::from_raw(node.uid)),
-                Some(Gid::from_raw(node.gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(std::io::Error::from),
-        );
     }
-    if node.kind != NodeKind::Symlink {
-        for x in &node.xattrs {
-            let value = B64.decode(&x.value).map_err(std::io::Error::other);
-            note(value.and_then(|v| xattr::set(path, x.name.as_os(), &v)));
-        }
-        note(std::fs::set_permissions(
-            path,
-            std::fs::Permissions::from_mode(node.mode),
+
+    fn result(self) -> std::io::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+/// Applies ownership (when `chown`), user xattrs, mode and times of `node` to an open file or
+/// folder (through its descriptor: nothing is looked up by name); returns the first failure,
+/// after trying everything.
+pub fn apply_to(file: &File, node: &Node, chown: bool) -> std::io::Result<()> {
+    let mut errors = FirstError::default();
+    if chown {
+        errors.note(fchown(
+            file,
+            Some(Uid::from_raw(node.uid)),
+            Some(Gid::from_raw(node.gid)),
         ));
     }
-    note(
-        utimensat(
-            AT_FDCWD,
-            path,
-            &timespec(node.mtime_ns),
-            &timespec(node.mtime_ns),
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(std::io::Error::from),
-    );
-    first_err.map_or(Ok(()), Err)
+    for x in &node.xattrs {
+        let value = B64.decode(&x.value).map_err(std::io::Error::other);
+        errors.note(value.and_then(|v| file.set_xattr(x.name.as_os(), &v)));
+    }
+    errors.note(fchmod(file, Mode::from_bits_truncate(node.mode)));
+    let time = timespec(node.mtime_ns);
+    errors.note(futimens(file, &time, &time));
+    errors.result()
+}
+
+/// Applies ownership (when `chown`), mode (not to a symlink) and times of `node` to the symlink,
+/// FIFO or device node `name` in the open folder `dir`, never following a symlink; returns the
+/// first failure, after trying everything.
+pub fn apply_at(dir: &File, name: &OsStr, node: &Node, chown: bool) -> std::io::Result<()> {
+    let mut errors = FirstError::default();
+    if chown {
+        errors.note(fchownat(
+            dir,
+            name,
+            Some(Uid::from_raw(node.uid)),
+            Some(Gid::from_raw(node.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ));
+    }
+    if node.kind != NodeKind::Symlink {
+        errors.note(fchmodat(
+            dir,
+            name,
+            Mode::from_bits_truncate(node.mode),
+            FchmodatFlags::NoFollowSymlink,
+        ));
+    }
+    let time = timespec(node.mtime_ns);
+    errors.note(utimensat(
+        dir,
+        name,
+        &time,
+        &time,
+        UtimensatFlags::NoFollowSymlink,
+    ));
+    errors.result()
 }

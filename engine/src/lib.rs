@@ -5,7 +5,8 @@
 //! [`index`] records where each blob is, [`store`] reaches a folder or an S3 bucket,
 //! [`repository`] holds the objects, [`session`] announces running writers to gc, [`tree`] and
 //! [`snapshot`] describe what was backed up, [`archiver`] and [`restorer`] run backup and
-//! restore ([`filler`] writes restored files, [`partial`] puts them in place), and [`fsmeta`] reads and applies file metadata; [`sources`] holds what is backed up besides
+//! restore ([`filler`] writes restored files, [`partial`] puts them in place) on folders held open
+//! ([`dirfd`]), and [`fsmeta`] reads and applies file metadata; [`sources`] holds what is backed up besides
 //! folders (Kubernetes). The on-disk format is specified in
 //! `format-spec/`.
 
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod copier;
 pub mod crypto;
 pub mod diff;
+pub mod dirfd;
 pub mod drill;
 pub mod error;
 pub mod filler;

@@ -6,19 +6,25 @@
 //! a temporary name and renamed into place once complete ([`partial`]), so that a restore
 //! killed at any point never leaves an incomplete entry under its own name, and running it
 //! again finishes it.
+//!
+//! Every entry is made, written and given its metadata by name in a folder held open, or
+//! through its own descriptor ([`dirfd`]), never by path: someone who owns a folder inside the
+//! target and swaps it for a symlink while the restore runs gets nothing written outside.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use nix::sys::stat::{Mode, SFlag, mknod};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag, mkdirat, mknodat};
+use nix::unistd::{linkat, symlinkat};
 use rayon::prelude::*;
 
+use crate::dirfd::{self, Identity, Place};
 use crate::error::{Error, Result};
 use crate::filler::{self, FileJob};
 use crate::fsmeta;
@@ -144,32 +150,37 @@ impl<'a> Includes<'a> {
 
 /// A hard link to make once files are restored.
 struct Link {
-    path: PathBuf,
+    at: Place,
     /// The restored (or kept) file it links to.
-    first: PathBuf,
+    first: Place,
     replace: bool,
 }
+
+/// A folder held open, with its path (for messages and look-ups only).
+type HeldDir = (PathBuf, Arc<File>);
 
 #[derive(Default)]
 struct Plan {
     files: Vec<FileJob>,
     links: Vec<Link>,
-    /// Entries whose metadata is set last: folders, and files kept as they were.
-    metadata: Vec<(PathBuf, Node)>,
+    /// Folders whose metadata is set last, in pre-order.
+    dirs: Vec<(HeldDir, Node)>,
+    /// Files kept as they were, with their identity; their metadata is set last.
+    kept: Vec<(Place, Identity, Node)>,
     /// Folders that existed already, where an interrupted restore may have left entries.
-    reused_dirs: Vec<PathBuf>,
+    reused_dirs: Vec<HeldDir>,
     /// Snapshot entries whose names look like temporary ones (never removed as left-overs).
     lookalikes: HashSet<PathBuf>,
 }
 
-/// Which path later links of each hard-linked file link to.
+/// Which entry later links of each hard-linked file link to.
 #[derive(Default)]
 struct HardLinks {
-    /// The path of each group that is restored or kept.
-    first: HashMap<(u64, u64), PathBuf>,
-    /// The path of each group that existed and was skipped: later links link to it once it is
+    /// The entry of each group that is restored or kept.
+    first: HashMap<(u64, u64), Place>,
+    /// The entry of each group that existed and was skipped: later links link to it once it is
     /// found to hold the snapshot's contents.
-    skipped: HashMap<(u64, u64), PathBuf>,
+    skipped: HashMap<(u64, u64), Place>,
 }
 
 /// Restores `snapshot` under `options.target`.
@@ -181,11 +192,19 @@ pub fn restore(
 ) -> Result<RestoreOutcome> {
     let target = &options.target;
     std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    // every folder made stays open until its metadata is set, last
+    dirfd::raise_open_file_limit();
+    let root: HeldDir = (
+        target.clone(),
+        Arc::new(dirfd::open_dir(target).map_err(|e| Error::io(target, e))?),
+    );
     let mut out = RestoreOutcome::default();
     let mut plan = Plan {
-        reused_dirs: vec![target.clone()],
+        reused_dirs: vec![root.clone()],
         ..Plan::default()
     };
+    // the folders on the way to the entry visited: the target, then one per level
+    let mut held = vec![root.clone()];
     let mut links = HardLinks::default();
     let mut includes = Includes::new(&options.includes);
     let mut unreadable_dirs = vec![];
@@ -204,27 +223,30 @@ pub fn restore(
                 return Ok(false);
             }
             includes.visit(rel);
-            let path = os_path(target, rel);
-            progress.set_current(path.display());
+            held.truncate(rel.len());
+            let (dir_path, dir) = held.last().expect("the target is held");
+            let at = Place::new(dir_path, dir, node.name.as_os());
+            progress.set_current(at.path.display());
             let shown = tree::display_path(rel);
             let inside = includes.inside(rel);
             if node.kind == NodeKind::Dir {
-                return Ok(make_dir(&path, node, inside, &shown, &mut out, &mut plan));
+                let made = make_dir(&at, node, inside, &shown, &mut out, &mut plan);
+                return Ok(made.map(|dir| held.push(dir)).is_some());
             }
             if !inside {
                 return Ok(false);
             }
             let key = (node.device, node.inode);
-            let replace = match std::fs::symlink_metadata(&path) {
+            let replace = match at.stat() {
                 Err(_) => false,
                 Ok(_) if options.overwrite == Overwrite::Never => {
                     if node.is_hardlinked() && !links.first.contains_key(&key) {
-                        links.skipped.entry(key).or_insert(path);
+                        links.skipped.entry(key).or_insert(at);
                     }
                     out.skipped.push(shown);
                     return Ok(false);
                 }
-                Ok(m) if m.is_dir() => {
+                Ok(st) if dirfd::kind(&st) == SFlag::S_IFDIR => {
                     out.errors.push(format!(
                         "{shown}: a folder is in the way; remove it to restore this entry"
                     ));
@@ -234,30 +256,30 @@ pub fn restore(
             };
             if node.is_hardlinked() {
                 if let Some(first) = links.skipped.remove(&key)
-                    && holds(repo, &first, node)
+                    && holds(repo, &first, node).is_some()
                 {
                     links.first.insert(key, first);
                 }
                 if let Some(first) = links.first.get(&key) {
                     plan.links.push(Link {
-                        path,
+                        at,
                         first: first.clone(),
                         replace,
                     });
                     return Ok(false);
                 }
-                links.first.insert(key, path.clone());
+                links.first.insert(key, at.clone());
             }
             if node.kind == NodeKind::File {
                 // created by the filler, on all cores
                 plan.files.push(FileJob {
-                    path,
+                    at,
                     node: node.clone(),
                     replace,
                 });
                 return Ok(false);
             }
-            match make_other(&path, node, replace, options.chown) {
+            match make_other(&at, node, replace, options.chown) {
                 Ok(metadata_error) => {
                     out.others += 1;
                     out.errors.extend(metadata_error);
@@ -288,8 +310,8 @@ pub fn restore(
     let cleaned: Vec<(u64, Vec<String>)> = plan
         .reused_dirs
         .par_iter()
-        .filter(|dir| !unlisted.contains(*dir))
-        .map(|dir| partial::remove_leftovers(dir, &plan.lookalikes))
+        .filter(|(path, _)| !unlisted.contains(path))
+        .map(|(path, dir)| partial::remove_leftovers(dir, path, &plan.lookalikes))
         .collect();
     for (removed, errors) in cleaned {
         out.leftovers_removed += removed;
@@ -297,17 +319,21 @@ pub fn restore(
     }
 
     if options.overwrite == Overwrite::IfChanged {
-        let same: Vec<bool> = plan
+        let same: Vec<Option<Identity>> = plan
             .files
             .par_iter()
-            .map(|job| job.replace && holds(repo, &job.path, &job.node))
+            .map(|job| {
+                job.replace
+                    .then(|| holds(repo, &job.at, &job.node))
+                    .flatten()
+            })
             .collect();
         let mut changed = vec![];
         for (job, same) in std::mem::take(&mut plan.files).into_iter().zip(same) {
-            if same {
+            if let Some(identity) = same {
                 out.unchanged += 1;
                 progress.entry_done(job.node.size);
-                plan.metadata.push((job.path, job.node));
+                plan.kept.push((job.at, identity, job.node));
             } else {
                 changed.push(job);
             }
@@ -318,12 +344,12 @@ pub fn restore(
     // each file gets its metadata under its temporary name, so that it is complete when it
     // appears under its own
     let metadata_errors = Mutex::new(vec![]);
-    let finish = |partial: &Path, job: &FileJob| {
-        if let Err(e) = fsmeta::apply(partial, &job.node, options.chown) {
-            metadata_errors
-                .lock()
-                .expect("lock")
-                .push(format!("{}: cannot set metadata: {e}", job.path.display()));
+    let finish = |file: &File, job: &FileJob| {
+        if let Err(e) = fsmeta::apply_to(file, &job.node, options.chown) {
+            metadata_errors.lock().expect("lock").push(format!(
+                "{}: cannot set metadata: {e}",
+                job.at.path.display()
+            ));
         }
     };
     let mut filled = filler::fill(repo, &plan.files, &finish, progress);
@@ -354,22 +380,22 @@ pub fn restore(
             out.errors.push(format!("cannot create {why}"));
         } else if let Some(why) = filled.failed.get(&i) {
             out.errors
-                .push(format!("{}: not restored: {why}", job.path.display()));
+                .push(format!("{}: not restored: {why}", job.at.path.display()));
         } else {
             out.files += 1;
             progress.entry_done(0);
             continue;
         }
-        not_restored.insert(&job.path);
+        not_restored.insert(&job.at.path);
     }
     out.errors
         .extend(metadata_errors.into_inner().expect("lock"));
     for link in &plan.links {
-        if not_restored.contains(&link.first) {
+        if not_restored.contains(&link.first.path) {
             out.errors.push(format!(
                 "{}: not linked: {} could not be restored",
-                link.path.display(),
-                link.first.display()
+                link.at.path.display(),
+                link.first.path.display()
             ));
             continue;
         }
@@ -378,30 +404,38 @@ pub fn restore(
             Ok(false) => out.unchanged += 1,
             Err(e) => out.errors.push(format!(
                 "{}: cannot link to {}: {e}",
-                link.path.display(),
-                link.first.display()
+                link.at.path.display(),
+                link.first.path.display()
             )),
         }
     }
     // Everything is created by now, so no later write changes a restored time. Files kept as
     // they were go first, on all cores; then directories, deepest first (they come in
     // pre-order), so that a directory's mode never keeps its own entries from being reached.
-    let apply = |(path, node): &(PathBuf, Node)| {
-        fsmeta::apply(path, node, options.chown)
-            .err()
-            .map(|e| format!("{}: cannot set metadata: {e}", path.display()))
-    };
-    let (dirs, others): (Vec<_>, Vec<_>) = plan
-        .metadata
-        .iter()
-        .partition(|(_, node)| node.kind == NodeKind::Dir);
+    let failed =
+        |path: &Path, e: std::io::Error| format!("{}: cannot set metadata: {e}", path.display());
+    let kept: Vec<String> = plan
+        .kept
+        .par_iter()
+        .filter_map(|(at, identity, node)| {
+            let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+            dirfd::open_at(&at.dir, &at.name, flags, SFlag::S_IFREG, Some(*identity))
+                .and_then(|(file, _)| fsmeta::apply_to(&file, node, options.chown))
+                .err()
+                .map(|e| failed(&at.path, e))
+        })
+        .collect();
+    out.errors.extend(kept);
     out.errors
-        .extend(others.into_par_iter().filter_map(apply).collect::<Vec<_>>());
-    out.errors.extend(dirs.into_iter().rev().filter_map(apply));
+        .extend(plan.dirs.iter().rev().filter_map(|((path, dir), node)| {
+            fsmeta::apply_to(dir, node, options.chown)
+                .err()
+                .map(|e| failed(path, e))
+        }));
     // One flush of the whole file system instead of one per file.
     let flush_started = std::time::Instant::now();
     if !options.no_flush
-        && let Err(e) = File::open(target).and_then(|d| nix::unistd::syncfs(d).map_err(Into::into))
+        && let Err(e) = nix::unistd::syncfs(&*root.1)
     {
         out.errors.push(format!(
             "{}: cannot flush to disk: {e}; the files may not survive a crash, run `sync` and check the disk",
@@ -422,54 +456,68 @@ pub fn restore(
     Ok(out)
 }
 
-/// Creates (or reuses) a directory; returns whether to descend into it. A reused directory gets
-/// the snapshot's metadata too when it is restored (not only on the way to an included path).
+/// Creates (or reuses) a directory; returns it, held open, if the walk descends into it. A
+/// reused directory gets the snapshot's metadata too when it is restored (not only on the way
+/// to an included path).
 fn make_dir(
-    path: &Path,
+    at: &Place,
     node: &Node,
     inside: bool,
     shown: &str,
     out: &mut RestoreOutcome,
     plan: &mut Plan,
-) -> bool {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            plan.reused_dirs.push(path.to_owned());
-            if inside {
-                plan.metadata.push((path.to_owned(), node.clone()));
-            }
-            true
+) -> Option<HeldDir> {
+    let opened = match at.stat() {
+        Ok(st) if dirfd::kind(&st) == SFlag::S_IFDIR => {
+            dirfd::open_dir_at(&at.dir, &at.name, Some(dirfd::identity(&st))).map(|dir| {
+                let dir = (at.path.clone(), Arc::new(dir));
+                plan.reused_dirs.push(dir.clone());
+                (dir, inside)
+            })
         }
         Ok(_) => {
             out.skipped.push(shown.to_owned());
-            false
+            return None;
         }
-        Err(_) => match std::fs::create_dir(path) {
-            Ok(()) => {
-                out.dirs += 1;
-                plan.metadata.push((path.to_owned(), node.clone()));
-                true
+        Err(_) => mkdirat(
+            &*at.dir,
+            at.name.as_os_str(),
+            Mode::from_bits_truncate(0o700),
+        )
+        .map_err(std::io::Error::from)
+        .and_then(|()| dirfd::open_dir_at(&at.dir, &at.name, None))
+        .map(|dir| {
+            out.dirs += 1;
+            ((at.path.clone(), Arc::new(dir)), true)
+        }),
+    };
+    match opened {
+        Ok((dir, restored)) => {
+            if restored {
+                plan.dirs.push((dir.clone(), node.clone()));
             }
-            Err(e) => {
-                out.errors
-                    .push(format!("{shown}: cannot create directory: {e}"));
-                false
-            }
-        },
+            Some(dir)
+        }
+        Err(e) => {
+            out.errors
+                .push(format!("{shown}: cannot create directory: {e}"));
+            None
+        }
     }
 }
 
 /// Makes a symlink, fifo or device node with its metadata under a temporary name and puts it
 /// in place; returns a failure to set the metadata, if any.
 fn make_other(
-    path: &Path,
+    at: &Place,
     node: &Node,
     replace: bool,
     chown: bool,
 ) -> std::io::Result<Option<String>> {
-    let ((), entry) = partial::make(path, |p| match node.kind {
+    let ((), entry) = partial::make(&at.dir, |dir, name| match node.kind {
         NodeKind::Symlink => {
-            std::os::unix::fs::symlink(node.target.clone().unwrap_or_default().as_os(), p)
+            let target = node.target.clone().unwrap_or_default();
+            symlinkat(target.as_os(), dir, name).map_err(Into::into)
         }
         kind => {
             let kind = match kind {
@@ -477,41 +525,46 @@ fn make_other(
                 NodeKind::Chardev => SFlag::S_IFCHR,
                 _ => SFlag::S_IFBLK,
             };
-            mknod(p, kind, Mode::from_bits_truncate(node.mode), node.rdev).map_err(Into::into)
+            let mode = Mode::from_bits_truncate(node.mode);
+            mknodat(dir, name, kind, mode, node.rdev).map_err(Into::into)
         }
     })?;
-    let metadata_error = fsmeta::apply(&entry, node, chown)
+    let metadata_error = fsmeta::apply_at(entry.dir(), entry.name(), node, chown)
         .err()
-        .map(|e| format!("{}: cannot set metadata: {e}", path.display()));
-    partial::put_in_place(entry, path, replace)?;
+        .map(|e| format!("{}: cannot set metadata: {e}", at.path.display()));
+    entry.put_in_place(&at.name, replace)?;
     Ok(metadata_error)
 }
 
 /// Makes a hard link to an already restored file; returns whether one was made (with
 /// `replace`, a link that is there already is kept).
 fn make_link(link: &Link) -> std::io::Result<bool> {
-    let inode = |p: &Path| std::fs::symlink_metadata(p).map(|m| (m.dev(), m.ino()));
-    if link.replace && inode(&link.path)? == inode(&link.first)? {
+    let identity = |at: &Place| at.stat().map(|st| dirfd::identity(&st));
+    if link.replace && identity(&link.at)? == identity(&link.first)? {
         return Ok(false);
     }
-    let ((), entry) = partial::make(&link.path, |p| std::fs::hard_link(&link.first, p))?;
-    partial::put_in_place(entry, &link.path, link.replace)?;
+    let first = &link.first;
+    let ((), entry) = partial::make(&link.at.dir, |dir, name| {
+        linkat(
+            &*first.dir,
+            first.name.as_os_str(),
+            dir,
+            name,
+            AtFlags::empty(),
+        )
+        .map_err(Into::into)
+    })?;
+    entry.put_in_place(&link.at.name, link.replace)?;
     Ok(true)
 }
 
-/// Whether the regular file at `path` (a symlink is never followed) holds exactly the contents
-/// of `node`: the same size, then the same blob ids.
-fn holds(repo: &Repository, path: &Path, node: &Node) -> bool {
-    let Ok(mut file) = File::options()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-    else {
-        return false;
-    };
-    file.metadata()
-        .is_ok_and(|m| m.is_file() && m.len() == node.size)
-        && verify_content(repo, &mut file, node).is_ok()
+/// Whether the regular file `at` (a symlink is never followed) holds exactly the contents of
+/// `node`: the same size, then the same blob ids; if so, its identity.
+fn holds(repo: &Repository, at: &Place, node: &Node) -> Option<Identity> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+    let (mut file, st) = dirfd::open_at(&at.dir, &at.name, flags, SFlag::S_IFREG, None).ok()?;
+    (st.st_size as u64 == node.size && verify_content(repo, &mut file, node).is_ok())
+        .then(|| dirfd::identity(&st))
 }
 
 /// Reads a file's contents and compares them, blob by blob, with the ids of `node`'s blobs (the

@@ -1,0 +1,304 @@
+//! Backups and restores as root over trees that a tenant controls, through the real binary: a
+//! folder swapped for a symlink to a place outside the tree while cairn works never lets
+//! anything from that place into a snapshot (backup) or anything of the snapshot into that place
+//! (restore); FIFOs and device nodes are recorded as what they are and never opened.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+
+use common::*;
+
+/// What the files outside the tree hold: found in a snapshot, it leaked.
+const MARKER: &str = "SECRET-FROM-OUTSIDE-THE-TREE";
+
+/// A folder outside the backed-up (or restored) tree, with files named like a node's secrets
+/// holding the marker. Returns its path.
+fn outside(env: &Env) -> PathBuf {
+    let dir = env.path("outside");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["passwd", "shadow", "hosts", "only-outside"] {
+        std::fs::write(dir.join(name), format!("{MARKER} {name}\n")).unwrap();
+    }
+    dir
+}
+
+/// Every entry below `dir` with what it holds (a file's content, a symlink's target, a folder's
+/// nothing), never following symlinks.
+fn snapshot_of(dir: &Path) -> BTreeMap<PathBuf, String> {
+    all_entries(dir)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_file() {
+                String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned()
+            } else if m.is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else {
+                format!("{:?}", m.file_type())
+            };
+            (p, what)
+        })
+        .collect()
+}
+
+/// A thread that swaps each `(a, b)` pair's entries (atomically, `RENAME_EXCHANGE`) in a loop
+/// until `stop` is set, once `a` exists; returns how many swaps it made.
+fn swapper(pairs: Vec<(PathBuf, PathBuf)>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut swaps = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for (a, b) in &pairs {
+                if renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).is_ok() {
+                    swaps += 1;
+                }
+            }
+            if swaps == 0 {
+                std::thread::yield_now();
+            }
+        }
+        swaps
+    })
+}
+
+/// Regular files below `dir` (symlinks not followed) whose content holds the marker.
+fn leaked(dir: &Path) -> Vec<String> {
+    all_files(dir)
+        .into_iter()
+        .filter(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).contains(MARKER))
+        .map(|f| f.display().to_string())
+        .collect()
+}
+
+#[test]
+fn a_folder_swapped_for_a_symlink_during_backups_never_lets_outside_files_in() {
+    let env = Env::new();
+    let outside = outside(&env);
+    let vol = env.path("vol");
+    let stage = env.path("stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    let mut pairs = vec![];
+    for k in 0..20 {
+        let d = vol.join(format!("d{k}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for name in ["passwd", "shadow", "hosts"] {
+            std::fs::write(d.join(name), format!("harmless {name} of the volume\n")).unwrap();
+        }
+        let link = stage.join(format!("d{k}"));
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        pairs.push((d, link));
+    }
+    let before = snapshot_of(&outside);
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = swapper(pairs, stop.clone());
+    let started = Instant::now();
+    let mut runs = 0;
+    let mut found = vec![];
+    while runs < 30 && started.elapsed() < Duration::from_secs(15) && found.is_empty() {
+        runs += 1;
+        let out = env.run(&["--json", "backup", vol.to_str().unwrap()]);
+        // entries replaced while being read are left out and reported (exit 3)
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "backup {runs}: {}\n{}",
+            out.status,
+            stderr(&out)
+        );
+        let id = json_result(&out.stdout)["snapshot_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let listed = env.ls_paths(&id);
+        found.extend(listed.into_iter().filter(|p| p.ends_with("/only-outside")));
+        let target = env.path(&format!("restored-{runs}"));
+        env.ok(&["restore", &id, "--target", target.to_str().unwrap()]);
+        found.extend(leaked(&target));
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swaps.join().unwrap();
+    assert!(swaps > 0, "the folders were never swapped");
+    assert_eq!(
+        found,
+        Vec::<String>::new(),
+        "files from outside the backed-up folder got into snapshot {runs} ({swaps} swaps)"
+    );
+    assert_eq!(snapshot_of(&outside), before);
+}
+
+#[test]
+fn fifos_and_device_nodes_are_recorded_as_such_and_never_opened() {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let env = Env::new();
+    let vol = env.path("vol");
+    std::fs::create_dir_all(vol.join("sub")).unwrap();
+    std::fs::write(vol.join("sub/file"), b"plain").unwrap();
+    let mode = Mode::from_bits_truncate(0o640);
+    nix::unistd::mkfifo(&vol.join("fifo"), mode).unwrap();
+    // a character device (/dev/zero's numbers: reading it never ends) and a block device
+    mknod(&vol.join("zero"), SFlag::S_IFCHR, mode, makedev(1, 5))
+        .expect("mknod of a character device (the tests run as root)");
+    mknod(&vol.join("sub/loop"), SFlag::S_IFBLK, mode, makedev(7, 200))
+        .expect("mknod of a block device (the tests run as root)");
+
+    let mut child = env
+        .cmd(&["--json", "backup", vol.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // a hang guard, not a timing assertion: a backup that opens the FIFO never ends
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the backup of a tree with a FIFO and devices did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = json_result(&out.stdout)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kinds: BTreeMap<String, String> = env
+        .json(&["ls", &id])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let path = e["path"].as_str().unwrap();
+            let name = path.strip_prefix("/vol/").unwrap_or(path).to_owned();
+            (name, e["type"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    for (name, kind) in [
+        ("fifo", "fifo"),
+        ("zero", "chardev"),
+        ("sub/loop", "blockdev"),
+        ("sub/file", "file"),
+    ] {
+        assert_eq!(kinds.get(name).map(String::as_str), Some(kind), "{kinds:?}");
+    }
+    // restored as what they are
+    let target = env.path("restored");
+    env.ok(&["restore", &id, "--target", target.to_str().unwrap()]);
+    let diffs = diff_trees(&vol, &target.join("vol"), true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn a_folder_swapped_for_a_symlink_during_a_restore_never_gets_anything_outside_written() {
+    let env = Env::new();
+    let outside = outside(&env);
+    let src = env.path("src");
+    for k in 0..4 {
+        let d = src.join(format!("d{k}"));
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        for f in 0..300 {
+            std::fs::write(d.join(format!("f{f}")), format!("restored {k}/{f}\n")).unwrap();
+        }
+        std::fs::write(d.join("sub/passwd"), b"restored passwd\n").unwrap();
+        std::os::unix::fs::symlink("f0", d.join("link")).unwrap();
+        std::fs::hard_link(d.join("f1"), d.join("hard")).unwrap();
+        nix::unistd::mkfifo(
+            &d.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+    }
+    let id = env.backup(&[&src]);
+    let before = snapshot_of(&outside);
+    let mut written_outside = None;
+    for run in 0..10 {
+        let target = env.path(&format!("t{run}"));
+        let stage = env.path(&format!("stage{run}"));
+        std::fs::create_dir_all(&stage).unwrap();
+        let mut pairs = vec![];
+        for k in 0..4 {
+            let link = stage.join(format!("d{k}"));
+            std::os::unix::fs::symlink(&outside, &link).unwrap();
+            pairs.push((target.join(format!("src/d{k}")), link));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = swapper(pairs, stop.clone());
+        // errors are expected: entries vanish and appear under the restore's feet
+        let out = env.run(&["restore", &id, "--target", target.to_str().unwrap()]);
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swaps.join().unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "restore {run}: {}\n{}",
+            out.status,
+            stderr(&out)
+        );
+        let now = snapshot_of(&outside);
+        if now != before {
+            written_outside = Some((run, swaps, now));
+            break;
+        }
+    }
+    assert_eq!(
+        written_outside, None,
+        "the restore wrote into the folder a symlink in the target pointed to (run, swaps, what \
+         that folder then held)"
+    );
+}
+
+/// A tmpfs mounted at a path for the life of the value.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "cairn-test", at.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (the tests run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount(at.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_mount_point_below_the_root_is_stored_as_an_empty_folder_and_a_mounted_root_whole() {
+    let env = Env::new();
+    let vol = env.path("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("own"), b"on the volume").unwrap();
+    let mnt = vol.join("mnt");
+    let _mount = Mount::tmpfs(&mnt);
+    std::fs::write(mnt.join("other-fs"), b"on another file system").unwrap();
+
+    let out = env.run(&["backup", vol.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warning = format!(
+        "warning: {}: another file system is mounted here",
+        mnt.display()
+    );
+    assert!(stderr(&out).contains(&warning), "{}", stderr(&out));
+    assert_eq!(env.ls_paths("latest"), ["/vol", "/vol/mnt", "/vol/own"]);
+
+    // named as a root, a mount point is backed up whole
+    let out = env.run(&["backup", mnt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.ls_paths("latest"), ["/mnt", "/mnt/other-fs"]);
+}
