@@ -33,6 +33,16 @@ pub enum K8sCommand {
     Restore(RestoreArgs),
     /// Restore one claim's files from a volume snapshot into a folder
     RestoreVolume(RestoreVolumeArgs),
+    /// Print the ClusterRoles of the backup and the restore for this cluster's kinds, every
+    /// resource named (no wildcard, no subresource), for `kubectl apply -f -`
+    Rbac(RbacArgs),
+}
+
+/// `cairn k8s rbac` options.
+#[derive(Args)]
+pub struct RbacArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// How to reach the cluster.
@@ -194,7 +204,14 @@ pub fn run(g: &Global, command: K8sCommand) -> Result<u8> {
         K8sCommand::BackupVolumes(a) => backup_volumes(g, a),
         K8sCommand::Restore(a) => restore(g, a),
         K8sCommand::RestoreVolume(a) => restore_volume(g, a),
+        K8sCommand::Rbac(a) => rbac(a),
     }
+}
+
+fn rbac(a: RbacArgs) -> Result<u8> {
+    let (cluster, _) = a.cluster.connect()?;
+    print!("{}", kube::rbac::render(&cluster.resources()));
+    Ok(0)
 }
 
 fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
