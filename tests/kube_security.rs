@@ -8,7 +8,9 @@ mod common;
 
 use std::path::Path;
 
-use common::kube::{KINDS, Kube, create_crd, deploy_file, deploy_objects, rendered_roles, suffix};
+use common::kube::{
+    KINDS, Kube, create_crd, deploy_file, deploy_objects, names, rendered_roles, suffix,
+};
 use common::*;
 use serde_json::{Value, json};
 
@@ -262,3 +264,212 @@ fn the_backup_role_covers_every_kind_and_a_kind_it_may_not_list_is_reported() {
     );
 }
 
+/// Writes `objects` as a resources snapshot would hold them (`resources/…` and `cluster/…`,
+/// by path) and backs them up tagged as namespace `ns`'s resources: a snapshot crafted by
+/// someone who can write to the repository. Returns its id.
+fn crafted_snapshot(env: &Env, ns: &str, objects: &[(&str, Value)]) -> String {
+    let root = env.path(&format!("crafted-{ns}"));
+    for (path, object) in objects {
+        let file = root.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, serde_json::to_vec_pretty(object).unwrap()).unwrap();
+    }
+    let (resources, cluster) = (root.join("resources"), root.join("cluster"));
+    let out = env.json(&[
+        "backup",
+        resources.to_str().unwrap(),
+        cluster.to_str().unwrap(),
+        "--tag",
+        &format!("namespace={ns}"),
+        "--tag",
+        "content=resources",
+        "--tag",
+        "cluster=crafted",
+    ]);
+    out["snapshot_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_restore_creates_only_what_the_snapshots_namespace_may_hold() {
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let ns = format!("zz-{s}");
+    let other = format!("other-{s}");
+    let meta = |name: &str, namespace: &str| json!({"name": name, "namespace": namespace});
+    let class = |name: &str| {
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": name}, "provisioner": "example.com/none"})
+    };
+    let id = crafted_snapshot(
+        &env,
+        &ns,
+        &[
+            (
+                "cluster/namespaces/ns.json",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            ),
+            (
+                "cluster/namespaces/other.json",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}}),
+            ),
+            (
+                "resources/configmaps/ok.json",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("ok", &ns), "data": {"a": "1"}}),
+            ),
+            (
+                "resources/configmaps/planted.json",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&format!("planted-{s}"), "kube-system"), "data": {"a": "1"}}),
+            ),
+            (
+                "resources/clusterrolebindings/disguised.json",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": meta(&format!("disguised-{s}"), &ns),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]}),
+            ),
+            (
+                "cluster/clusterrolebindings.rbac.authorization.k8s.io/evil.json",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": format!("evil-{s}")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]}),
+            ),
+            (
+                "resources/persistentvolumeclaims/data.json",
+                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta("data", &ns),
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": format!("used-{s}"), "resources": {"requests": {"storage": "1Gi"}}}}),
+            ),
+            (
+                "cluster/storageclasses.storage.k8s.io/used.json",
+                class(&format!("used-{s}")),
+            ),
+            (
+                "cluster/storageclasses.storage.k8s.io/unused.json",
+                class(&format!("unused-{s}")),
+            ),
+            (
+                "cluster/persistentvolumes/theirs.json",
+                json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": format!("theirs-{s}")},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": "/etc"}, "claimRef": {"namespace": other, "name": "data"}}}),
+            ),
+        ],
+    );
+    let out = env.run(&[
+        "k8s",
+        "restore",
+        &id,
+        "--kubeconfig",
+        kube.kubeconfig.to_str().unwrap(),
+    ]);
+    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+    eprintln!("{stdout}{err}");
+    // nothing outside the namespace, nothing it does not reference
+    assert!(
+        kube.get(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            None,
+            &format!("evil-{s}")
+        )
+        .is_none()
+    );
+    assert!(
+        kube.get(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            None,
+            &format!("disguised-{s}")
+        )
+        .is_none()
+    );
+    assert!(
+        kube.get(
+            "v1",
+            "ConfigMap",
+            Some("kube-system"),
+            &format!("planted-{s}")
+        )
+        .is_none()
+    );
+    assert!(kube.get("v1", "Namespace", None, &other).is_none());
+    assert!(
+        kube.get(
+            "storage.k8s.io/v1",
+            "StorageClass",
+            None,
+            &format!("unused-{s}")
+        )
+        .is_none()
+    );
+    assert!(
+        kube.get("v1", "PersistentVolume", None, &format!("theirs-{s}"))
+            .is_none()
+    );
+    // ... and says so, with exit code 3
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    for refused in [
+        format!("refused: ClusterRoleBinding evil-{s}:"),
+        format!("refused: ClusterRoleBinding {ns}/disguised-{s}:"),
+        format!("refused: ConfigMap kube-system/planted-{s}:"),
+        format!("refused: Namespace {other}:"),
+        format!("refused: StorageClass unused-{s}:"),
+        format!("refused: PersistentVolume theirs-{s}:"),
+    ] {
+        assert!(err.contains(&refused), "{refused} missing in {err}");
+    }
+    // what the namespace holds is restored
+    assert!(kube.get("v1", "ConfigMap", Some(&ns), "ok").is_some());
+    assert!(
+        kube.get("v1", "PersistentVolumeClaim", Some(&ns), "data")
+            .is_some()
+    );
+    assert!(
+        kube.get(
+            "storage.k8s.io/v1",
+            "StorageClass",
+            None,
+            &format!("used-{s}")
+        )
+        .is_some()
+    );
+    // the same with --json and a mapping: refused objects are listed where they claimed to be
+    let mapped = format!("mapped-{s}");
+    let out = env.run(&[
+        "--json",
+        "k8s",
+        "restore",
+        &id,
+        "--namespace-mapping",
+        &format!("{ns}={mapped}"),
+        "--kubeconfig",
+        kube.kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = &json_result(&out.stdout)["report"];
+    assert_eq!(
+        names(&report["refused"]),
+        [
+            format!("ClusterRoleBinding evil-{s}"),
+            format!("ClusterRoleBinding {ns}/disguised-{s}"),
+            format!("ConfigMap kube-system/planted-{s}"),
+            format!("Namespace {other}"),
+            format!("PersistentVolume theirs-{s}"),
+            format!("StorageClass unused-{s}"),
+        ]
+        .into_iter()
+        .collect(),
+        "{report}"
+    );
+    assert!(kube.get("v1", "ConfigMap", Some(&mapped), "ok").is_some());
+    assert!(
+        kube.get(
+            "v1",
+            "ConfigMap",
+            Some("kube-system"),
+            &format!("planted-{s}")
+        )
+        .is_none()
+    );
+}

@@ -163,6 +163,10 @@ pub struct RestoreArgs {
     /// Only these namespaces of the snapshots (comma-separated)
     #[arg(long, value_delimiter = ',')]
     include_namespaces: Vec<String>,
+    /// Keep the node ports of Services (default: dropped, so that the cluster allocates new
+    /// ones; the old ones are taken while the original Services exist)
+    #[arg(long)]
+    preserve_nodeports: bool,
 }
 
 /// `cairn k8s restore-volume` options.
@@ -418,6 +422,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         selector: a.selector,
         include_namespaces: a.include_namespaces,
         dry_run: a.dry_run,
+        preserve_nodeports: a.preserve_nodeports,
     };
     let report = restore::restore(&repo, &mut cluster, &snapshots, &settings)?;
     if g.json {
@@ -425,7 +430,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     } else {
         print_restore(&report, a.dry_run);
     }
-    Ok(if report.failed.is_empty() {
+    Ok(if report.failed.is_empty() && report.refused.is_empty() {
         0
     } else {
         EXIT_PARTIAL
@@ -446,13 +451,22 @@ fn print_restore(r: &RestoreReport, dry_run: bool) {
     for o in &r.failed {
         eprintln!("failed: {}: {}", o.object, o.reason);
     }
+    for o in &r.refused {
+        eprintln!("refused: {}: {}", o.object, o.reason);
+    }
     println!(
-        "{} {created}, {} existing left untouched, {} left out, {} failed",
+        "{} {created}, {} existing left untouched, {} left out, {} failed, {} refused",
         r.created.len(),
         r.existing.len(),
         r.left_out.len(),
-        r.failed.len()
+        r.failed.len(),
+        r.refused.len()
     );
+    if !r.refused.is_empty() {
+        eprintln!(
+            "the snapshots hold objects their namespaces may not hold (another namespace's, or cluster-scoped ones they do not need): they were not created; someone may have written to the repository, check who can"
+        );
+    }
     if !r.failed.is_empty() {
         eprintln!(
             "fix what the messages say, then run the same restore again: what exists now is skipped"
