@@ -135,6 +135,9 @@ pub struct VolumeArgs {
     /// does; a failed run is reported and the next day's runs anyway
     #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
     daily_at: Option<chrono::NaiveTime>,
+    /// The longest a backup hook may run, whatever its pod's timeout annotation asks for
+    #[arg(long, env = "CAIRN_HOOK_TIMEOUT_MAX", default_value = "5m", value_parser = humantime::parse_duration)]
+    hook_timeout_max: std::time::Duration,
     #[command(flatten)]
     metrics: MetricsArgs,
 }
@@ -317,6 +320,7 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
         only: a.namespaces.namespaces.clone(),
         time: a.namespaces.time,
         allow_future_time: a.namespaces.allow_future_time,
+        hook_timeout_max: a.hook_timeout_max,
     };
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "k8s-backup-volumes", "backed up", g);

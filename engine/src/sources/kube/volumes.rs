@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -43,6 +44,8 @@ pub struct VolumeSettings {
     pub time: Option<DateTime<Utc>>,
     /// Record `time` even if it is ahead of the store's clock.
     pub allow_future_time: bool,
+    /// The longest a hook may run, whatever its pod's annotation asks for.
+    pub hook_timeout_max: Duration,
 }
 
 /// One claim's volume snapshot.
@@ -190,9 +193,10 @@ pub fn backup_volumes(
     }
     for (ns, plan) in plans {
         let pods: Vec<&Value> = plan.pods.values().collect();
-        if !run_hooks(cluster, &pods, Phase::Pre, &mut report) {
+        let max = settings.hook_timeout_max;
+        if !run_hooks(cluster, &pods, Phase::Pre, max, &mut report) {
             report.failed.push(ns);
-            run_hooks(cluster, &pods, Phase::Post, &mut report);
+            run_hooks(cluster, &pods, Phase::Post, max, &mut report);
             continue;
         }
         let out = plan.claims.into_iter().try_for_each(|(claim, dir)| {
@@ -200,7 +204,7 @@ pub fn backup_volumes(
             report.snapshots.push(snapshot);
             Ok::<_, Error>(())
         });
-        run_hooks(cluster, &pods, Phase::Post, &mut report);
+        run_hooks(cluster, &pods, Phase::Post, max, &mut report);
         out?;
     }
     Ok(report)
@@ -244,10 +248,16 @@ fn backup_claim(
 }
 
 /// Runs the `phase` hooks of `pods`, recording failures; false if one that must not fail did.
-fn run_hooks(cluster: &Cluster, pods: &[&Value], phase: Phase, report: &mut VolumeReport) -> bool {
+fn run_hooks(
+    cluster: &Cluster,
+    pods: &[&Value],
+    phase: Phase,
+    max: Duration,
+    report: &mut VolumeReport,
+) -> bool {
     let mut ok = true;
     for pod in pods {
-        let hook = match Hook::of(pod, phase) {
+        let hook = match Hook::of(pod, phase, max) {
             Ok(Some(h)) => h,
             Ok(None) => continue,
             Err(e) => {
