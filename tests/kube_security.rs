@@ -473,3 +473,42 @@ fn a_restore_creates_only_what_the_snapshots_namespace_may_hold() {
         .is_none()
     );
 }
+
+#[test]
+fn a_drill_verifies_a_resources_snapshot_without_writing_its_secrets_to_disk() {
+    let env = Env::new();
+    let password = format!("hunter2-{}", suffix());
+    let id = crafted_snapshot(
+        &env,
+        "shop",
+        &[
+            (
+                "cluster/namespaces/shop.json",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+            ),
+            (
+                "resources/secrets/db.json",
+                json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "db", "namespace": "shop"}, "stringData": {"password": password}}),
+            ),
+        ],
+    );
+    let scratch = env.path("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let out = env.run(&[
+        "--json",
+        "drill",
+        &id,
+        "--scratch",
+        scratch.to_str().unwrap(),
+        "--keep-files",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let record = &json_result(&out.stdout)["record"];
+    let drilled = &record["snapshots"][0];
+    assert_eq!(drilled["manifests_checked"], 2, "{record}");
+    assert_eq!(drilled["files_restored"], 2, "{record}");
+    assert_eq!(drilled["problems"], json!([]), "{record}");
+    // nothing of the snapshot was written: the scratch folder holds no file at all
+    assert_eq!(all_files(&scratch), Vec::<std::path::PathBuf>::new());
+}
