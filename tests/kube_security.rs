@@ -7,9 +7,10 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::kube::{
-    KINDS, Kube, create_crd, deploy_file, deploy_objects, names, rendered_roles, suffix,
+    KINDS, Kube, create_crd, deploy_file, deploy_objects, names, rendered_roles, suffix, wait_until,
 };
 use common::*;
 use serde_json::{Value, json};
@@ -511,4 +512,164 @@ fn a_drill_verifies_a_resources_snapshot_without_writing_its_secrets_to_disk() {
     assert_eq!(drilled["problems"], json!([]), "{record}");
     // nothing of the snapshot was written: the scratch folder holds no file at all
     assert_eq!(all_files(&scratch), Vec::<std::path::PathBuf>::new());
+}
+
+/// A Service as a restore must bring it back: the fields the new cluster allocates dropped.
+fn service_as_restored(service: &Value) -> Value {
+    let mut spec = service["spec"].clone();
+    for key in ["clusterIP", "clusterIPs", "healthCheckNodePort"] {
+        spec.as_object_mut().unwrap().remove(key);
+    }
+    for port in spec["ports"].as_array_mut().unwrap() {
+        port.as_object_mut().unwrap().remove("nodePort");
+    }
+    spec
+}
+
+#[test]
+fn an_application_is_restored_mapped_twice_with_node_ports_classes_and_accounts() {
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let app = format!("guestbook-{s}");
+    let class = format!("legacy-{s}");
+    let meta = |name: &str| json!({"name": name, "namespace": app, "labels": {"app": "guestbook"}});
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": app}}));
+    kube.create(
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": class}, "provisioner": "example.com/none"}),
+    );
+    let selector = json!({"app": "guestbook"});
+    for object in [
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": meta("frontend"),
+            "spec": {"type": "NodePort", "selector": selector, "ports": [{"port": 80, "targetPort": 80}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": meta("public"),
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": selector,
+                "ports": [{"port": 443, "targetPort": 8443}]}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("settings"), "data": {"redis": "redis:6379"}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta("frontend")}),
+        // an older chart names the class with the beta annotation
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": app, "annotations": {"volume.beta.kubernetes.io/storage-class": class}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+        // no scheduler runs: this pod stays unscheduled
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta("redis-0"),
+            "spec": {"serviceAccountName": "frontend", "containers": [{"name": "redis", "image": "redis:7"}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}}),
+    ] {
+        kube.create(object);
+    }
+    // the controller manager gives the account its token Secret
+    wait_until("the account's token", Duration::from_secs(60), || {
+        kube.get("v1", "ServiceAccount", Some(&app), "frontend")
+            .is_some_and(|sa| sa["secrets"].as_array().is_some_and(|s| !s.is_empty()))
+    });
+    let admin = kube.kubeconfig.to_str().unwrap();
+
+    let backup = env.json(&["k8s", "backup", "--kubeconfig", admin, "-n", &app]);
+    let snapshot = backup["snapshots"][0]["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = env.ok(&["ls", &snapshot]);
+    assert!(
+        listed.contains(&format!(
+            "cluster/storageclasses.storage.k8s.io/{class}.json"
+        )),
+        "the annotated class is not in the snapshot:\n{listed}"
+    );
+    let volumes = env.run(&[
+        "--json",
+        "k8s",
+        "backup-volumes",
+        "--kubeconfig",
+        admin,
+        "-n",
+        &app,
+        "--node",
+        "node-a",
+        "--kubelet-root",
+        env.path("kubelet").to_str().unwrap(),
+    ]);
+    let volumes = json_result(&volumes.stdout);
+    assert_eq!(
+        volumes["not_mounted"],
+        json!([format!("{app}/data")]),
+        "{volumes}"
+    );
+    assert_eq!(volumes["elsewhere"], json!([]), "{volumes}");
+
+    // restored into a scratch namespace while the original runs, twice
+    let copy = format!("copy-{s}");
+    let mapping = format!("{app}={copy}");
+    let restore = || {
+        let out = env.run(&[
+            "--json",
+            "k8s",
+            "restore",
+            &snapshot,
+            "--namespace-mapping",
+            &mapping,
+            "--kubeconfig",
+            admin,
+        ]);
+        (
+            out.status.code(),
+            json_result(&out.stdout)["report"].clone(),
+        )
+    };
+    let (code, first) = restore();
+    assert_eq!(
+        (code, &first["failed"], &first["refused"]),
+        (Some(0), &json!([]), &json!([])),
+        "{first}"
+    );
+    let (code, second) = restore();
+    assert_eq!(
+        (code, &second["failed"], &second["created"]),
+        (Some(0), &json!([]), &json!([])),
+        "{second}"
+    );
+    assert!(
+        names(&second["existing"]).is_superset(&names(&first["created"])),
+        "{second}"
+    );
+    for name in ["frontend", "public"] {
+        let original = kube.get("v1", "Service", Some(&app), name).unwrap();
+        let restored = kube.get("v1", "Service", Some(&copy), name).unwrap();
+        assert_eq!(
+            service_as_restored(&restored),
+            service_as_restored(&original)
+        );
+        assert_ne!(
+            restored["spec"]["ports"][0]["nodePort"],
+            original["spec"]["ports"][0]["nodePort"]
+        );
+    }
+    let settings =
+        |ns: &str| kube.get("v1", "ConfigMap", Some(ns), "settings").unwrap()["data"].clone();
+    assert_eq!(settings(&copy), settings(&app));
+    // the account does not name the original's token Secret, which was left out
+    let original = kube
+        .get("v1", "ServiceAccount", Some(&app), "frontend")
+        .unwrap();
+    let token = original["secrets"][0]["name"].as_str().unwrap();
+    assert!(
+        names(&first["left_out"]).contains(&format!("Secret {copy}/{token}")),
+        "{first}"
+    );
+    let restored = kube
+        .get("v1", "ServiceAccount", Some(&copy), "frontend")
+        .unwrap();
+    assert!(
+        !restored["secrets"].to_string().contains(token),
+        "{restored}"
+    );
+    let claim = kube
+        .get("v1", "PersistentVolumeClaim", Some(&copy), "data")
+        .unwrap();
+    assert_eq!(
+        claim["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"],
+        class.as_str()
+    );
 }

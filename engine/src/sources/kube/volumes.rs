@@ -137,7 +137,9 @@ pub fn backup_volumes(
     let mut mounts: BTreeMap<(String, String), Vec<Mount>> = BTreeMap::new();
     for pod in cluster.list(&find("Pod")?, None)? {
         let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
-        if !namespaces.contains(ns) {
+        // a pod not scheduled mounts nothing yet: its claims are not mounted anywhere
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+        if !namespaces.contains(ns) || node.is_empty() {
             continue;
         }
         for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
@@ -146,7 +148,7 @@ pub fn backup_volumes(
                     .entry((ns.into(), claim.into()))
                     .or_default()
                     .push(Mount {
-                        node: pod["spec"]["nodeName"].as_str().unwrap_or_default().into(),
+                        node: node.into(),
                         pod: pod.clone(),
                     });
             }
