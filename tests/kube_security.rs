@@ -673,3 +673,122 @@ fn an_application_is_restored_mapped_twice_with_node_ports_classes_and_accounts(
         class.as_str()
     );
 }
+
+#[test]
+fn a_claim_is_restored_on_its_node_with_no_repository_credentials_in_its_namespace() {
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let system = format!("cairn-{s}");
+    let ns = format!("tenant-{s}");
+    let pv = format!("pv-{s}");
+    for o in deploy_objects(&system, &s) {
+        kube.create(o);
+    }
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    kube.create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": pv, "storageClassName": "",
+            "resources": {"requests": {"storage": "1Gi"}}}}));
+    let pod = |name: &str| {
+        kube.create(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"nodeName": "node-a", "automountServiceAccountToken": false,
+                "containers": [{"name": "c", "image": "busybox"}],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}),
+        )
+    };
+    // node-a's kubelet tree: the claim is mounted under each pod's uid
+    let kubelet = env.path("kubelet");
+    let mount = |pod: &Value| {
+        let uid = pod["metadata"]["uid"].as_str().unwrap();
+        let dir = kubelet.join(format!(
+            "pods/{uid}/volumes/kubernetes.io~local-volume/{pv}"
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let original = mount(&pod("app"));
+    std::fs::create_dir_all(original.join("db")).unwrap();
+    std::fs::write(original.join("db/table"), noise(7, 100_000)).unwrap();
+    std::fs::write(original.join("notes.txt"), "kept").unwrap();
+    let volumes_kc = kube.kubeconfig_for(&system, "cairn-volumes", &env.path("volumes.kubeconfig"));
+    let volumes_kc = volumes_kc.to_str().unwrap();
+    let kubelet_root = kubelet.to_str().unwrap();
+    let backup = env.json(&[
+        "k8s",
+        "backup-volumes",
+        "--kubeconfig",
+        volumes_kc,
+        "-n",
+        &ns,
+        "--node",
+        "node-a",
+        "--kubelet-root",
+        kubelet_root,
+    ]);
+    assert_eq!(backup["snapshots"].as_array().unwrap().len(), 1, "{backup}");
+
+    // the claim comes back into a new, empty volume, through the idle pod that mounts it,
+    // restored by the node's component with the volume backup's own service account
+    let target = mount(&pod("cairn-restore-target"));
+    let restored = env.json(&[
+        "k8s",
+        "restore-volume",
+        "latest",
+        "-n",
+        &ns,
+        "--pvc",
+        "data",
+        "--pod",
+        "cairn-restore-target",
+        "--kubelet-root",
+        kubelet_root,
+        "--kubeconfig",
+        volumes_kc,
+    ]);
+    assert_eq!(restored["outcome"]["errors"], json!([]), "{restored}");
+    assert_eq!(contents(&target), contents(&original));
+    // a pod that does not mount the claim is refused
+    kube.create(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lone", "namespace": ns},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "busybox"}]}}),
+    );
+    let out = env.run(&[
+        "k8s",
+        "restore-volume",
+        "latest",
+        "-n",
+        &ns,
+        "--pvc",
+        "data",
+        "--pod",
+        "lone",
+        "--kubelet-root",
+        kubelet_root,
+        "--kubeconfig",
+        volumes_kc,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not mount claim data"),
+        "{}",
+        stderr(&out)
+    );
+
+    // no Secret outside the backup's namespace holds the repository's password, and the
+    // deployment's volume restore runs in the backup's namespace
+    for secret in kube.list("v1", "Secret", &ns) {
+        assert!(!secret.to_string().contains(PASSWORD), "{secret}");
+    }
+    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/restore-volume-job.yaml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    for o in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+        let uses_repository = o.to_string().contains("cairn-repository");
+        assert!(
+            !uses_repository || o["metadata"]["namespace"] == "cairn",
+            "{} {} uses the repository's Secret outside namespace cairn",
+            o["kind"],
+            o["metadata"]["name"]
+        );
+    }
+}

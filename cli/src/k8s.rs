@@ -185,8 +185,18 @@ pub struct RestoreVolumeArgs {
     #[arg(short, long)]
     namespace: Option<String>,
     /// Folder to restore into: the claim's mount point, or any folder
-    #[arg(short, long)]
-    target: PathBuf,
+    #[arg(short, long, required_unless_present = "pod", conflicts_with = "pod")]
+    target: Option<PathBuf>,
+    /// Restore into the claim where this pod (of --namespace) mounts it on this node, through
+    /// the kubelet's folder: run by the node's backup component, so that the repository's
+    /// credentials never exist in the claim's namespace
+    #[arg(long, requires = "namespace")]
+    pod: Option<String>,
+    /// Where the kubelet's folder (/var/lib/kubelet) is mounted in this container (with --pod)
+    #[arg(long, env = "CAIRN_KUBELET_ROOT", default_value = "/var/lib/kubelet")]
+    kubelet_root: PathBuf,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Restore even if the target holds files (existing files are then replaced)
     #[arg(long)]
     overwrite: bool,
@@ -491,15 +501,27 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
         Snapshot::find(&repo, &a.snapshot)?
     };
     let tree = volumes::claim_tree(&repo, &snap, &a.pvc)?;
-    let non_empty = std::fs::read_dir(&a.target).is_ok_and(|mut d| d.next().is_some());
+    let target = match (&a.target, &a.pod) {
+        (Some(target), _) => target.clone(),
+        (None, Some(pod)) => {
+            let (cluster, _) = a.cluster.connect()?;
+            let ns = a
+                .namespace
+                .as_deref()
+                .context("give --namespace with --pod")?;
+            volumes::claim_folder(&cluster, &a.kubelet_root, ns, pod, &a.pvc)?
+        }
+        (None, None) => bail!("give --target or --pod"),
+    };
+    let non_empty = std::fs::read_dir(&target).is_ok_and(|mut d| d.next().is_some());
     if non_empty && !a.overwrite {
         bail!(
             "{} is not empty: the claim's data is not overwritten; restore into an empty volume or folder, or give --overwrite",
-            a.target.display()
+            target.display()
         );
     }
     let options = RestoreOptions {
-        target: a.target.clone(),
+        target: target.clone(),
         includes: vec![],
         overwrite: if a.overwrite {
             Overwrite::Always
@@ -515,9 +537,7 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
     let out = restorer::restore(&repo, &claim, &options, &progress)?;
     drop(display);
     if g.json {
-        print_summary(
-            &json!({"snapshot_id": id, "pvc": a.pvc, "target": a.target, "outcome": out}),
-        );
+        print_summary(&json!({"snapshot_id": id, "pvc": a.pvc, "target": target, "outcome": out}));
     } else {
         for e in &out.errors {
             eprintln!("error: {e}");
@@ -526,7 +546,7 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
             "restored claim {} from snapshot {} to {}: {} files, {}",
             a.pvc,
             id.short(),
-            a.target.display(),
+            target.display(),
             out.files,
             HumanBytes(out.bytes)
         );

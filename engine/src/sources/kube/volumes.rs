@@ -303,6 +303,49 @@ fn mounted_folder(root: &Path, pod_uid: &str, volume: &str) -> Option<PathBuf> {
     })
 }
 
+/// Where claim `claim` of namespace `ns` is mounted on this node for pod `pod`, under the
+/// kubelet's folder `kubelet_root`: the folder a restore writes the claim's files into, on the
+/// node, so that no repository credentials need to exist in the claim's namespace.
+pub fn claim_folder(
+    cluster: &Cluster,
+    kubelet_root: &Path,
+    ns: &str,
+    pod: &str,
+    claim: &str,
+) -> Result<PathBuf> {
+    let get = |kind: &str, name: &str| -> Result<Value> {
+        let resource = cluster
+            .resolve("v1", kind)
+            .ok_or_else(|| Error::Invalid(format!("the cluster does not serve v1 {kind}")))?;
+        cluster
+            .get(&resource, Some(ns), name)?
+            .ok_or_else(|| Error::Invalid(format!("{kind} {ns}/{name} does not exist")))
+    };
+    let pod_object = get("Pod", pod)?;
+    let mounts = pod_object["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v["persistentVolumeClaim"]["claimName"] == claim);
+    if !mounts {
+        return Err(Error::Invalid(format!(
+            "pod {ns}/{pod} does not mount claim {claim}: start a pod that mounts it (and stays idle), then restore again"
+        )));
+    }
+    let volume = get("PersistentVolumeClaim", claim)?["spec"]["volumeName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let uid = pod_object["metadata"]["uid"].as_str().unwrap_or_default();
+    mounted_folder(kubelet_root, uid, &volume).ok_or_else(|| {
+        Error::Invalid(format!(
+            "claim {claim} of pod {ns}/{pod} is not mounted under {}: run on the pod's node ({}) with the kubelet's folder at --kubelet-root",
+            kubelet_root.display(),
+            pod_object["spec"]["nodeName"].as_str().unwrap_or("not scheduled")
+        ))
+    })
+}
+
 /// The tree of claim `claim` in a volume snapshot.
 pub fn claim_tree(repo: &Repository, snapshot: &Snapshot, claim: &str) -> Result<Id> {
     let missing = || Error::PathNotInSnapshot(format!("volumes/{claim}"));
