@@ -367,47 +367,34 @@ fn a_restore_creates_only_what_the_snapshots_namespace_may_hold() {
     let (stdout, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
     eprintln!("{stdout}{err}");
     // nothing outside the namespace, nothing it does not reference
-    assert!(
-        kube.get(
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRoleBinding",
-            None,
-            &format!("evil-{s}")
-        )
-        .is_none()
-    );
-    assert!(
-        kube.get(
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRoleBinding",
-            None,
-            &format!("disguised-{s}")
-        )
-        .is_none()
-    );
-    assert!(
-        kube.get(
+    let rbac = "rbac.authorization.k8s.io/v1";
+    let never_created = [
+        (rbac, "ClusterRoleBinding", None, format!("evil-{s}")),
+        (rbac, "ClusterRoleBinding", None, format!("disguised-{s}")),
+        (
             "v1",
             "ConfigMap",
             Some("kube-system"),
-            &format!("planted-{s}")
-        )
-        .is_none()
-    );
-    assert!(kube.get("v1", "Namespace", None, &other).is_none());
-    assert!(
-        kube.get(
+            format!("planted-{s}"),
+        ),
+        ("v1", "Namespace", None, other.clone()),
+        (
             "storage.k8s.io/v1",
             "StorageClass",
             None,
-            &format!("unused-{s}")
-        )
-        .is_none()
-    );
-    assert!(
-        kube.get("v1", "PersistentVolume", None, &format!("theirs-{s}"))
-            .is_none()
-    );
+            format!("unused-{s}"),
+        ),
+        ("v1", "PersistentVolume", None, format!("theirs-{s}")),
+    ];
+    let none_created = || {
+        for (api, kind, namespace, name) in &never_created {
+            assert!(
+                kube.get(api, kind, *namespace, name).is_none(),
+                "{kind} {name} was created"
+            );
+        }
+    };
+    none_created();
     // ... and says so, with exit code 3
     assert_eq!(out.status.code(), Some(3), "{err}");
     for refused in [
@@ -464,15 +451,7 @@ fn a_restore_creates_only_what_the_snapshots_namespace_may_hold() {
         "{report}"
     );
     assert!(kube.get("v1", "ConfigMap", Some(&mapped), "ok").is_some());
-    assert!(
-        kube.get(
-            "v1",
-            "ConfigMap",
-            Some("kube-system"),
-            &format!("planted-{s}")
-        )
-        .is_none()
-    );
+    none_created();
 }
 
 #[test]
@@ -731,21 +710,25 @@ fn a_claim_is_restored_on_its_node_with_no_repository_credentials_in_its_namespa
     // the claim comes back into a new, empty volume, through the idle pod that mounts it,
     // restored by the node's component with the volume backup's own service account
     let target = mount(&pod("cairn-restore-target"));
-    let restored = env.json(&[
-        "k8s",
-        "restore-volume",
-        "latest",
-        "-n",
-        &ns,
-        "--pvc",
-        "data",
-        "--pod",
-        "cairn-restore-target",
-        "--kubelet-root",
-        kubelet_root,
-        "--kubeconfig",
-        volumes_kc,
-    ]);
+    let restore_through = |pod: &str| {
+        env.run(&[
+            "--json",
+            "k8s",
+            "restore-volume",
+            "latest",
+            "-n",
+            &ns,
+            "--pvc",
+            "data",
+            "--pod",
+            pod,
+            "--kubelet-root",
+            kubelet_root,
+            "--kubeconfig",
+            volumes_kc,
+        ])
+    };
+    let restored = json_result(&restore_through("cairn-restore-target").stdout);
     assert_eq!(restored["outcome"]["errors"], json!([]), "{restored}");
     assert_eq!(contents(&target), contents(&original));
     // a pod that does not mount the claim is refused
@@ -753,21 +736,7 @@ fn a_claim_is_restored_on_its_node_with_no_repository_credentials_in_its_namespa
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lone", "namespace": ns},
         "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "busybox"}]}}),
     );
-    let out = env.run(&[
-        "k8s",
-        "restore-volume",
-        "latest",
-        "-n",
-        &ns,
-        "--pvc",
-        "data",
-        "--pod",
-        "lone",
-        "--kubelet-root",
-        kubelet_root,
-        "--kubeconfig",
-        volumes_kc,
-    ]);
+    let out = restore_through("lone");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("does not mount claim data"),
