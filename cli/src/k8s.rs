@@ -33,6 +33,16 @@ pub enum K8sCommand {
     Restore(RestoreArgs),
     /// Restore one claim's files from a volume snapshot into a folder
     RestoreVolume(RestoreVolumeArgs),
+    /// Print the ClusterRoles of the backup and the restore for this cluster's kinds, every
+    /// resource named (no wildcard, no subresource), for `kubectl apply -f -`
+    Rbac(RbacArgs),
+}
+
+/// `cairn k8s rbac` options.
+#[derive(Args)]
+pub struct RbacArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// How to reach the cluster.
@@ -125,6 +135,9 @@ pub struct VolumeArgs {
     /// does; a failed run is reported and the next day's runs anyway
     #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
     daily_at: Option<chrono::NaiveTime>,
+    /// The longest a backup hook may run, whatever its pod's timeout annotation asks for
+    #[arg(long, env = "CAIRN_HOOK_TIMEOUT_MAX", default_value = "5m", value_parser = humantime::parse_duration)]
+    hook_timeout_max: std::time::Duration,
     #[command(flatten)]
     metrics: MetricsArgs,
 }
@@ -153,6 +166,10 @@ pub struct RestoreArgs {
     /// Only these namespaces of the snapshots (comma-separated)
     #[arg(long, value_delimiter = ',')]
     include_namespaces: Vec<String>,
+    /// Keep the node ports of Services (default: dropped, so that the cluster allocates new
+    /// ones; the old ones are taken while the original Services exist)
+    #[arg(long)]
+    preserve_nodeports: bool,
 }
 
 /// `cairn k8s restore-volume` options.
@@ -168,8 +185,18 @@ pub struct RestoreVolumeArgs {
     #[arg(short, long)]
     namespace: Option<String>,
     /// Folder to restore into: the claim's mount point, or any folder
-    #[arg(short, long)]
-    target: PathBuf,
+    #[arg(short, long, required_unless_present = "pod", conflicts_with = "pod")]
+    target: Option<PathBuf>,
+    /// Restore into the claim where this pod (of --namespace) mounts it on this node, through
+    /// the kubelet's folder: run by the node's backup component, so that the repository's
+    /// credentials never exist in the claim's namespace
+    #[arg(long, requires = "namespace")]
+    pod: Option<String>,
+    /// Where the kubelet's folder (/var/lib/kubelet) is mounted in this container (with --pod)
+    #[arg(long, env = "CAIRN_KUBELET_ROOT", default_value = "/var/lib/kubelet")]
+    kubelet_root: PathBuf,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Restore even if the target holds files (existing files are then replaced)
     #[arg(long)]
     overwrite: bool,
@@ -194,7 +221,14 @@ pub fn run(g: &Global, command: K8sCommand) -> Result<u8> {
         K8sCommand::BackupVolumes(a) => backup_volumes(g, a),
         K8sCommand::Restore(a) => restore(g, a),
         K8sCommand::RestoreVolume(a) => restore_volume(g, a),
+        K8sCommand::Rbac(a) => rbac(a),
     }
+}
+
+fn rbac(a: RbacArgs) -> Result<u8> {
+    let (cluster, _) = a.cluster.connect()?;
+    print!("{}", kube::rbac::render(&cluster.resources()));
+    Ok(0)
 }
 
 fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
@@ -296,6 +330,7 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
         only: a.namespaces.namespaces.clone(),
         time: a.namespaces.time,
         allow_future_time: a.namespaces.allow_future_time,
+        hook_timeout_max: a.hook_timeout_max,
     };
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "k8s-backup-volumes", "backed up", g);
@@ -423,6 +458,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         selector: a.selector,
         include_namespaces: a.include_namespaces,
         dry_run: a.dry_run,
+        preserve_nodeports: a.preserve_nodeports,
     };
     let report = restore::restore(&repo, &mut cluster, &snapshots, &settings)?;
     if g.json {
@@ -430,7 +466,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     } else {
         print_restore(&report, a.dry_run);
     }
-    Ok(if report.failed.is_empty() {
+    Ok(if report.failed.is_empty() && report.refused.is_empty() {
         0
     } else {
         EXIT_PARTIAL
@@ -451,13 +487,22 @@ fn print_restore(r: &RestoreReport, dry_run: bool) {
     for o in &r.failed {
         eprintln!("failed: {}: {}", o.object, o.reason);
     }
+    for o in &r.refused {
+        eprintln!("refused: {}: {}", o.object, o.reason);
+    }
     println!(
-        "{} {created}, {} existing left untouched, {} left out, {} failed",
+        "{} {created}, {} existing left untouched, {} left out, {} failed, {} refused",
         r.created.len(),
         r.existing.len(),
         r.left_out.len(),
-        r.failed.len()
+        r.failed.len(),
+        r.refused.len()
     );
+    if !r.refused.is_empty() {
+        eprintln!(
+            "the snapshots hold objects their namespaces may not hold (another namespace's, or cluster-scoped ones they do not need): they were not created; someone may have written to the repository, check who can"
+        );
+    }
     if !r.failed.is_empty() {
         eprintln!(
             "fix what the messages say, then run the same restore again: what exists now is skipped"
@@ -478,15 +523,27 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
         Snapshot::find(&repo, &a.snapshot)?
     };
     let tree = volumes::claim_tree(&repo, &snap, &a.pvc)?;
-    let non_empty = std::fs::read_dir(&a.target).is_ok_and(|mut d| d.next().is_some());
+    let target = match (&a.target, &a.pod) {
+        (Some(target), _) => target.clone(),
+        (None, Some(pod)) => {
+            let (cluster, _) = a.cluster.connect()?;
+            let ns = a
+                .namespace
+                .as_deref()
+                .context("give --namespace with --pod")?;
+            volumes::claim_folder(&cluster, &a.kubelet_root, ns, pod, &a.pvc)?
+        }
+        (None, None) => bail!("give --target or --pod"),
+    };
+    let non_empty = std::fs::read_dir(&target).is_ok_and(|mut d| d.next().is_some());
     if non_empty && !a.overwrite {
         bail!(
             "{} is not empty: the claim's data is not overwritten; restore into an empty volume or folder, or give --overwrite",
-            a.target.display()
+            target.display()
         );
     }
     let options = RestoreOptions {
-        target: a.target.clone(),
+        target: target.clone(),
         includes: vec![],
         overwrite: if a.overwrite {
             Overwrite::Always
@@ -502,9 +559,7 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
     let out = restorer::restore(&repo, &claim, &options, &progress)?;
     drop(display);
     if g.json {
-        print_summary(
-            &json!({"snapshot_id": id, "pvc": a.pvc, "target": a.target, "outcome": out}),
-        );
+        print_summary(&json!({"snapshot_id": id, "pvc": a.pvc, "target": target, "outcome": out}));
     } else {
         for e in &out.errors {
             eprintln!("error: {e}");
@@ -513,7 +568,7 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
             "restored claim {} from snapshot {} to {}: {} files, {}",
             a.pvc,
             id.short(),
-            a.target.display(),
+            target.display(),
             out.files,
             HumanBytes(out.bytes)
         );

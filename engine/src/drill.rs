@@ -29,7 +29,8 @@ pub struct DrillOptions {
     /// Share (0 < share ≤ 1) of the files of each snapshot that is not Kubernetes resources to
     /// restore; at least one file of a snapshot that has any is. Resources are restored whole.
     pub file_share: f64,
-    /// Leave the restored files in `scratch` (default: removed after each snapshot).
+    /// Leave the restored files in `scratch` (default: removed after each snapshot). Kubernetes
+    /// resources (Secrets among them) are verified in memory and never written there.
     pub keep_files: bool,
 }
 
@@ -187,16 +188,59 @@ fn drill_one(
         sample.extend(first_file);
     }
 
+    if resources {
+        // manifests hold Secrets: they are read and checked in memory, never written to disk
+        for (path, node) in &sample {
+            let shown = tree::display_path(path);
+            progress.set_current(&shown);
+            let bytes = match read_file(repo, node) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    out.problems.push(format!("{shown}: {e}"));
+                    continue;
+                }
+            };
+            out.files_restored += 1;
+            out.bytes_verified += bytes.len() as u64;
+            progress.entry_done(bytes.len() as u64);
+            if is_manifest(path) {
+                out.manifests_checked += 1;
+                if let Err(e) = check_manifest(&bytes, path, namespace.as_deref()) {
+                    out.problems.push(format!("{shown}: {e}"));
+                }
+            }
+        }
+    } else {
+        restore_sample(repo, id, snap, &sample, options, &mut out, progress)?;
+    }
+    out.seconds = clock.elapsed().as_secs_f64();
+    tracing::info!(
+        snapshot = %id.short(),
+        files_restored = out.files_restored,
+        bytes_verified = out.bytes_verified,
+        problems = out.problems.len(),
+        "snapshot drilled"
+    );
+    Ok(out)
+}
+
+/// Restores the `sample` of `snap` into a new folder of the scratch folder and reads every
+/// file back against the snapshot.
+fn restore_sample(
+    repo: &Repository,
+    id: &Id,
+    snap: &Snapshot,
+    sample: &[(SnapshotPath, Node)],
+    options: &DrillOptions,
+    out: &mut DrilledSnapshot,
+    progress: &Progress,
+) -> Result<()> {
     let target = options
         .scratch
         .join(format!("{}-{}", id.short(), Utc::now().timestamp_micros()));
     let restore = RestoreOptions {
         target: target.clone(),
-        includes: if resources {
-            vec![]
-        } else {
-            sample.iter().map(|(p, _)| p.clone()).collect()
-        },
+        includes: sample.iter().map(|(p, _)| p.clone()).collect(),
         overwrite: Overwrite::Never,
         chown: false,
         no_flush: true,
@@ -206,7 +250,7 @@ fn drill_one(
         Ok(restored) => out.problems.extend(restored.errors),
         Err(e) => out.problems.push(format!("the restore failed: {e}")),
     }
-    for (path, node) in &sample {
+    for (path, node) in sample {
         let on_disk = path.iter().fold(target.clone(), |p, c| p.join(c.as_os()));
         let shown = tree::display_path(path);
         progress.set_current(&shown);
@@ -218,25 +262,31 @@ fn drill_one(
             }
             Err(e) => out.problems.push(format!("{shown}: {e}")),
         }
-        if resources && is_manifest(path) {
-            out.manifests_checked += 1;
-            if let Err(e) = check_manifest(&on_disk, path, namespace.as_deref()) {
-                out.problems.push(format!("{shown}: {e}"));
-            }
-        }
     }
     if !options.keep_files {
         std::fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
     }
-    out.seconds = clock.elapsed().as_secs_f64();
-    tracing::info!(
-        snapshot = %id.short(),
-        files_restored = out.files_restored,
-        bytes_verified = out.bytes_verified,
-        problems = out.problems.len(),
-        "snapshot drilled"
-    );
-    Ok(out)
+    Ok(())
+}
+
+/// A file's bytes read out of the repository (every blob checked against its id), which must
+/// be as long as the snapshot says.
+fn read_file(repo: &Repository, node: &Node) -> std::result::Result<Vec<u8>, String> {
+    let mut bytes = Vec::with_capacity(node.size as usize);
+    for blob in &node.content {
+        bytes.extend(
+            repo.load_blob(blob)
+                .map_err(|e| format!("cannot be read: {e}"))?,
+        );
+    }
+    if bytes.len() as u64 != node.size {
+        return Err(format!(
+            "has {} bytes, the snapshot says {}",
+            bytes.len(),
+            node.size
+        ));
+    }
+    Ok(bytes)
 }
 
 fn random_share() -> f64 {
@@ -279,16 +329,15 @@ fn is_manifest(path: &[RawBytes]) -> bool {
         && path[2].0.ends_with(b".json")
 }
 
-/// A restored manifest must be a Kubernetes object named like its file and, for namespaced
-/// resources, in the snapshot's namespace.
+/// A manifest must be a Kubernetes object named like its file and, for namespaced resources,
+/// in the snapshot's namespace.
 fn check_manifest(
-    path: &Path,
+    bytes: &[u8],
     rel: &[RawBytes],
     namespace: Option<&str>,
 ) -> std::result::Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
     let object: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("is not JSON: {e}"))?;
+        serde_json::from_slice(bytes).map_err(|e| format!("is not JSON: {e}"))?;
     let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
     if text(&object["apiVersion"]).is_none() || text(&object["kind"]).is_none() {
         return Err("is not a Kubernetes object (no apiVersion or kind)".into());

@@ -185,8 +185,11 @@ pub fn collect(cluster: &Cluster, settings: &BackupSettings) -> Result<Inventory
                 if let Some(pv) = object["spec"]["volumeName"].as_str() {
                     need.insert(("PersistentVolume", pv.to_string()));
                 }
-                if let Some(sc) = object["spec"]["storageClassName"].as_str() {
-                    need.insert(("StorageClass", sc.to_string()));
+                let annotated = &object["metadata"]["annotations"][clean::BETA_STORAGE_CLASS];
+                for sc in [&object["spec"]["storageClassName"], annotated] {
+                    if let Some(sc) = sc.as_str() {
+                        need.insert(("StorageClass", sc.to_string()));
+                    }
                 }
             }
             let crd = format!("{}.{}", resource.api.plural, resource.api.group);

@@ -10,7 +10,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope, verbs};
 use serde_json::Value;
 
-use super::hooks::Hook;
+use super::hooks::{Hook, OUTPUT_MAX};
 use crate::error::{Error, Result};
 
 /// How to reach the API server.
@@ -247,17 +247,12 @@ impl Cluster {
                 .await
                 .map_err(|e| e.to_string())?;
             let status = process.take_status().ok_or("the pod gave no exit status")?;
-            let output = process.stderr().map(|mut err| async move {
-                let mut text = String::new();
-                let _ = tokio::io::AsyncReadExt::read_to_string(&mut err, &mut text).await;
-                text
-            });
-            let (status, stderr) = futures::join!(status, async {
-                match output {
-                    Some(o) => o.await,
-                    None => String::new(),
-                }
-            });
+            let (stdout, stderr) = (process.stdout(), process.stderr());
+            let (status, _, stderr) = futures::join!(
+                status,
+                bounded_read(stdout, OUTPUT_MAX),
+                bounded_read(stderr, OUTPUT_MAX)
+            );
             match status {
                 Some(s) if s.status.as_deref() == Some("Success") => Ok(()),
                 Some(s) => Err(format!(
@@ -286,6 +281,31 @@ impl Cluster {
     }
 }
 
+/// Reads `from` to its end, keeping at most `max` bytes (as text; a note says how many more
+/// there were): a process's output is drained, so it never blocks on a full pipe, and a tenant's
+/// hook cannot fill the backup's memory.
+async fn bounded_read(from: Option<impl tokio::io::AsyncRead + Unpin>, max: usize) -> String {
+    use tokio::io::AsyncReadExt;
+    let Some(mut from) = from else {
+        return String::new();
+    };
+    let (mut kept, mut dropped) = (Vec::new(), 0usize);
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = n.min(max - kept.len());
+        kept.extend_from_slice(&buf[..room]);
+        dropped += n - room;
+    }
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    if dropped > 0 {
+        text += &format!(" [{dropped} more bytes of output not kept]");
+    }
+    text
+}
+
 fn resource(api: ApiResource, caps: &ApiCapabilities) -> Resource {
     Resource {
         namespaced: caps.scope == Scope::Namespaced,
@@ -306,4 +326,23 @@ fn cluster_name(file: &Kubeconfig, options: &KubeConfigOptions) -> String {
         .and_then(|c| c.context.as_ref())
         .map(|c| c.cluster.clone())
         .unwrap_or_else(|| "cluster".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_output_is_drained_and_kept_up_to_a_bound() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let long = vec![b'x'; 100_000];
+        let text = runtime.block_on(bounded_read(Some(long.as_slice()), 10));
+        assert_eq!(text, "xxxxxxxxxx [99990 more bytes of output not kept]");
+        let short = runtime.block_on(bounded_read(Some(&b"failed"[..]), 10));
+        assert_eq!(short, "failed");
+        let none = runtime.block_on(bounded_read(None::<&[u8]>, 10));
+        assert_eq!(none, "");
+    }
 }

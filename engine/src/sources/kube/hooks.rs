@@ -5,12 +5,20 @@
 //! - `pre.hook.backup.cairn.io/command` (and `post.…`): a JSON array (`["/bin/sh", "-c", "…"]`)
 //!   or a single word;
 //! - `…/container`: the container to run it in (default: the pod's first);
-//! - `…/timeout`: how long it may take, e.g. `30s`, `2m` (default 30 s);
+//! - `…/timeout`: how long it may take, e.g. `30s`, `2m` (default 30 s), at most the operator's
+//!   `--hook-timeout-max` ([`DEFAULT_TIMEOUT_MAX`]);
 //! - `…/on-error`: `Fail` (default: the namespace's volumes are not backed up) or `Continue`.
 
 use std::time::Duration;
 
 use serde_json::Value;
+
+/// The longest a hook may run unless the operator says otherwise: a tenant's annotation cannot
+/// hold the node's backup for longer.
+pub const DEFAULT_TIMEOUT_MAX: Duration = Duration::from_secs(5 * 60);
+
+/// Bytes of a hook's output kept for the report; the rest is read and dropped.
+pub const OUTPUT_MAX: usize = 4096;
 
 /// When a hook runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +56,9 @@ pub struct Hook {
 }
 
 impl Hook {
-    /// The pod's hook for `phase`, if it declares one; an error names a malformed annotation.
-    pub fn of(pod: &Value, phase: Phase) -> Result<Option<Hook>, String> {
+    /// The pod's hook for `phase`, if it declares one, running for at most `max`; an error
+    /// names a malformed annotation.
+    pub fn of(pod: &Value, phase: Phase, max: Duration) -> Result<Option<Hook>, String> {
         let annotations = &pod["metadata"]["annotations"];
         let get = |key: &str| {
             annotations
@@ -77,7 +86,8 @@ impl Hook {
         let timeout = match get("timeout") {
             Some(t) => humantime::parse_duration(t).map_err(|_| bad("timeout", t))?,
             None => Duration::from_secs(30),
-        };
+        }
+        .min(max);
         let fail_backup = match get("on-error") {
             None | Some("Fail") => true,
             Some("Continue") => false,
@@ -113,24 +123,45 @@ mod tests {
     #[test]
     fn hooks_are_read_from_annotations_with_defaults() {
         let p = pod(json!({"pre.hook.backup.cairn.io/command": "[\"/bin/sh\", \"-c\", \"sync\"]"}));
-        let hook = Hook::of(&p, Phase::Pre).unwrap().unwrap();
+        let hook = Hook::of(&p, Phase::Pre, DEFAULT_TIMEOUT_MAX)
+            .unwrap()
+            .unwrap();
         assert_eq!(hook.command, ["/bin/sh", "-c", "sync"]);
         assert_eq!(hook.container, "postgres");
         assert_eq!(hook.timeout, Duration::from_secs(30));
         assert!(hook.fail_backup);
-        assert_eq!(Hook::of(&p, Phase::Post).unwrap(), None);
+        assert_eq!(
+            Hook::of(&p, Phase::Post, DEFAULT_TIMEOUT_MAX).unwrap(),
+            None
+        );
 
         let p = pod(json!({"post.hook.backup.cairn.io/command": "/thaw",
             "post.hook.backup.cairn.io/container": "exporter",
             "post.hook.backup.cairn.io/timeout": "2m",
             "post.hook.backup.cairn.io/on-error": "Continue"}));
-        let hook = Hook::of(&p, Phase::Post).unwrap().unwrap();
+        let hook = Hook::of(&p, Phase::Post, DEFAULT_TIMEOUT_MAX)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (hook.command, hook.container.as_str()),
             (vec!["/thaw".to_string()], "exporter")
         );
         assert_eq!(hook.timeout, Duration::from_secs(120));
         assert!(!hook.fail_backup);
+    }
+
+    #[test]
+    fn a_hook_runs_no_longer_than_the_operators_limit() {
+        let p = pod(json!({"pre.hook.backup.cairn.io/command": "/x",
+            "pre.hook.backup.cairn.io/timeout": "1000h"}));
+        let hook = Hook::of(&p, Phase::Pre, DEFAULT_TIMEOUT_MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(hook.timeout, DEFAULT_TIMEOUT_MAX);
+        let hook = Hook::of(&p, Phase::Pre, Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert_eq!(hook.timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -142,7 +173,7 @@ mod tests {
         ] {
             let mut a = json!({"pre.hook.backup.cairn.io/command": "/x"});
             a[format!("pre.hook.backup.cairn.io/{key}")] = json!(value);
-            let e = Hook::of(&pod(a), Phase::Pre).unwrap_err();
+            let e = Hook::of(&pod(a), Phase::Pre, DEFAULT_TIMEOUT_MAX).unwrap_err();
             assert!(e.contains(key), "{e}");
         }
     }

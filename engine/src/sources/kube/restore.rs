@@ -30,6 +30,8 @@ pub struct RestoreSettings {
     pub include_namespaces: Vec<String>,
     /// Only print what would be done.
     pub dry_run: bool,
+    /// Keep the node ports of Services (default: dropped, so the new cluster allocates them).
+    pub preserve_nodeports: bool,
 }
 
 /// Names one object.
@@ -87,6 +89,10 @@ pub struct RestoreReport {
     pub left_out: Vec<NotCreated>,
     /// Objects the server refused, with its answer.
     pub failed: Vec<NotCreated>,
+    /// Objects the snapshot's namespace may not hold (another namespace's, or a cluster-scoped
+    /// one of a kind a backup does not store or that its objects do not reference), with why;
+    /// never created. Listed where the snapshot claims they are.
+    pub refused: Vec<NotCreated>,
 }
 
 /// The objects stored in a namespace snapshot, as JSON.
@@ -168,6 +174,87 @@ fn policy(object: &Value) -> Option<String> {
     }
 }
 
+/// The cluster-scoped kinds a namespace's snapshot holds, as (group, kind).
+const CLUSTER_KINDS: [(&str, &str); 4] = [
+    ("", "Namespace"),
+    ("", "PersistentVolume"),
+    ("storage.k8s.io", "StorageClass"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+];
+
+fn group_of(object: &Value) -> &str {
+    match object["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .split_once('/')
+    {
+        Some((group, _)) => group,
+        None => "",
+    }
+}
+
+/// Why `object`, stored in the snapshot of namespace `ns` with `objects`, may not be created,
+/// if it may not: a namespaced object must be in `ns`; a cluster-scoped one must be of a kind a
+/// backup stores for a namespace and be referenced by the snapshot's objects (its Namespace,
+/// the volumes and classes of its claims, the definitions of its custom objects). A snapshot is
+/// treated as hostile: whoever can write to the repository could have made it.
+fn refusal(cluster: &Cluster, object: &Value, ns: &str, objects: &[Value]) -> Option<String> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let group = group_of(object);
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let claims = || {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "PersistentVolumeClaim" && group_of(o).is_empty())
+            .filter(|o| o["metadata"]["namespace"] == ns)
+    };
+    let referenced = match (group, kind) {
+        ("", "Namespace") => name == ns,
+        ("", "PersistentVolume") => {
+            object["spec"]["claimRef"]["namespace"] == ns
+                && claims().any(|c| c["spec"]["volumeName"] == name)
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            claims().any(|c| {
+                c["spec"]["storageClassName"] == name
+                    || c["metadata"]["annotations"][clean::BETA_STORAGE_CLASS] == name
+            }) || objects.iter().any(|pv| {
+                pv["kind"] == "PersistentVolume"
+                    && pv["spec"]["storageClassName"] == name
+                    && refusal(cluster, pv, ns, objects).is_none()
+            })
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            object["spec"]["scope"] == "Namespaced"
+                && objects.iter().any(|o| {
+                    o["metadata"]["namespace"] == ns
+                        && group_of(o) == object["spec"]["group"]
+                        && o["kind"] == object["spec"]["names"]["kind"]
+                })
+        }
+        _ => {
+            let namespaced = cluster
+                .resolve(object["apiVersion"].as_str().unwrap_or_default(), kind)
+                .is_none_or(|r| r.namespaced);
+            return match object["metadata"]["namespace"].as_str() {
+                _ if !namespaced => Some(format!(
+                    "{kind} is cluster-scoped: a namespace's snapshot holds no {kind}"
+                )),
+                Some(theirs) if theirs == ns => None,
+                Some(theirs) => Some(format!(
+                    "in namespace {theirs}, not in the snapshot's namespace {ns}"
+                )),
+                None => Some(format!(
+                    "no namespace: a namespace's snapshot holds only objects of namespace {ns} and the cluster-scoped {}",
+                    CLUSTER_KINDS.map(|(_, k)| k).join(", ")
+                )),
+            };
+        }
+    };
+    (!referenced)
+        .then(|| format!("{kind} {name} is not one that the objects of namespace {ns} need"))
+}
+
 /// Whether `kind_filter` (kind, plural or `plural.group`, any case) names `object`'s kind.
 fn kind_matches(cluster: &Cluster, filters: &[String], object: &Value) -> bool {
     let kind = object["kind"].as_str().unwrap_or_default();
@@ -187,9 +274,30 @@ pub fn restore(
     snapshots: &[Snapshot],
     settings: &RestoreSettings,
 ) -> Result<RestoreReport> {
+    let ns_wanted = |ns: &str| {
+        settings.include_namespaces.is_empty()
+            || settings.include_namespaces.iter().any(|n| n == ns)
+    };
+    let mut report = RestoreReport::default();
     let mut stored: BTreeMap<(String, String, String, String), Value> = BTreeMap::new();
     for snapshot in snapshots {
-        for object in stored_objects(repo, snapshot)? {
+        let Some(namespace) = super::tag(snapshot, "namespace") else {
+            return Err(Error::Invalid(
+                "a resources snapshot without a namespace tag was not made by `cairn k8s backup`: give the snapshots of namespaces".into(),
+            ));
+        };
+        let objects = stored_objects(repo, snapshot)?;
+        for object in &objects {
+            if let Some(reason) = refusal(cluster, object, namespace, &objects) {
+                if ns_wanted(namespace) {
+                    report.refused.push(NotCreated {
+                        object: ObjectRef::of(object),
+                        reason,
+                    });
+                }
+                continue;
+            }
+            let object = object.clone();
             let key = (
                 object["apiVersion"]
                     .as_str()
@@ -208,13 +316,12 @@ pub fn restore(
             stored.insert(key, object);
         }
     }
-    let ns_wanted = |ns: &str| {
-        settings.include_namespaces.is_empty()
-            || settings.include_namespaces.iter().any(|n| n == ns)
-    };
-    let mut report = RestoreReport::default();
     let mut chosen = Vec::new();
-    let mut unbind = Vec::new();
+    let mut changes = clean::Changes {
+        mapping: settings.namespace_mapping.clone(),
+        preserve_nodeports: settings.preserve_nodeports,
+        ..clean::Changes::default()
+    };
     let mut custom_kinds = BTreeSet::new();
     for ((_, kind, ns, name), object) in stored {
         let wanted = match kind.as_str() {
@@ -237,11 +344,14 @@ pub fn restore(
         if let Some(reason) = policy(&object) {
             if kind == "PersistentVolume" {
                 let claim = &object["spec"]["claimRef"];
-                unbind.push(format!(
+                changes.unbind_claims.push(format!(
                     "{}/{}",
                     claim["namespace"].as_str().unwrap_or_default(),
                     claim["name"].as_str().unwrap_or_default()
                 ));
+            }
+            if kind == "Secret" {
+                changes.left_out_secrets.push(format!("{ns}/{name}"));
             }
             // reported where it would have gone
             let mut object_ref = ObjectRef::of(&object);
@@ -278,7 +388,7 @@ pub fn restore(
                 && kind_matches(cluster, &settings.include_kinds, o))
     });
     for object in &mut chosen {
-        clean::for_restore(object, &settings.namespace_mapping, &unbind);
+        clean::for_restore(object, &changes);
     }
     chosen.sort_by_key(|o| {
         (
@@ -354,10 +464,15 @@ fn create(
             report.created.push(who)
         }
         Ok(Created::Existed) => report.existing.push(who),
-        Err(reason) => report.failed.push(NotCreated {
-            object: who,
-            reason,
-        }),
+        // the server may refuse an object that exists for another reason first (a Service's
+        // node port is taken: 422 before 409): an object that exists is listed as existing
+        Err(reason) => match cluster.get(&resource, who.namespace.as_deref(), &who.name) {
+            Ok(Some(_)) => report.existing.push(who),
+            _ => report.failed.push(NotCreated {
+                object: who,
+                reason,
+            }),
+        },
     }
     Ok(())
 }

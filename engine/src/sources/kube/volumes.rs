@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -43,6 +44,8 @@ pub struct VolumeSettings {
     pub time: Option<DateTime<Utc>>,
     /// Record `time` even if it is ahead of the store's clock.
     pub allow_future_time: bool,
+    /// The longest a hook may run, whatever its pod's annotation asks for.
+    pub hook_timeout_max: Duration,
 }
 
 /// One claim's volume snapshot.
@@ -134,7 +137,9 @@ pub fn backup_volumes(
     let mut mounts: BTreeMap<(String, String), Vec<Mount>> = BTreeMap::new();
     for pod in cluster.list(&find("Pod")?, None)? {
         let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
-        if !namespaces.contains(ns) {
+        // a pod not scheduled mounts nothing yet: its claims are not mounted anywhere
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+        if !namespaces.contains(ns) || node.is_empty() {
             continue;
         }
         for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
@@ -143,7 +148,7 @@ pub fn backup_volumes(
                     .entry((ns.into(), claim.into()))
                     .or_default()
                     .push(Mount {
-                        node: pod["spec"]["nodeName"].as_str().unwrap_or_default().into(),
+                        node: node.into(),
                         pod: pod.clone(),
                     });
             }
@@ -190,9 +195,10 @@ pub fn backup_volumes(
     }
     for (ns, plan) in plans {
         let pods: Vec<&Value> = plan.pods.values().collect();
-        if !run_hooks(cluster, &pods, Phase::Pre, &mut report) {
+        let max = settings.hook_timeout_max;
+        if !run_hooks(cluster, &pods, Phase::Pre, max, &mut report) {
             report.failed.push(ns);
-            run_hooks(cluster, &pods, Phase::Post, &mut report);
+            run_hooks(cluster, &pods, Phase::Post, max, &mut report);
             continue;
         }
         let out = plan.claims.into_iter().try_for_each(|(claim, dir)| {
@@ -200,7 +206,7 @@ pub fn backup_volumes(
             report.snapshots.push(snapshot);
             Ok::<_, Error>(())
         });
-        run_hooks(cluster, &pods, Phase::Post, &mut report);
+        run_hooks(cluster, &pods, Phase::Post, max, &mut report);
         out?;
     }
     Ok(report)
@@ -244,10 +250,16 @@ fn backup_claim(
 }
 
 /// Runs the `phase` hooks of `pods`, recording failures; false if one that must not fail did.
-fn run_hooks(cluster: &Cluster, pods: &[&Value], phase: Phase, report: &mut VolumeReport) -> bool {
+fn run_hooks(
+    cluster: &Cluster,
+    pods: &[&Value],
+    phase: Phase,
+    max: Duration,
+    report: &mut VolumeReport,
+) -> bool {
     let mut ok = true;
     for pod in pods {
-        let hook = match Hook::of(pod, phase) {
+        let hook = match Hook::of(pod, phase, max) {
             Ok(Some(h)) => h,
             Ok(None) => continue,
             Err(e) => {
@@ -288,6 +300,49 @@ fn mounted_folder(root: &Path, pod_uid: &str, volume: &str) -> Option<PathBuf> {
         let csi = plugin.file_name() == "kubernetes.io~csi";
         let dir = if csi { dir.join("mount") } else { dir };
         dir.is_dir().then_some(dir)
+    })
+}
+
+/// Where claim `claim` of namespace `ns` is mounted on this node for pod `pod`, under the
+/// kubelet's folder `kubelet_root`: the folder a restore writes the claim's files into, on the
+/// node, so that no repository credentials need to exist in the claim's namespace.
+pub fn claim_folder(
+    cluster: &Cluster,
+    kubelet_root: &Path,
+    ns: &str,
+    pod: &str,
+    claim: &str,
+) -> Result<PathBuf> {
+    let get = |kind: &str, name: &str| -> Result<Value> {
+        let resource = cluster
+            .resolve("v1", kind)
+            .ok_or_else(|| Error::Invalid(format!("the cluster does not serve v1 {kind}")))?;
+        cluster
+            .get(&resource, Some(ns), name)?
+            .ok_or_else(|| Error::Invalid(format!("{kind} {ns}/{name} does not exist")))
+    };
+    let pod_object = get("Pod", pod)?;
+    let mounts = pod_object["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v["persistentVolumeClaim"]["claimName"] == claim);
+    if !mounts {
+        return Err(Error::Invalid(format!(
+            "pod {ns}/{pod} does not mount claim {claim}: start a pod that mounts it (and stays idle), then restore again"
+        )));
+    }
+    let volume = get("PersistentVolumeClaim", claim)?["spec"]["volumeName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let uid = pod_object["metadata"]["uid"].as_str().unwrap_or_default();
+    mounted_folder(kubelet_root, uid, &volume).ok_or_else(|| {
+        Error::Invalid(format!(
+            "claim {claim} of pod {ns}/{pod} is not mounted under {}: run on the pod's node ({}) with the kubelet's folder at --kubelet-root",
+            kubelet_root.display(),
+            pod_object["spec"]["nodeName"].as_str().unwrap_or("not scheduled")
+        ))
     })
 }
 
