@@ -157,8 +157,7 @@ fn open_folder(path: &std::path::Path, create: bool, lock: Option<&ObjectLock>) 
             location: path.display().to_string(),
         });
     }
-    let folder: Arc<dyn ObjectStore> =
-        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path)?);
+    let folder: Arc<dyn ObjectStore> = Arc::new(crate::folder::Folder::new(path)?);
     Store::new(folder.clone(), folder, None, None)
 }
 
