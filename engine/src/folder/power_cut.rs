@@ -143,7 +143,7 @@ impl Cut {
         }
     }
     fn keeps_name(&mut self) -> bool {
-        matches!(self, Cut::KeepNames) || (!matches!(self, Cut::KeepNames) && self.keeps())
+        matches!(self, Cut::KeepNames) || self.keeps()
     }
     fn keeps_data(&mut self) -> bool {
         !matches!(self, Cut::KeepNames) && self.keeps()
