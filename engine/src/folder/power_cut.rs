@@ -583,4 +583,30 @@ mod tests {
             "forget and gc: power cut after each of {calls} calls, {cuts} distinct repositories left, nothing lost"
         );
     }
+
+    /// Objects over the multipart threshold go through `put_multipart`: written whole, the
+    /// data flushed before the rename and the folder after it.
+    #[test]
+    fn a_large_object_is_written_whole_and_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let store = Location::Local(root.clone()).open(true, None).unwrap();
+        let path = object_store::path::Path::from("data/ab/large");
+        let bytes = noise(5, 40 << 20);
+        watch(&root);
+        store.put(&path, bytes.clone()).unwrap();
+        let ops = take(&root);
+        assert_eq!(store.get(&path).unwrap().unwrap(), bytes);
+        let at = |want: fn(&Op) -> bool| ops.iter().position(want).unwrap();
+        let renamed = at(|op| matches!(op, Op::Rename(..)));
+        assert!(at(|op| matches!(op, Op::Write(_, d) if d.len() == 40 << 20)) < renamed);
+        assert!(at(|op| matches!(op, Op::SyncFile(_))) < renamed);
+        assert!(
+            matches!(&ops[renamed + 1], Op::SyncDir(d) if d.ends_with("data/ab")),
+            "{:?}",
+            &ops[renamed + 1]
+        );
+        // the new folders were flushed into their parents before
+        assert!(at(|op| matches!(op, Op::SyncDir(d) if d.ends_with("repo/data"))) < renamed);
+    }
 }
