@@ -286,7 +286,7 @@ fn check_pack(
     let (header, bytes) = if subset.wants(id) {
         let bytes = repo
             .store()
-            .get(&path)
+            .get_bounded(&path, ObjectKind::Pack.max_size())
             .map_err(whole)?
             .ok_or_else(|| whole(Error::damaged("pack", id, "vanished while reading")))?;
         (

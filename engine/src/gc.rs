@@ -468,7 +468,7 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
         for (pack, entries) in &repack_entries {
             let bytes = repo
                 .store()
-                .get(&ObjectKind::Pack.path(pack))?
+                .get_bounded(&ObjectKind::Pack.path(pack), ObjectKind::Pack.max_size())?
                 .ok_or_else(|| Error::damaged("pack", pack, "it is missing from the repository"))?;
             for b in entries.iter().filter(|b| live.contains(&b.id)) {
                 let plain = pack::open_blob_in(repo.keys(), pack, &bytes, 0, b)?;

@@ -25,6 +25,7 @@ pub mod drill;
 pub mod error;
 pub mod filler;
 pub mod find;
+pub mod folder;
 pub mod fsmeta;
 pub mod gc;
 pub mod id;

@@ -111,7 +111,7 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairOutcome> {
 pub(crate) fn read_pack(repo: &Repository, id: &Id) -> Result<PackRead> {
     let bytes = repo
         .store()
-        .get(&ObjectKind::Pack.path(id))?
+        .get_bounded(&ObjectKind::Pack.path(id), ObjectKind::Pack.max_size())?
         .ok_or_else(|| Error::damaged("pack", id, "vanished while reading"))?;
     if let Ok(blobs) = pack::read_header(repo.keys(), id, &bytes) {
         return Ok(PackRead::Whole(blobs));

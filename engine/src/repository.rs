@@ -29,6 +29,8 @@ pub const FORMAT_VERSION: u32 = 6;
 pub const EPOCHS_VERSION: u32 = 6;
 /// First bytes of the `config` object.
 pub const CONFIG_MAGIC: &[u8; 8] = b"CAIRNCFG";
+/// The most bytes a `config` can hold (it holds a few hundred).
+const CONFIG_MAX: u64 = 1 << 20;
 
 /// Repository-wide settings, stored encrypted in `config`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -150,6 +152,21 @@ impl ObjectKind {
         }
     }
 
+    /// The most bytes an object of this kind can hold; larger ones are refused unread. Packs:
+    /// blob offsets are 32-bit, so the blobs take less than 4 GiB, and the header (45 bytes an
+    /// entry, each for a blob of 28 bytes or more, sealed) less than as much again. The others
+    /// are far larger than any Cairn writes: an index segment of 1 GiB lists some 20 million
+    /// blobs (gc writes at most 500 000 entries a segment, a backup 64 packs).
+    pub fn max_size(self) -> u64 {
+        const MIB: u64 = 1 << 20;
+        match self {
+            ObjectKind::Key | ObjectKind::Session => MIB,
+            ObjectKind::Snapshot | ObjectKind::CheckRecord | ObjectKind::DrillRecord => 64 * MIB,
+            ObjectKind::Index | ObjectKind::Mark => 1024 * MIB,
+            ObjectKind::Pack => 8 * 1024 * MIB,
+        }
+    }
+
     /// The object name of `id`.
     pub fn path(self, id: &Id) -> ObjectPath {
         let hex = id.to_hex();
@@ -216,7 +233,10 @@ impl Repository {
     ) -> Result<Repository> {
         options.chunker.validate().map_err(Error::Invalid)?;
         let store = location.open(true, options.object_lock.as_ref())?;
-        if store.get(&ObjectPath::from("config"))?.is_some() {
+        if store
+            .get_bounded(&ObjectPath::from("config"), CONFIG_MAX)?
+            .is_some()
+        {
             return Err(Error::RepositoryExists {
                 location: location.to_string(),
             });
@@ -279,7 +299,7 @@ impl Repository {
     pub fn open(location: &Location, password: &[u8], cache_base: &Path) -> Result<Repository> {
         let mut store = location.open(false, None)?;
         let raw = store
-            .get(&ObjectPath::from("config"))?
+            .get_bounded(&ObjectPath::from("config"), CONFIG_MAX)?
             .ok_or_else(|| Error::NoRepository {
                 location: location.to_string(),
             })?;

@@ -60,7 +60,11 @@ pub fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<LiveSe
     let mut live = vec![];
     for (id, _, modified) in repo.store().list_dated(ObjectKind::Session)? {
         // a session that ended since the listing is gone, not unreadable
-        let Some(bytes) = repo.store().get(&ObjectKind::Session.path(&id))? else {
+        let Some(bytes) = repo.store().get_bounded(
+            &ObjectKind::Session.path(&id),
+            ObjectKind::Session.max_size(),
+        )?
+        else {
             continue;
         };
         let file: Option<SessionFile> = serde_json::from_slice(&bytes).ok();

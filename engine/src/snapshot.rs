@@ -139,19 +139,25 @@ impl Snapshot {
         Ok(snap)
     }
 
-    /// Loads every snapshot, oldest first.
+    /// Loads every snapshot that can be read, oldest first. One that cannot (damaged, not
+    /// Cairn's, too large, of a newer layout) is left out with a warning naming it, so that one
+    /// bad object does not stop listings, parent choice and `forget`; `gc` reads the snapshots
+    /// itself and stops at such a one, and `check` reports it.
     pub fn load_all(repo: &Repository) -> Result<Vec<(Id, Snapshot)>> {
-        let mut all = repo
-            .store()
-            .list(ObjectKind::Snapshot)?
-            .into_iter()
-            .filter_map(|(id, _)| match Snapshot::load(repo, &id) {
-                Ok(s) => Some(Ok((id, s))),
+        let mut all = vec![];
+        for (id, _) in repo.store().list(ObjectKind::Snapshot)? {
+            match Snapshot::load(repo, &id) {
+                Ok(s) => all.push((id, s)),
                 // forgotten by another process since the listing
-                Err(Error::Missing { .. }) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<Vec<_>>>()?;
+                Err(Error::Missing { .. }) => {}
+                Err(e @ (Error::Damaged { .. } | Error::UnsupportedVersion { .. })) => {
+                    tracing::warn!(
+                        "snapshot {id} cannot be read and is left out ({e}); `cairn check` reports it, and `cairn gc` deletes nothing until it is readable or deleted: restore `snapshots/{id}` from a replica, or delete it if it is not Cairn's"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
         all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(all)
     }

@@ -157,8 +157,7 @@ fn open_folder(path: &std::path::Path, create: bool, lock: Option<&ObjectLock>) 
             location: path.display().to_string(),
         });
     }
-    let folder: Arc<dyn ObjectStore> =
-        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path)?);
+    let folder: Arc<dyn ObjectStore> = Arc::new(crate::folder::Folder::new(path)?);
     Store::new(folder.clone(), folder, None, None)
 }
 
@@ -469,10 +468,12 @@ impl Store {
     /// Reads a content-named object (every object but `config` and `locks/`) and checks that
     /// its bytes hash to its name.
     pub fn get_named(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
-        let bytes = self.get(&kind.path(id))?.ok_or_else(|| Error::Missing {
-            kind: kind.name(),
-            id: id.to_hex(),
-        })?;
+        let bytes = self
+            .get_bounded(&kind.path(id), kind.max_size())?
+            .ok_or_else(|| Error::Missing {
+                kind: kind.name(),
+                id: id.to_hex(),
+            })?;
         if Id::of_stored(&bytes) != *id {
             return Err(Error::damaged(
                 kind.name(),
@@ -487,6 +488,27 @@ impl Store {
     pub fn get(&self, path: &ObjectPath) -> Result<Option<Vec<u8>>> {
         self.rt.block_on(async {
             match self.inner.get(path).await {
+                Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Reads a whole object of at most `max` bytes; `None` if it does not exist. A larger one is
+    /// refused by the size the store gives before its bytes are read, so that no object, however
+    /// large, is taken into memory beyond what its kind can hold.
+    pub fn get_bounded(&self, path: &ObjectPath, max: u64) -> Result<Option<Vec<u8>>> {
+        self.rt.block_on(async {
+            match self.inner.get(path).await {
+                Ok(r) if r.meta.size > max => Err(Error::damaged(
+                    "object",
+                    path,
+                    format!(
+                        "it is {} bytes, more than an object of its kind can be ({max} bytes), so it was not read: if it is not Cairn's, delete it",
+                        r.meta.size
+                    ),
+                )),
                 Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e.into()),
