@@ -737,6 +737,62 @@ mod tests {
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 
+    /// A writer's segment stored after a compaction listed the index, in an epoch that
+    /// compaction retires (a put that outlasted a whole other gc run, format §7), is included
+    /// by the next compaction: its packs never end up in no index.
+    #[test]
+    fn a_segment_retired_by_epoch_alone_is_compacted_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = small_packs_repo(dir.path());
+        let backup = |name: &str, seed: u64| {
+            let data = dir.path().join(name);
+            std::fs::create_dir(&data).unwrap();
+            let mut x = seed;
+            let noise: Vec<u8> = (0..100_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            std::fs::write(data.join("f"), &noise).unwrap();
+            let options = BackupOptions::default();
+            archiver::backup(&repo, &[data], &options, &Progress::default()).unwrap();
+        };
+        backup("a", 1);
+        for _ in 0..2 {
+            run(&repo, GcOptions::default(), &Progress::default()).unwrap();
+        }
+        backup("b", 2);
+        // the writer of b had seen epoch 0: its segment is retired by the floor of epoch 1
+        let segments = repo.index_segments().unwrap();
+        let (id, mut written) = segments
+            .active
+            .into_iter()
+            .find(|(_, s)| s.lineage.supersedes.is_empty() && s.lineage.retires_below == 0)
+            .unwrap();
+        assert_eq!(written.lineage.epoch, 2);
+        repo.store().delete(&ObjectKind::Index.path(&id)).unwrap();
+        written.lineage.epoch = 0;
+        repo.save_index(&written).unwrap();
+        // a gc runs before the writer commits: its snapshot is not stored yet
+        let (snapshot, _) = crate::snapshot::Snapshot::load_all(&repo)
+            .unwrap()
+            .pop()
+            .unwrap();
+        let path = ObjectKind::Snapshot.path(&snapshot);
+        let stored = repo.store().get(&path).unwrap().unwrap();
+        repo.store().delete(&path).unwrap();
+        repo.rebuild_local_index().unwrap();
+        run(&repo, GcOptions::default(), &Progress::default()).unwrap();
+        repo.store().put(&path, stored).unwrap();
+
+        repo.rebuild_local_index().unwrap();
+        let report = checker::check(&repo, DataSubset::All, &Progress::default()).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
     #[test]
     fn the_live_set_never_misses_a_live_blob() {
         let id = |n: u8, tail: u8| {

@@ -25,47 +25,45 @@ pub struct ActiveSegments<'r> {
 }
 
 impl<'r> ActiveSegments<'r> {
-    /// The segments listed now. The local cache, synchronised just before, says which are
-    /// active; a segment it does not know was written since by a backup, or is damaged, or is
-    /// an old one stored again: it is read here, and a damaged one stops the caller, since a
-    /// pass over an incomplete index could take a pack for unindexed.
+    /// The segments listed now that no listed segment supersedes, read by a pass that
+    /// compacts them: those retired only by epoch are included too (format §7), since one may
+    /// be a writer's segment stored after a compaction listed the index; the caller leaves out
+    /// the entries of packs that are not stored, which is all a segment stored again can add.
+    /// The local cache, synchronised just before, knows most segments; one it does not know
+    /// was written since by a backup, or is damaged, or is an old one stored again: it is read
+    /// here, and a damaged one stops the caller, since a pass over an incomplete index could
+    /// take a pack for unindexed.
     pub fn of(repo: &'r Repository, keep_entries: usize) -> Result<ActiveSegments<'r>> {
         let known = repo.index().known_segments()?;
-        let floor = known
-            .values()
-            .map(|k| k.lineage.retires_below)
-            .max()
-            .unwrap_or(0);
         let mut listed = Vec::new();
-        let mut active = Vec::new();
+        let mut superseded = HashSet::new();
         let mut epoch = 0;
         for id in repo.store().ids(ObjectKind::Index)? {
-            match known.get(&id) {
-                Some(k) => {
-                    epoch = epoch.max(k.lineage.epoch);
-                    if k.active {
-                        active.push(id);
-                    }
-                }
+            let lineage = match known.get(&id) {
+                Some(k) => k.lineage.clone(),
                 None => match repo.load_index(&id) {
-                    Ok(segment) => {
-                        let lineage = &segment.lineage;
-                        if !lineage.supersedes.is_empty() || lineage.retires_below > 0 {
-                            return Err(Error::Invalid(
-                                "the index was rewritten while gc ran (by `cairn repair index`?): run gc again".into(),
-                            ));
-                        }
-                        epoch = epoch.max(lineage.epoch);
-                        if lineage.epoch >= floor {
-                            active.push(id);
-                        }
-                    }
+                    Ok(segment) => segment.lineage,
                     Err(Error::Missing { .. }) => continue,
                     Err(e) => return Err(e),
                 },
+            };
+            if !known.contains_key(&id)
+                && (!lineage.supersedes.is_empty() || lineage.retires_below > 0)
+            {
+                return Err(Error::Invalid(
+                    "the index was rewritten while gc ran (by `cairn repair index`?): run gc again"
+                        .into(),
+                ));
             }
+            epoch = epoch.max(lineage.epoch);
+            superseded.extend(lineage.supersedes);
             listed.push(id);
         }
+        let active = listed
+            .iter()
+            .filter(|id| !superseded.contains(*id))
+            .copied()
+            .collect();
         Ok(ActiveSegments {
             repo,
             listed,
