@@ -640,31 +640,24 @@ mod tests {
     use super::*;
     use crate::archiver::{self, BackupOptions};
     use crate::checker::{self, DataSubset};
-    use crate::chunker::ChunkerParams;
-    use crate::crypto::keys::KdfParams;
     use crate::progress::Progress;
-    use crate::repository::InitOptions;
-    use crate::store::Location;
 
     /// A repository of many small packs: 4 KiB chunks in packs of 16 KiB.
     fn small_packs_repo(dir: &std::path::Path) -> Repository {
-        let options = InitOptions {
-            chunker: ChunkerParams {
-                min_size: 1024,
-                avg_size: 4096,
-                max_size: 16384,
-                gear_seed: 7,
-            },
-            pack_size: 16 * 1024,
-            kdf: KdfParams {
-                m_cost: 64,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..InitOptions::default()
-        };
-        let location = Location::Local(dir.join("repo"));
-        Repository::init(&location, b"pw", options, &dir.join("cache")).unwrap()
+        crate::repository::small_test_repository(dir, 16 * 1024)
+    }
+
+    /// `len` bytes of incompressible noise from `seed`.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
     }
 
     fn pack_count(index: &mut ActiveSegments) -> usize {
@@ -684,16 +677,7 @@ mod tests {
         let repo = small_packs_repo(dir.path());
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
-        let mut x = 1u64;
-        let noise: Vec<u8> = (0..600_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        std::fs::write(data.join("a"), &noise).unwrap();
+        std::fs::write(data.join("a"), noise(1, 600_000)).unwrap();
         archiver::backup(
             &repo,
             &[data],
@@ -747,16 +731,7 @@ mod tests {
         let backup = |name: &str, seed: u64| {
             let data = dir.path().join(name);
             std::fs::create_dir(&data).unwrap();
-            let mut x = seed;
-            let noise: Vec<u8> = (0..100_000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            std::fs::write(data.join("f"), &noise).unwrap();
+            std::fs::write(data.join("f"), noise(seed, 100_000)).unwrap();
             let options = BackupOptions::default();
             archiver::backup(&repo, &[data], &options, &Progress::default()).unwrap();
         };

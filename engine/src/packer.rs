@@ -248,24 +248,11 @@ impl<'r> Packer<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::keys::KdfParams;
-    use crate::repository::InitOptions;
-    use crate::store::Location;
 
     #[test]
     fn a_run_stores_each_blob_once_and_forgets_what_the_index_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let options = InitOptions {
-            pack_size: 1024,
-            kdf: KdfParams {
-                m_cost: 64,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..InitOptions::default()
-        };
-        let location = Location::Local(dir.path().join("repo"));
-        let repo = Repository::init(&location, b"pw", options, &dir.path().join("cache")).unwrap();
+        let repo = crate::repository::small_test_repository(dir.path(), 1024);
         let packer = Packer::new(&repo);
         // incompressible 400-byte blobs
         let blob = |n: u32| -> Vec<u8> {

@@ -76,6 +76,29 @@ pub struct InitOptions {
     pub keys: Option<MasterKeys>,
 }
 
+/// A repository in `dir/repo` (cache in `dir/cache`) for unit tests: 4 KiB chunks, packs of
+/// `pack_size` bytes and a cheap key derivation, so that little data makes many packs quickly.
+#[cfg(test)]
+pub(crate) fn small_test_repository(dir: &Path, pack_size: u32) -> Repository {
+    let options = InitOptions {
+        chunker: ChunkerParams {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+            gear_seed: 7,
+        },
+        pack_size,
+        kdf: KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        },
+        ..InitOptions::default()
+    };
+    let location = Location::Local(dir.join("repo"));
+    Repository::init(&location, b"pw", options, &dir.join("cache")).unwrap()
+}
+
 impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {

@@ -343,12 +343,10 @@ mod tests {
     use super::*;
     use crate::archiver::{self, BackupOptions};
     use crate::checker::{self, DataSubset};
-    use crate::chunker::ChunkerParams;
-    use crate::crypto::keys::KdfParams;
     use crate::gc::{self, GcOptions};
     use crate::id::Id;
     use crate::progress::Progress;
-    use crate::repository::{InitOptions, Repository};
+    use crate::repository::Repository;
     use crate::restorer::{self, RestoreOptions};
     use crate::snapshot::Snapshot;
     use crate::store::Location;
@@ -413,23 +411,7 @@ mod tests {
 
     fn setup() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let options = InitOptions {
-            chunker: ChunkerParams {
-                min_size: 1024,
-                avg_size: 4096,
-                max_size: 16384,
-                gear_seed: 7,
-            },
-            pack_size: 16 * 1024,
-            kdf: KdfParams {
-                m_cost: 64,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..InitOptions::default()
-        };
-        let location = Location::Local(dir.path().join("repo"));
-        let repo = Repository::init(&location, b"pw", options, &dir.path().join("cache")).unwrap();
+        let repo = crate::repository::small_test_repository(dir.path(), 16 * 1024);
         Setup {
             dir,
             repo,
