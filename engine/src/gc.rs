@@ -647,18 +647,7 @@ mod tests {
         crate::repository::small_test_repository(dir, 16 * 1024)
     }
 
-    /// `len` bytes of incompressible noise from `seed`.
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::repository::test_noise as noise;
 
     fn pack_count(index: &mut ActiveSegments) -> usize {
         let mut packs = 0;

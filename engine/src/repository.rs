@@ -99,6 +99,20 @@ pub(crate) fn small_test_repository(dir: &Path, pack_size: u32) -> Repository {
     Repository::init(&location, b"pw", options, &dir.join("cache")).unwrap()
 }
 
+/// `len` bytes of incompressible noise from `seed`, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {

@@ -351,17 +351,7 @@ mod tests {
     use crate::snapshot::Snapshot;
     use crate::store::Location;
 
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::repository::test_noise as noise;
 
     /// A source folder named `name` of a few files (several packs of 16 KiB).
     fn source(dir: &Path, name: &str, seed: u64) -> PathBuf {
