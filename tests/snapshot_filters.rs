@@ -94,6 +94,9 @@ fn hosts_tags_and_paths_select_the_snapshots_every_command_considers() {
         set(&["alpha:daily+web:web", "beta:daily:web"])
     );
 
+    // a Kubernetes namespace selects by its tag; none of these has one
+    assert!(list(&["--namespace", "shop"]).is_empty());
+
     // find and stats look only at the selected snapshots
     let found = env.json(&["find", "*.sql", "--host", "beta"]);
     assert_eq!(found.as_array().unwrap().len(), 1, "{found}");

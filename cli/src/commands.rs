@@ -74,6 +74,9 @@ pub struct FilterArgs {
     /// Only snapshots that include this path (repeatable: all of them)
     #[arg(long = "path", value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Only Kubernetes snapshots of this namespace (repeatable: any of them)
+    #[arg(long = "namespace", value_name = "NAMESPACE")]
+    namespaces: Vec<String>,
 }
 
 impl FilterArgs {
@@ -98,6 +101,7 @@ impl FilterArgs {
                 })
                 .collect(),
             paths,
+            namespaces: self.namespaces.clone(),
         })
     }
 }
@@ -113,7 +117,7 @@ pub struct SnapshotsArgs {
 #[derive(Args)]
 pub struct CopyArgs {
     /// Snapshots to copy (id prefixes, or `latest`)
-    #[arg(required_unless_present_any = ["all", "hosts", "tags", "paths"])]
+    #[arg(required_unless_present_any = ["all", "hosts", "tags", "paths", "namespaces"])]
     snapshots: Vec<String>,
     /// Copy every snapshot (that the filters select)
     #[arg(long, conflicts_with = "snapshots")]

@@ -169,3 +169,14 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Clap checks the argument definitions only in debug builds, and the tests build in
+    /// release: check them here (duplicate names, conflicts naming unknown arguments, …).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -88,6 +88,8 @@ pub struct SnapshotFilter {
     pub tags: Vec<Vec<String>>,
     /// Absolute paths that the snapshot's paths must all include.
     pub paths: Vec<std::path::PathBuf>,
+    /// Kubernetes namespaces, any of which matches a snapshot tagged `namespace=<it>`.
+    pub namespaces: Vec<String>,
 }
 
 impl SnapshotFilter {
@@ -104,7 +106,12 @@ impl SnapshotFilter {
                 .iter()
                 .any(|p| std::path::Path::new(p.as_os()) == want)
         });
-        host && tags && paths
+        let namespace = self.namespaces.is_empty()
+            || self
+                .namespaces
+                .iter()
+                .any(|ns| s.tags.contains(&format!("namespace={ns}")));
+        host && tags && paths && namespace
     }
 
     /// Whether it matches every snapshot.
@@ -227,6 +234,7 @@ mod tests {
                 .map(|set| set.iter().map(|t| t.to_string()).collect())
                 .collect(),
             paths: paths.iter().map(Into::into).collect(),
+            namespaces: vec![],
         };
         assert!(filter(&[], &[], &[]).matches(&s));
         assert!(filter(&["web2", "web1"], &[], &[]).matches(&s));
@@ -237,5 +245,17 @@ mod tests {
         assert!(filter(&[], &[], &["/srv/data/", "/etc"]).matches(&s));
         assert!(!filter(&[], &[], &["/srv/data", "/var"]).matches(&s));
         assert!(!filter(&["web1"], &[&["db"]], &["/var"]).matches(&s));
+        let k8s = snapshot(
+            "c",
+            &["cluster=c", "namespace=shop"],
+            &["k8s:shop/resources"],
+        );
+        let namespaces = |n: &[&str]| SnapshotFilter {
+            namespaces: n.iter().map(|n| n.to_string()).collect(),
+            ..SnapshotFilter::default()
+        };
+        assert!(namespaces(&["blog", "shop"]).matches(&k8s));
+        assert!(!namespaces(&["blog"]).matches(&k8s));
+        assert!(!namespaces(&["shop"]).matches(&s));
     }
 }
