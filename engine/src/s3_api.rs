@@ -13,7 +13,7 @@ use object_store::client::{HttpClient, HttpConnector, HttpRequest, ReqwestConnec
 use object_store::path::Path as ObjectPath;
 
 use crate::error::{Error, Result};
-use crate::store::LockMode;
+use crate::store::{LockMode, Retries};
 
 /// Requests to one bucket and prefix.
 #[derive(Debug)]
@@ -24,6 +24,7 @@ pub struct S3Api {
     base: String,
     prefix: String,
     region: String,
+    retries: Retries,
 }
 
 impl S3Api {
@@ -43,6 +44,7 @@ impl S3Api {
             base: format!("{}/{bucket}", endpoint.trim_end_matches('/')),
             prefix: prefix.to_owned(),
             region,
+            retries: Retries::from_env(),
         })
     }
 
@@ -53,21 +55,43 @@ impl S3Api {
         }
     }
 
-    async fn send(&self, mut request: HttpRequest) -> Result<object_store::client::HttpResponse> {
-        let credential = self.s3.credentials().get_credential().await?;
-        AwsAuthorizer::new(&credential, "s3", &self.region).try_authorize(&mut request, None)?;
-        self.http.execute(request).await.map_err(|e| {
-            Error::Invalid(format!(
-                "S3 request failed: {e}; check the endpoint and retry"
-            ))
-        })
+    /// Signs and sends the request `make` builds, again (with the store's [`Retries`]) while
+    /// the connection fails or the server answers 5xx or 429 (SlowDown); returns the last answer.
+    async fn send(
+        &self,
+        make: impl Fn() -> HttpRequest,
+    ) -> Result<object_store::client::HttpResponse> {
+        let start = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            let mut request = make();
+            let credential = self.s3.credentials().get_credential().await?;
+            AwsAuthorizer::new(&credential, "s3", &self.region)
+                .try_authorize(&mut request, None)?;
+            let result = self.http.execute(request).await;
+            let transient = match &result {
+                Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
+                Err(_) => true,
+            };
+            attempt += 1;
+            if !transient || !self.retries.allow(attempt, start.elapsed()) {
+                return result.map_err(|e| {
+                    Error::Invalid(format!(
+                        "S3 request failed: {e}; check the endpoint and retry"
+                    ))
+                });
+            }
+            tokio::time::sleep(self.retries.backoff(attempt)).await;
+        }
     }
 
     async fn head(&self, path: &ObjectPath) -> Result<object_store::client::HttpResponse> {
-        let request = http::Request::head(self.url(path))
-            .body(Vec::new().into())
-            .expect("valid request");
-        self.send(request).await
+        self.send(|| {
+            http::Request::head(self.url(path))
+                .body(Vec::new().into())
+                .expect("valid request")
+        })
+        .await
     }
 
     /// The server's clock: the `Date` header of its answer to a HeadObject of `path` (every
@@ -122,12 +146,15 @@ impl S3Api {
         );
         let md5 =
             base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes()));
-        let request = http::Request::put(format!("{}?retention", self.url(path)))
-            .header("content-md5", md5)
-            .header("content-type", "application/xml")
-            .body(body.into_bytes().into())
-            .expect("valid request");
-        let response = self.send(request).await?;
+        let response = self
+            .send(|| {
+                http::Request::put(format!("{}?retention", self.url(path)))
+                    .header("content-md5", &md5)
+                    .header("content-type", "application/xml")
+                    .body(body.clone().into_bytes().into())
+                    .expect("valid request")
+            })
+            .await?;
         if !response.status().is_success() {
             return Err(Error::Invalid(format!(
                 "extending the object lock of {path} failed with HTTP {}; check the credentials' s3:PutObjectRetention permission",

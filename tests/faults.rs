@@ -1,0 +1,246 @@
+//! A misbehaving S3 service, produced on demand: every command here reaches moto through the
+//! fault proxy (`scripts/fault-proxy.py`, which `scripts/test.sh` starts and names in
+//! `CAIRN_TEST_FAULT_PROXY`), which answers 500 or 503 SlowDown, resets connections mid-body,
+//! cuts bodies short, delays, or drops headers, for the test's own bucket only. Without
+//! `AWS_ENDPOINT_URL` (outside `scripts/test.sh`) these tests cannot run and say so.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::backend::create_bucket;
+use common::*;
+
+/// The fault proxy's address.
+fn proxy() -> String {
+    std::env::var("CAIRN_TEST_FAULT_PROXY").expect(
+        "CAIRN_TEST_FAULT_PROXY is unset: start scripts/fault-proxy.py in front of the S3 test server (scripts/test.sh does)",
+    )
+}
+
+/// A repository in a fresh bucket, reached through the proxy; `None` without an S3 server.
+fn proxied(lock: bool, init: &[&str]) -> Option<Proxied> {
+    let p = uninitialised(lock)?;
+    let mut args = vec!["init"];
+    args.extend_from_slice(init);
+    p.ok(&args);
+    Some(p)
+}
+
+/// A fresh bucket reached through the proxy, without a repository yet.
+fn uninitialised(lock: bool) -> Option<Proxied> {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        eprintln!("no S3 test server (AWS_ENDPOINT_URL unset): run scripts/test.sh");
+        return None;
+    }
+    let mut env = Env::empty();
+    let bucket = create_bucket(lock);
+    env.objects = Backend::s3(&bucket, "repo");
+    env.repo = env.objects.location.clone();
+    Some(Proxied { env, bucket })
+}
+
+/// An environment whose commands go through the fault proxy.
+struct Proxied {
+    env: Env,
+    bucket: String,
+}
+
+impl Proxied {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.env.cmd(args);
+        c.env("AWS_ENDPOINT_URL", proxy())
+            // short waits between retries keep the tests fast; the budget stays 8 retries
+            .env("CAIRN_S3_BACKOFF_MS", "20")
+            // packs over 5 MiB are uploaded in parts
+            .env("CAIRN_MULTIPART_MB", "5");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed: {}\n{}",
+            out.status,
+            stderr(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        json_result(self.ok(&all).as_bytes())
+    }
+
+    /// Replaces the bucket's faults (see scripts/fault-proxy.py for the rules).
+    fn faults(&self, config: serde_json::Value) {
+        faults(&self.bucket, config);
+    }
+
+    /// What the proxy injected into this bucket's requests since its faults were last set.
+    fn injected(&self) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}/__faults/{}", proxy(), self.bucket)])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn restore_matches(&self, snapshot: &str, src: &Path) {
+        let t = self.env.path(&format!("restore-{snapshot}"));
+        self.ok(&["restore", snapshot, "--target", t.to_str().unwrap()]);
+        assert_eq!(
+            file_contents(src),
+            file_contents(&t.join(src.file_name().unwrap())),
+            "restore of {snapshot} differs"
+        );
+    }
+}
+
+/// Sets a bucket's faults at the proxy.
+fn faults(bucket: &str, config: serde_json::Value) {
+    let status = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-X", "PUT", "--data-binary"])
+        .arg(config.to_string())
+        .arg(format!("{}/__faults/{bucket}", proxy()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "the fault proxy refused {config}");
+}
+
+/// A ListObjectsV2 request.
+const LIST: &str = "list-type=2";
+
+#[test]
+fn a_listing_cut_mid_body_is_listed_again() {
+    let Some(p) = proxied(false, &[]) else { return };
+    let src = dir_with(&p.env, "src", 100_000, &[("a", 1), ("b", 2)]);
+    p.ok(&["backup", src.to_str().unwrap()]);
+    // the first listing's answer breaks after its headers, once truncated and once reset
+    for action in ["truncate", "reset"] {
+        p.faults(serde_json::json!({"rules": [
+            {"action": action, "method": "GET", "path": LIST, "nth": [1]}
+        ]}));
+        let snapshots = p.json(&["snapshots"]);
+        assert_eq!(snapshots.as_array().unwrap().len(), 1, "{action}");
+        assert_eq!(p.injected()["injected"][action], 1);
+    }
+    // a listing that breaks every time outlasts the retries: exit 1 with the store's message,
+    // and the repository is unharmed
+    p.faults(serde_json::json!({"rules": [
+        {"action": "truncate", "method": "GET", "path": LIST}
+    ]}));
+    let out = p.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("list response body"),
+        "{}",
+        stderr(&out)
+    );
+    p.faults(serde_json::json!({}));
+    assert_eq!(p.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    p.ok(&["check", "--read-data"]);
+}
+
+/// The faults of a "5-10 %" run: 8 % of responses in all, for requests of every kind.
+fn random_faults(seed: u64) -> serde_json::Value {
+    serde_json::json!({"seed": seed, "rules": [
+        {"action": "status", "status": 503, "rate": 0.025},
+        {"action": "status", "status": 500, "rate": 0.01},
+        {"action": "reset", "rate": 0.015},
+        {"action": "truncate", "rate": 0.02},
+        {"action": "delay", "seconds": 0.3, "rate": 0.01},
+    ]})
+}
+
+/// Backup (multipart uploads of 6 MiB packs), restore, copy, forget, gc, check --read-data and
+/// drill, all through 8 % faults: every command succeeds and every restore is identical.
+fn commands_survive_random_faults(seed: u64) -> serde_json::Value {
+    let p = proxied(false, &["--pack-size", "6"]).expect("checked by the caller");
+    let src = p.env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("big"), noise(seed, 13 << 20)).unwrap();
+    std::fs::write(src.join("d/small"), noise(seed + 1, 70_000)).unwrap();
+    for i in 0..20 {
+        std::fs::write(src.join(format!("d/f{i}")), format!("file {i} of {seed}\n")).unwrap();
+    }
+    p.faults(random_faults(seed));
+    let first = p.json(&["backup", src.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(src.join("big"), noise(seed + 2, 12 << 20)).unwrap();
+    let second = p.json(&["backup", src.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p.restore_matches(&second, &src);
+
+    // copy into a second faulty bucket
+    let target = uninitialised(false).unwrap();
+    let mut init = target.cmd(&["init", "--copy-chunker-params-from", &p.env.repo]);
+    init.env("CAIRN_FROM_PASSWORD_FILE", &p.env.password_file);
+    let out = init.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    target.faults(random_faults(seed + 100));
+    let mut copy = p.cmd(&["--json", "copy", "--to", &target.env.repo, &first, &second]);
+    copy.env("CAIRN_TO_PASSWORD_FILE", &target.env.password_file);
+    let out = copy.output().unwrap();
+    assert!(out.status.success(), "copy: {}", stderr(&out));
+    // copies have their own ids in the target; the newest is the second backup
+    target.restore_matches("latest", &src);
+
+    p.ok(&["forget", "--keep-last", "1"]);
+    p.ok(&["gc", "--safety-interval", "0s"]);
+    p.env.let_marks_fall_due();
+    let gc = p.json(&["gc", "--safety-interval", "0s"]);
+    assert!(gc["packs_deleted"].as_u64().unwrap() > 0, "{gc}");
+    p.ok(&["check", "--read-data"]);
+    let scratch = p.env.path("scratch");
+    p.ok(&[
+        "drill",
+        "--share",
+        "100%",
+        "--scratch",
+        scratch.to_str().unwrap(),
+    ]);
+    p.restore_matches(&second, &src);
+    let mut injected = p.injected();
+    injected["copy target"] = target.injected();
+    // without faults, the repositories are whole
+    p.faults(serde_json::json!({}));
+    target.faults(serde_json::json!({}));
+    p.ok(&["check", "--read-data"]);
+    target.ok(&["check", "--read-data"]);
+    injected
+}
+
+#[test]
+fn every_command_survives_a_faulty_store() {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        eprintln!("no S3 test server (AWS_ENDPOINT_URL unset): run scripts/test.sh");
+        return;
+    }
+    // independent trials with different faults, in parallel
+    let trials: Vec<_> = (1..=2)
+        .map(|seed| std::thread::spawn(move || commands_survive_random_faults(seed)))
+        .collect();
+    for (seed, trial) in trials.into_iter().enumerate() {
+        let injected = trial.join().unwrap();
+        eprintln!("trial {}: {injected}", seed + 1);
+        let count: u64 = injected["injected"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert!(count > 10, "too few faults injected: {injected}");
+    }
+}
