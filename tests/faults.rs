@@ -244,3 +244,61 @@ fn every_command_survives_a_faulty_store() {
         assert!(count > 10, "too few faults injected: {injected}");
     }
 }
+
+/// HeadObject without the retention (a caller without `s3:GetObjectRetention`, or a store that
+/// omits it) must not read as "not locked" in a lock-enabled repository.
+const RETENTION_HEADERS: [&str; 2] = [
+    "x-amz-object-lock-retain-until-date",
+    "x-amz-object-lock-mode",
+];
+
+#[test]
+fn object_lock_fails_closed_when_the_retention_cannot_be_read() {
+    let Some(p) = proxied(true, &["--object-lock", "compliance", "--lock-days", "2"]) else {
+        return;
+    };
+    let src = dir_with(&p.env, "src", 1 << 20, &[("a", 1)]);
+    p.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::write(src.join("a"), noise(2, 1 << 20)).unwrap();
+    p.ok(&["backup", src.to_str().unwrap()]);
+    let strip = serde_json::json!({"rules": [
+        {"action": "strip_response", "method": "HEAD", "headers": RETENTION_HEADERS}
+    ]});
+    p.faults(strip.clone());
+    // forget: the first snapshot is still locked, and that cannot be read
+    let forget = p.run(&["--json", "forget", "--keep-last", "1"]);
+    assert_eq!(forget.status.code(), Some(1), "{}", stderr(&forget));
+    assert!(
+        stderr(&forget).contains("s3:GetObjectRetention"),
+        "{}",
+        stderr(&forget)
+    );
+    p.faults(serde_json::json!({}));
+    assert_eq!(p.json(&["snapshots"]).as_array().unwrap().len(), 2);
+
+    // the first snapshot hidden behind a delete marker (as a forget with S3's own tools does):
+    // its packs are garbage, still locked, and gc must not count them freed
+    let first = p.env.objects.names("snapshots/").remove(0);
+    p.env.objects.delete(&first);
+    let size_before = p.env.objects.size("data/");
+    p.faults(strip);
+    for _ in 0..2 {
+        let gc = p.run(&["--json", "gc", "--safety-interval", "0s"]);
+        assert_eq!(gc.status.code(), Some(1), "gc: {}", String::from_utf8_lossy(&gc.stdout));
+        assert!(stderr(&gc).contains("s3:GetObjectRetention"), "{}", stderr(&gc));
+        p.env.let_marks_fall_due();
+    }
+    let extend = p.run(&["gc", "--extend-locks-within", "3days"]);
+    assert_eq!(extend.status.code(), Some(1), "{}", stderr(&extend));
+    assert_eq!(p.env.objects.size("data/"), size_before, "packs were deleted");
+
+    // a refused lock extension is an error too
+    p.faults(serde_json::json!({"rules": [
+        {"action": "status", "status": 403, "method": "PUT", "path": "retention"}
+    ]}));
+    let extend = p.run(&["gc", "--extend-locks-within", "3days"]);
+    assert_eq!(extend.status.code(), Some(1), "{}", stderr(&extend));
+    assert!(stderr(&extend).contains("s3:PutObjectRetention"), "{}", stderr(&extend));
+    p.faults(serde_json::json!({}));
+    p.ok(&["check", "--read-data"]);
+}

@@ -316,6 +316,8 @@ const SESSION_MARGIN: Duration = Duration::minutes(5);
 /// Runs garbage collection.
 pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result<GcReport> {
     let _lock = GcLock::acquire(repo)?;
+    // in a lock-enabled repository, only credentials that can read locks may delete
+    repo.store().locked_until(&ObjectPath::from("config"))?;
     let mut report = GcReport::default();
     // Times compared below are the store's: its Last-Modified of the lock, packs and sessions,
     // and marks dated by this run from that start and a monotonic clock.

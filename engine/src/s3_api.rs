@@ -112,7 +112,10 @@ impl S3Api {
             })
     }
 
-    /// When the object's lock ends; `None` if it has none (or does not exist).
+    /// When the object's lock ends; `None` if it does not exist. Asked only in a lock-enabled
+    /// repository, where every object is locked: an answer without a valid retain-until date
+    /// (the caller lacks `s3:GetObjectRetention`, or the store does not report it) is an error,
+    /// never "not locked", so that nothing locked is deleted or counted as freed.
     pub async fn retain_until(&self, path: &ObjectPath) -> Result<Option<DateTime<Utc>>> {
         let response = self.head(path).await?;
         if response.status() == http::StatusCode::NOT_FOUND {
@@ -124,12 +127,18 @@ impl S3Api {
                 response.status()
             )));
         }
-        Ok(response
+        let until = response
             .headers()
             .get("x-amz-object-lock-retain-until-date")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-            .map(|d| d.with_timezone(&Utc)))
+            .map(|d| d.with_timezone(&Utc));
+        match until {
+            Some(until) => Ok(Some(until)),
+            None => Err(Error::Invalid(format!(
+                "the store did not give the object lock of {path} (its HeadObject answer has no valid x-amz-object-lock-retain-until-date), so whether it is still locked is unknown and nothing was deleted: grant the credentials s3:GetObjectRetention (see the README's IAM policies), or use a store that reports Object Lock retention"
+            ))),
+        }
     }
 
     /// Extends the object's lock to `until` (S3 refuses to shorten a compliance lock).
