@@ -284,13 +284,26 @@ fn object_lock_fails_closed_when_the_retention_cannot_be_read() {
     p.faults(strip);
     for _ in 0..2 {
         let gc = p.run(&["--json", "gc", "--safety-interval", "0s"]);
-        assert_eq!(gc.status.code(), Some(1), "gc: {}", String::from_utf8_lossy(&gc.stdout));
-        assert!(stderr(&gc).contains("s3:GetObjectRetention"), "{}", stderr(&gc));
+        assert_eq!(
+            gc.status.code(),
+            Some(1),
+            "gc: {}",
+            String::from_utf8_lossy(&gc.stdout)
+        );
+        assert!(
+            stderr(&gc).contains("s3:GetObjectRetention"),
+            "{}",
+            stderr(&gc)
+        );
         p.env.let_marks_fall_due();
     }
     let extend = p.run(&["gc", "--extend-locks-within", "3days"]);
     assert_eq!(extend.status.code(), Some(1), "{}", stderr(&extend));
-    assert_eq!(p.env.objects.size("data/"), size_before, "packs were deleted");
+    assert_eq!(
+        p.env.objects.size("data/"),
+        size_before,
+        "packs were deleted"
+    );
 
     // a refused lock extension is an error too
     p.faults(serde_json::json!({"rules": [
@@ -298,7 +311,147 @@ fn object_lock_fails_closed_when_the_retention_cannot_be_read() {
     ]}));
     let extend = p.run(&["gc", "--extend-locks-within", "3days"]);
     assert_eq!(extend.status.code(), Some(1), "{}", stderr(&extend));
-    assert!(stderr(&extend).contains("s3:PutObjectRetention"), "{}", stderr(&extend));
+    assert!(
+        stderr(&extend).contains("s3:PutObjectRetention"),
+        "{}",
+        stderr(&extend)
+    );
+    p.faults(serde_json::json!({}));
+    p.ok(&["check", "--read-data"]);
+}
+
+/// `gc` in two processes under different host names (each in its own UTS namespace), released
+/// together by a barrier file.
+fn gc_pair(p: &Proxied, lease: &str) -> Vec<Output> {
+    let barrier = p.env.path("go");
+    let children: Vec<_> = ["host-a", "host-b"]
+        .into_iter()
+        .map(|host| {
+            let mut gc = p.cmd(&["--json", "gc", "--safety-interval", "0s"]);
+            gc.env("CAIRN_GC_LOCK_LEASE", lease);
+            let mut c = Command::new("unshare");
+            c.args(["--uts", "sh", "-c"])
+                .arg(r#"hostname "$0" && b=$1 && shift && while [ ! -e "$b" ]; do sleep 0.005; done && exec "$@""#)
+                .arg(host)
+                .arg(&barrier)
+                .arg(gc.get_program())
+                .args(gc.get_args())
+                .env_clear()
+                .envs(gc.get_envs().filter_map(|(k, v)| Some((k, v?))))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    std::fs::write(&barrier, b"").unwrap();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+/// A repository with garbage for gc, whose snapshot listings the proxy delays so that a gc
+/// run lasts a while.
+fn gc_race_repo() -> Option<Proxied> {
+    let p = proxied(false, &[])?;
+    let src = dir_with(&p.env, "src", 200_000, &[("a", 1)]);
+    p.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::write(src.join("a"), noise(9, 200_000)).unwrap();
+    p.ok(&["backup", src.to_str().unwrap()]);
+    p.ok(&["forget", "--keep-last", "1"]);
+    Some(p)
+}
+
+const SLOW_SNAPSHOT_LISTING: &str = "list-type=2.*snapshots";
+
+#[test]
+fn two_gc_runs_started_together_never_both_run() {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        eprintln!("no S3 test server (AWS_ENDPOINT_URL unset): run scripts/test.sh");
+        return;
+    }
+    let trials: Vec<_> = (0..6)
+        .map(|trial| {
+            std::thread::spawn(move || {
+                let p = gc_race_repo().unwrap();
+                // odd trials: a store that ignores If-None-Match (the proxy drops it)
+                let ignores = trial % 2 == 1;
+                let mut rules = vec![serde_json::json!(
+                    {"action": "delay", "seconds": 2.0, "method": "GET", "path": SLOW_SNAPSHOT_LISTING}
+                )];
+                if ignores {
+                    rules.push(serde_json::json!(
+                        {"action": "strip_request", "method": "PUT", "headers": ["If-None-Match"]}
+                    ));
+                }
+                p.faults(serde_json::json!({ "rules": rules }));
+                let outs = gc_pair(&p, "600");
+                let ran = outs.iter().filter(|o| o.status.success()).count();
+                let why: Vec<_> = outs.iter().map(stderr).collect();
+                if ignores {
+                    assert_eq!(ran, 0, "trial {trial}: {why:?}");
+                    assert!(why.iter().all(|w| w.contains("ignores create-only puts")), "{why:?}");
+                } else {
+                    assert_eq!(ran, 1, "trial {trial}: {why:?}");
+                    assert!(why.iter().any(|w| w.contains("another gc holds")), "{why:?}");
+                }
+                assert!(outs.iter().all(|o| o.status.code() != Some(0) || o.status.success()));
+                p.faults(serde_json::json!({}));
+                p.ok(&["check", "--read-data"]);
+            })
+        })
+        .collect();
+    for t in trials {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_gc_lock_is_abandoned_only_when_its_refresh_is_overdue() {
+    let Some(p) = gc_race_repo() else { return };
+    // another host's lock taken two days ago, refreshed just now: held
+    let planted = serde_json::json!({
+        "host": "elsewhere", "pid": 1, "nonce": "x",
+        "time": (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339(),
+    });
+    p.env
+        .objects
+        .write("locks/gc", planted.to_string().into_bytes());
+    let mut gc = p.cmd(&["gc"]);
+    gc.env("CAIRN_GC_LOCK_LEASE", "3");
+    let out = gc.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another gc holds"),
+        "{}",
+        stderr(&out)
+    );
+    // once its refresh is overdue, it is abandoned
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let out = gc.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // a gc that runs longer than the lease keeps its lock by refreshing it
+    p.faults(serde_json::json!({"rules": [
+        {"action": "delay", "seconds": 5.0, "method": "GET", "path": SLOW_SNAPSHOT_LISTING}
+    ]}));
+    let mut long = p.cmd(&["gc"]);
+    long.env("CAIRN_GC_LOCK_LEASE", "2");
+    let long = long.stdout(std::process::Stdio::null()).spawn().unwrap();
+    while !p.env.objects.exists("locks/gc") {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut second = p.cmd(&["gc"]);
+    second.env("CAIRN_GC_LOCK_LEASE", "2");
+    let second = second.output().unwrap();
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("another gc holds"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(long.wait_with_output().unwrap().status.success());
     p.faults(serde_json::json!({}));
     p.ok(&["check", "--read-data"]);
 }
