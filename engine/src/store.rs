@@ -747,10 +747,10 @@ async fn put_in_parts(
         Ok(_) => upload.complete().await.map(|_| ()),
         Err(e) => Err(e),
     };
-    if let Err(e) = &result {
-        if let Err(abort) = upload.abort().await {
-            tracing::warn!(object = %path, "could not abort the failed upload ({e}): {abort}");
-        }
+    if let Err(e) = &result
+        && let Err(abort) = upload.abort().await
+    {
+        tracing::warn!(object = %path, "could not abort the failed upload ({e}): {abort}");
     }
     result
 }
