@@ -455,3 +455,29 @@ fn a_gc_lock_is_abandoned_only_when_its_refresh_is_overdue() {
     p.faults(serde_json::json!({}));
     p.ok(&["check", "--read-data"]);
 }
+
+#[test]
+fn gc_removes_the_staging_files_of_killed_uploads_to_a_folder() {
+    let env = Env::new();
+    if env.repo.starts_with("s3:") {
+        return; // staging files are a folder's
+    }
+    let src = dir_with(&env, "src", 100_000, &[("a", 1)]);
+    env.backup(&[&src]);
+    let repo = Path::new(&env.repo);
+    let pack = all_files(&repo.join("data")).remove(0);
+    // what a backup killed while writing a pack leaves: an hour old, and one being written
+    let old = std::path::PathBuf::from(format!("{}#3", pack.display()));
+    let fresh = repo.join("index").join("0123#17");
+    std::fs::write(&old, b"half a pack").unwrap();
+    std::fs::write(&fresh, b"half a segment").unwrap();
+    let hour_ago = chrono::Utc::now().timestamp() - 3700;
+    set_mtime(&old, hour_ago, 0);
+    env.ok(&["gc"]);
+    assert!(!old.exists(), "the old staging file stayed");
+    assert!(
+        fresh.exists(),
+        "a staging file still being written was removed"
+    );
+    env.assert_intact();
+}

@@ -601,6 +601,9 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
     compacted.supersedes = old_segments.clone();
     // what follows deletes: only while no other gc can be running
     lock.ensure_held()?;
+    // staging files of uploads killed an hour ago or more (no upload takes that long idle)
+    repo.store()
+        .remove_staging_leftovers(std::time::Duration::from_secs(3600))?;
     repo.save_index(&compacted)?;
     for seg in &old_segments {
         // a segment under an object lock stays, superseded, until a later run deletes it

@@ -248,7 +248,9 @@ fn open_folder(path: &std::path::Path, create: bool, lock: Option<&ObjectLock>) 
     }
     let folder: Arc<dyn ObjectStore> =
         Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path)?);
-    Store::new(folder.clone(), folder, None, None)
+    let mut store = Store::new(folder.clone(), folder, None, None)?;
+    store.folder = Some(path.to_owned());
+    Ok(store)
 }
 
 /// The bucket's objects under `prefix` ("" for all).
@@ -416,6 +418,8 @@ pub struct Store {
     s3: Option<Arc<S3Api>>,
     connections: usize,
     retries: Retries,
+    /// The folder of a folder repository.
+    folder: Option<PathBuf>,
 }
 
 impl Store {
@@ -442,6 +446,7 @@ impl Store {
             s3,
             connections,
             retries: Retries::from_env(),
+            folder: None,
         })
     }
 
@@ -682,6 +687,44 @@ impl Store {
             });
         }
         self.delete_unlocked(path)
+    }
+
+    /// Removes the staging files (`NAME#N`) that uploads to a folder repository left when they
+    /// were killed mid-write (readers never see them), once unchanged for `age`, so that one
+    /// still being written stays; returns how many. Nothing for S3.
+    pub fn remove_staging_leftovers(&self, age: Duration) -> Result<u64> {
+        fn walk(dir: &std::path::Path, age: Duration, removed: &mut u64) -> Result<()> {
+            for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+                let entry = entry.map_err(|e| Error::io(dir, e))?;
+                let path = entry.path();
+                let meta = entry.metadata().map_err(|e| Error::io(&path, e))?;
+                if meta.is_dir() {
+                    walk(&path, age, removed)?;
+                    continue;
+                }
+                let staging = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.split_once('#'))
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                let idle = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|idle| idle > age);
+                if staging && idle {
+                    tracing::info!(file = %path.display(), "removing the staging file of a killed upload");
+                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                    *removed += 1;
+                }
+            }
+            Ok(())
+        }
+        let mut removed = 0;
+        if let Some(folder) = &self.folder {
+            walk(folder, age, &mut removed)?;
+        }
+        Ok(removed)
     }
 
     /// Deletes an object written by [`Store::put_new_unlocked`] (or, after checking, one whose
