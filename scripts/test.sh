@@ -2,10 +2,11 @@
 # Runs every check and test: formatting, clippy, unit, property and integration tests, a short
 # coverage-guided smoke run of every fuzz target, then the integration tests again with every
 # repository in a bucket of a real S3 server (moto, started here on 127.0.0.1 and stopped at the
-# end). The Kubernetes tests run against a real etcd + kube-apiserver + kube-controller-manager
-# started here on 127.0.0.1 (built once from Debian's source package, in parallel with the Rust
-# build), and the metrics tests against Debian's Prometheus Pushgateway, also on 127.0.0.1; the
-# alert rules are unit-tested with promtool.
+# end, with scripts/fault-proxy.py in front of it for the fault tests). The Kubernetes tests run
+# against a real etcd + kube-apiserver + kube-controller-manager started here on 127.0.0.1
+# (built once from Debian's source package, in parallel with the Rust build), and the metrics
+# tests against Debian's Prometheus Pushgateway, also on 127.0.0.1; the alert rules are
+# unit-tested with promtool.
 # Everything builds in the release profile into one target directory, so RocksDB's C++ compiles
 # once for the tests, the benchmarks and the binary (the instrumented fuzz targets build into
 # their own and link the same RocksDB library).
@@ -26,10 +27,16 @@ fi
 S3_PORT=${CAIRN_TEST_S3_PORT:-19000}
 KUBE_PORT=${CAIRN_TEST_KUBE_PORT:-16443}
 endpoint=$(scripts/s3-server.sh "$S3_PORT")
+# the fault-injecting proxy in front of it (tests/faults.rs sets each bucket's faults)
+FAULT_PORT=${CAIRN_TEST_FAULT_PROXY_PORT:-19002}
+python3 scripts/fault-proxy.py "$FAULT_PORT" "$endpoint" > /tmp/cairn-fault-proxy.log 2>&1 &
+echo $! > /tmp/cairn-fault-proxy.pid
+export CAIRN_TEST_FAULT_PROXY=http://127.0.0.1:$FAULT_PORT
+for _ in $(seq 1 100); do grep -q http /tmp/cairn-fault-proxy.log && break; sleep 0.1; done
 PUSH_PORT=${CAIRN_TEST_PUSHGATEWAY_PORT:-19091}
 prometheus-pushgateway --web.listen-address="127.0.0.1:$PUSH_PORT" > /tmp/cairn-pushgateway.log 2>&1 &
 echo $! > /tmp/cairn-pushgateway.pid
-trap 'kill "$(cat /tmp/cairn-moto-'"$S3_PORT"'.pid)" "$(cat /tmp/cairn-pushgateway.pid)" $(cat /tmp/cairn-kube-'"$KUBE_PORT"'/*.pid) 2>/dev/null || true' EXIT
+trap 'kill "$(cat /tmp/cairn-moto-'"$S3_PORT"'.pid)" "$(cat /tmp/cairn-fault-proxy.pid)" "$(cat /tmp/cairn-pushgateway.pid)" $(cat /tmp/cairn-kube-'"$KUBE_PORT"'/*.pid) 2>/dev/null || true' EXIT
 export CAIRN_TEST_PUSHGATEWAY=http://127.0.0.1:$PUSH_PORT
 for _ in $(seq 1 100); do curl -sf -o /dev/null "$CAIRN_TEST_PUSHGATEWAY/-/ready" && break; sleep 0.1; done
 export CAIRN_TEST_KUBECONFIG

@@ -292,3 +292,45 @@ fn the_report_counts_snapshots_locked_beyond_their_retention_as_protected() {
         snapshot["expires"].as_str().unwrap().parse().unwrap();
     assert!(until > expires, "{snapshot:#}");
 }
+
+#[test]
+fn a_removed_key_is_hidden_and_its_lock_no_longer_extended() {
+    let Some(env) = lock_env() else { return };
+    let second = env.path("second");
+    std::fs::write(&second, "second password\n").unwrap();
+    let added = env.json(&[
+        "key",
+        "add",
+        "--new-password-file",
+        second.to_str().unwrap(),
+    ]);
+    let id = added["id"].as_str().unwrap().to_owned();
+    let name = format!("keys/{id}");
+    let locked = head_lock(&env, &name).1;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.ok(&["key", "remove", &id[..12]]);
+    assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 1);
+    let mut with_second = env.cmd(&["snapshots"]);
+    with_second.env("CAIRN_PASSWORD_FILE", &second);
+    assert_eq!(with_second.output().unwrap().status.code(), Some(1));
+    // its locked version stays, behind a delete marker, for the lifecycle rule to remove
+    // once the lock has passed; gc no longer extends that lock
+    let (kept, markers) = versions(&env, &name);
+    assert_eq!((kept.len(), markers.len()), (1, 1));
+    let gc = env.json(&["gc", "--extend-locks-within", "3days"]);
+    assert!(gc["locks_extended"].as_u64().unwrap() > 0, "{gc}");
+    let (code, headers) = s3_request("HEAD", &env, &format!("repo/{name}?versionId={}", kept[0]));
+    assert_eq!(code, 200, "{headers}");
+    let until = headers
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("x-amz-object-lock-retain-until-date: ")
+                .map(|v| v.trim().to_ascii_uppercase())
+        })
+        .unwrap();
+    let until: chrono::DateTime<chrono::Utc> =
+        chrono::DateTime::parse_from_rfc3339(&until).unwrap().into();
+    assert_eq!(until, locked, "the removed key's lock was extended");
+    env.assert_intact();
+}

@@ -183,36 +183,71 @@ fn delete_unless_locked(
     }
 }
 
-/// The gc lock (`locks/gc`): plain JSON naming its holder.
+/// The gc lock (`locks/gc`): plain JSON naming its holder. Its holder rewrites it while it runs
+/// (a heartbeat), so its Last-Modified, in the store's clock, says when it was last refreshed.
 #[derive(Serialize, Deserialize)]
 struct LockFile {
     host: String,
     pid: u32,
     time: DateTime<Utc>,
+    /// Tells this holder's lock from another's (absent in locks of older releases).
+    #[serde(default)]
+    nonce: String,
 }
 
-/// After this long a lock from another host is considered abandoned.
-const LOCK_EXPIRY_HOURS: i64 = 24;
+/// Seconds after its last refresh a gc lock counts as abandoned: `CAIRN_GC_LOCK_LEASE`
+/// (2–86400), else 600. The holder refreshes it every third of that.
+fn lock_lease() -> std::time::Duration {
+    std::time::Duration::from_secs(crate::env_number("CAIRN_GC_LOCK_LEASE", 2..=86_400, 600) as u64)
+}
 
+/// The held gc lock; a heartbeat thread refreshes it until it is dropped.
 struct GcLock<'r> {
     repo: &'r Repository,
+    bytes: Vec<u8>,
+    /// Set by the heartbeat when the lock is no longer this run's (or could not be refreshed).
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    heartbeat: Option<std::thread::JoinHandle<()>>,
 }
 
 fn lock_path() -> ObjectPath {
     ObjectPath::from("locks/gc")
 }
 
+/// Refuses a store that ignores create-only puts (`If-None-Match: *`), on which two gc runs
+/// could both take the lock: writes a probe object twice, and the second write must fail.
+fn require_create_only_puts(repo: &Repository) -> Result<()> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).expect("the operating system's random source failed");
+    let probe = ObjectPath::from(format!("locks/gc-probe-{}", hex::encode(random)));
+    repo.store().put_new_unlocked(&probe, b"1".to_vec())?;
+    let second = repo.store().put_new_unlocked(&probe, b"2".to_vec());
+    repo.store().delete_unlocked(&probe)?;
+    match second {
+        Err(Error::Storage(object_store::Error::AlreadyExists { .. })) => Ok(()),
+        Err(e) => Err(e),
+        Ok(()) => Err(Error::Invalid(
+            "this store ignores create-only puts (a second put with If-None-Match: * of the same object succeeded), so two gc runs could both take the gc lock: gc refuses to run on it; use a store that honours conditional puts (AWS S3 does since 2024)".into(),
+        )),
+    }
+}
+
 impl<'r> GcLock<'r> {
     fn acquire(repo: &'r Repository) -> Result<GcLock<'r>> {
+        require_create_only_puts(repo)?;
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).expect("the operating system's random source failed");
         let me = LockFile {
             host: crate::host_name(),
             pid: std::process::id(),
             time: Utc::now(),
+            nonce: hex::encode(nonce),
         };
         let bytes = serde_json::to_vec(&me).expect("lock serializes");
         for _ in 0..2 {
             match repo.store().put_new_unlocked(&lock_path(), bytes.clone()) {
-                Ok(()) => return Ok(GcLock { repo }),
+                Ok(()) => return Ok(GcLock::held(repo, bytes)),
                 Err(Error::Storage(object_store::Error::AlreadyExists { .. })) => {}
                 Err(e) => return Err(e),
             }
@@ -220,10 +255,14 @@ impl<'r> GcLock<'r> {
                 .store()
                 .get(&lock_path())?
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            let stale = match &held {
-                None => true,
-                Some(h) if h.host == me.host => !process_alive(h.pid),
-                Some(h) => Utc::now() - h.time > Duration::hours(LOCK_EXPIRY_HOURS),
+            let refreshed = repo.store().modified(&lock_path())?;
+            let stale = match (&held, refreshed) {
+                (None, _) | (_, None) => true,
+                (Some(h), _) if h.host == me.host && !process_alive(h.pid) => true,
+                // another host's (or a live process's) lock: abandoned once its refresh is overdue
+                (Some(_), Some(at)) => {
+                    repo.store().now()? - at > Duration::from_std(lock_lease()).expect("lease fits")
+                }
             };
             if !stale {
                 let h = held.expect("not stale");
@@ -239,12 +278,65 @@ impl<'r> GcLock<'r> {
             "could not take the gc lock: another gc started at the same moment; try again".into(),
         ))
     }
+
+    /// The lock just taken, with its heartbeat started.
+    fn held(repo: &'r Repository, bytes: Vec<u8>) -> GcLock<'r> {
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let store = repo.store().clone();
+        let (mine, flag) = (bytes.clone(), lost.clone());
+        let heartbeat = std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(lock_lease() / 3)
+            {
+                // refresh only a lock that is still this run's
+                let refreshed = match store.get(&lock_path()) {
+                    Ok(Some(b)) if b == mine => store.put_unlocked(&lock_path(), mine.clone()),
+                    Ok(_) => Err(Error::Invalid("the gc lock was taken over".into())),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = refreshed {
+                    tracing::error!("could not refresh the gc lock: {e}");
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+            }
+        });
+        GcLock {
+            repo,
+            bytes,
+            lost,
+            stop: Some(stop),
+            heartbeat: Some(heartbeat),
+        }
+    }
+
+    /// An error once the heartbeat could not keep the lock: another gc may be running.
+    fn ensure_held(&self) -> Result<()> {
+        if self.lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Invalid(
+                "this gc could not refresh its gc lock in time (the store was unreachable, or the run was paused), so another gc may have taken it; it stopped before deleting anything: run gc again".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for GcLock<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.repo.store().delete_unlocked(&lock_path()) {
-            tracing::warn!("could not release the gc lock: {e}");
+        drop(self.stop.take());
+        if let Some(heartbeat) = self.heartbeat.take() {
+            let _ = heartbeat.join();
+        }
+        // release only a lock that is still this run's
+        match self.repo.store().get(&lock_path()) {
+            Ok(Some(b)) if b == self.bytes => {
+                if let Err(e) = self.repo.store().delete_unlocked(&lock_path()) {
+                    tracing::warn!("could not release the gc lock: {e}");
+                }
+            }
+            Ok(_) => tracing::warn!("the gc lock was no longer this run's"),
+            Err(e) => tracing::warn!("could not release the gc lock: {e}"),
         }
     }
 }
@@ -318,7 +410,9 @@ const SESSION_MARGIN: Duration = Duration::minutes(5);
 
 /// Runs garbage collection.
 pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result<GcReport> {
-    let _lock = GcLock::acquire(repo)?;
+    let lock = GcLock::acquire(repo)?;
+    // in a lock-enabled repository, only credentials that can read locks may delete
+    repo.store().locked_until(&ObjectPath::from("config"))?;
     let mut report = GcReport::default();
     // Times compared below are the store's: its Last-Modified of the lock, packs and sessions,
     // and marks dated by this run from that start and a monotonic clock.
@@ -522,6 +616,11 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
     compacted.packs.extend(adopted);
     compacted.lineage.supersedes = old_segments.clone();
     compacted.lineage.retires_below = epoch.saturating_sub(1);
+    // what follows deletes: only while no other gc can be running
+    lock.ensure_held()?;
+    // staging files of uploads killed an hour ago or more (no upload takes that long idle)
+    repo.store()
+        .remove_staging_leftovers(std::time::Duration::from_secs(3600))?;
     repo.save_index(&compacted)?;
     for seg in &old_segments {
         // a segment under an object lock stays, superseded, until a later run deletes it

@@ -626,7 +626,11 @@ impl Repository {
         Ok(out)
     }
 
-    /// Removes a key file; refuses the key in use and the last one.
+    /// Removes a key file; refuses the key in use and the last one. In a repository with an
+    /// object lock the key file stays locked until its lock passes: it is hidden behind a
+    /// delete marker, so that no password opens the repository with it and gc, which lists
+    /// the keys, no longer extends its lock; the bucket's lifecycle rule then removes the
+    /// locked version (README, Object Lock).
     pub fn remove_key(&self, id: &Id) -> Result<()> {
         if *id == self.key_id {
             return Err(Error::KeyRefused(
@@ -639,14 +643,22 @@ impl Repository {
                 "no key {id}: list keys with `cairn key list`"
             )));
         }
-        self.store.delete(&ObjectKind::Key.path(id))
+        self.delete_key(id)
+    }
+
+    fn delete_key(&self, id: &Id) -> Result<()> {
+        let path = ObjectKind::Key.path(id);
+        match self.store.lock() {
+            Some(_) => self.store.delete_unlocked(&path),
+            None => self.store.delete(&path),
+        }
     }
 
     /// Replaces the key in use by one for `new_password`; returns the new key id.
     pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<Id> {
         let new_id = self.add_key(new_password, kdf)?;
         let old = std::mem::replace(&mut self.key_id, new_id);
-        self.store.delete(&ObjectKind::Key.path(&old))?;
+        self.delete_key(&old)?;
         Ok(new_id)
     }
 }

@@ -13,7 +13,7 @@ use object_store::client::{HttpClient, HttpConnector, HttpRequest, ReqwestConnec
 use object_store::path::Path as ObjectPath;
 
 use crate::error::{Error, Result};
-use crate::store::LockMode;
+use crate::store::{LockMode, Retries};
 
 /// Requests to one bucket and prefix.
 #[derive(Debug)]
@@ -24,6 +24,7 @@ pub struct S3Api {
     base: String,
     prefix: String,
     region: String,
+    retries: Retries,
 }
 
 impl S3Api {
@@ -43,6 +44,7 @@ impl S3Api {
             base: format!("{}/{bucket}", endpoint.trim_end_matches('/')),
             prefix: prefix.to_owned(),
             region,
+            retries: Retries::from_env(),
         })
     }
 
@@ -53,21 +55,43 @@ impl S3Api {
         }
     }
 
-    async fn send(&self, mut request: HttpRequest) -> Result<object_store::client::HttpResponse> {
-        let credential = self.s3.credentials().get_credential().await?;
-        AwsAuthorizer::new(&credential, "s3", &self.region).try_authorize(&mut request, None)?;
-        self.http.execute(request).await.map_err(|e| {
-            Error::Invalid(format!(
-                "S3 request failed: {e}; check the endpoint and retry"
-            ))
-        })
+    /// Signs and sends the request `make` builds, again (with the store's [`Retries`]) while
+    /// the connection fails or the server answers 5xx or 429 (SlowDown); returns the last answer.
+    async fn send(
+        &self,
+        make: impl Fn() -> HttpRequest,
+    ) -> Result<object_store::client::HttpResponse> {
+        let start = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            let mut request = make();
+            let credential = self.s3.credentials().get_credential().await?;
+            AwsAuthorizer::new(&credential, "s3", &self.region)
+                .try_authorize(&mut request, None)?;
+            let result = self.http.execute(request).await;
+            let transient = match &result {
+                Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
+                Err(_) => true,
+            };
+            attempt += 1;
+            if !transient || !self.retries.allow(attempt, start.elapsed()) {
+                return result.map_err(|e| {
+                    Error::Invalid(format!(
+                        "S3 request failed: {e}; check the endpoint and retry"
+                    ))
+                });
+            }
+            tokio::time::sleep(self.retries.backoff(attempt)).await;
+        }
     }
 
     async fn head(&self, path: &ObjectPath) -> Result<object_store::client::HttpResponse> {
-        let request = http::Request::head(self.url(path))
-            .body(Vec::new().into())
-            .expect("valid request");
-        self.send(request).await
+        self.send(|| {
+            http::Request::head(self.url(path))
+                .body(Vec::new().into())
+                .expect("valid request")
+        })
+        .await
     }
 
     /// The server's clock: the `Date` header of its answer to a HeadObject of `path` (every
@@ -88,7 +112,10 @@ impl S3Api {
             })
     }
 
-    /// When the object's lock ends; `None` if it has none (or does not exist).
+    /// When the object's lock ends; `None` if it does not exist. Asked only in a lock-enabled
+    /// repository, where every object is locked: an answer without a valid retain-until date
+    /// (the caller lacks `s3:GetObjectRetention`, or the store does not report it) is an error,
+    /// never "not locked", so that nothing locked is deleted or counted as freed.
     pub async fn retain_until(&self, path: &ObjectPath) -> Result<Option<DateTime<Utc>>> {
         let response = self.head(path).await?;
         if response.status() == http::StatusCode::NOT_FOUND {
@@ -100,12 +127,18 @@ impl S3Api {
                 response.status()
             )));
         }
-        Ok(response
+        let until = response
             .headers()
             .get("x-amz-object-lock-retain-until-date")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-            .map(|d| d.with_timezone(&Utc)))
+            .map(|d| d.with_timezone(&Utc));
+        match until {
+            Some(until) => Ok(Some(until)),
+            None => Err(Error::Invalid(format!(
+                "the store did not give the object lock of {path} (its HeadObject answer has no valid x-amz-object-lock-retain-until-date), so whether it is still locked is unknown and nothing was deleted: grant the credentials s3:GetObjectRetention (see the README's IAM policies), or use a store that reports Object Lock retention"
+            ))),
+        }
     }
 
     /// Extends the object's lock to `until` (S3 refuses to shorten a compliance lock).
@@ -122,12 +155,15 @@ impl S3Api {
         );
         let md5 =
             base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes()));
-        let request = http::Request::put(format!("{}?retention", self.url(path)))
-            .header("content-md5", md5)
-            .header("content-type", "application/xml")
-            .body(body.into_bytes().into())
-            .expect("valid request");
-        let response = self.send(request).await?;
+        let response = self
+            .send(|| {
+                http::Request::put(format!("{}?retention", self.url(path)))
+                    .header("content-md5", &md5)
+                    .header("content-type", "application/xml")
+                    .body(body.clone().into_bytes().into())
+                    .expect("valid request")
+            })
+            .await?;
         if !response.status().is_success() {
             return Err(Error::Invalid(format!(
                 "extending the object lock of {path} failed with HTTP {}; check the credentials' s3:PutObjectRetention permission",

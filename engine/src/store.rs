@@ -12,7 +12,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     BackoffConfig, ClientOptions, HeaderMap, HeaderValue, ObjectStore, ObjectStoreExt, PutMode,
-    PutPayload, RetryConfig, WriteMultipart,
+    PutPayload, RetryConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +21,99 @@ use crate::id::Id;
 use crate::repository::ObjectKind;
 use crate::s3_api::S3Api;
 
-/// Objects larger than this are uploaded in parts.
-const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
-/// Size of one part of a multipart upload.
-const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Objects larger than this many MiB are uploaded in parts: `CAIRN_MULTIPART_MB` (5–4096),
+/// else 32.
+fn multipart_threshold() -> usize {
+    crate::env_number("CAIRN_MULTIPART_MB", 5..=4096, 32) << 20
+}
+
+/// Size of one part of a multipart upload: a quarter of the threshold, at least S3's minimum of
+/// 5 MiB.
+fn part_size(threshold: usize) -> usize {
+    (threshold / 4).max(5 << 20)
+}
+
+/// How failed requests are retried, with one budget: `object_store` retries a request that
+/// fails (an error status, a connection that fails before the answer), and the store retries a
+/// whole operation whose answer broke after its headers arrived (a list page, a get, a put cut
+/// mid-body), which `object_store` does not, as well as the requests of [`S3Api`]. Both use the
+/// same backoff and the same time limit; `CAIRN_S3_RETRIES` (0–100, else 8) and
+/// `CAIRN_S3_BACKOFF_MS` (1–60000, else 200, the first wait) tune them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Retries {
+    /// Retries of one request (or one operation) after its first attempt.
+    pub max_retries: usize,
+    /// The first wait; each further one doubles, up to `max_backoff`.
+    pub init_backoff: Duration,
+    /// The longest wait.
+    pub max_backoff: Duration,
+    /// No retry starts after this long.
+    pub timeout: Duration,
+}
+
+impl Retries {
+    /// The settings from the environment.
+    pub fn from_env() -> Retries {
+        let init = crate::env_number("CAIRN_S3_BACKOFF_MS", 1..=60_000, 200) as u64;
+        Retries {
+            max_retries: crate::env_number("CAIRN_S3_RETRIES", 0..=100, 8),
+            init_backoff: Duration::from_millis(init),
+            max_backoff: Duration::from_millis(init * 100),
+            timeout: Duration::from_secs(240),
+        }
+    }
+
+    /// The wait before retry number `attempt` (from 1).
+    pub fn backoff(&self, attempt: usize) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        (self.init_backoff * factor).min(self.max_backoff)
+    }
+
+    /// Whether one more retry may start, `attempt` retries and `elapsed` into the operation.
+    pub fn allow(&self, attempt: usize, elapsed: Duration) -> bool {
+        attempt <= self.max_retries && elapsed < self.timeout
+    }
+
+    /// Runs `operation` until it succeeds, fails for good, or the budget is spent.
+    async fn run<T, F, Fut>(&self, what: &ObjectPath, mut operation: F) -> object_store::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let start = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            match operation().await {
+                Err(e) if broke_in_transit(&e) && self.allow(attempt + 1, start.elapsed()) => {
+                    attempt += 1;
+                    let wait = self.backoff(attempt);
+                    tracing::info!(object = %what, attempt, "retrying after {e}");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Whether a request failed in transit (the connection broke, before or after the answer's
+/// headers), rather than with an answer: an answer (an error status) has already had
+/// `object_store`'s retries, and one such as "not found" or "already exists" is final.
+fn broke_in_transit(error: &object_store::Error) -> bool {
+    let object_store::Error::Generic { source, .. } = error else {
+        return false;
+    };
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(e) = current {
+        if e.downcast_ref::<object_store::client::HttpError>()
+            .is_some()
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
 
 /// Where a repository lives, as given by `--repo`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,7 +247,9 @@ fn open_folder(path: &std::path::Path, create: bool, lock: Option<&ObjectLock>) 
         });
     }
     let folder: Arc<dyn ObjectStore> = Arc::new(crate::folder::Folder::new(path)?);
-    Store::new(folder.clone(), folder, None, None)
+    let mut store = Store::new(folder.clone(), folder, None, None)?;
+    store.folder = Some(path.to_owned());
+    Ok(store)
 }
 
 /// The bucket's objects under `prefix` ("" for all).
@@ -291,14 +382,15 @@ fn s3_builder(
         .with_default_headers(headers)
         .with_timeout(Duration::from_secs(300))
         .with_connect_timeout(Duration::from_secs(20));
+    let retries = Retries::from_env();
     let retry = RetryConfig {
         backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(20),
+            init_backoff: retries.init_backoff,
+            max_backoff: retries.max_backoff,
             base: 2.0,
         },
-        max_retries: 8,
-        retry_timeout: Duration::from_secs(240),
+        max_retries: retries.max_retries,
+        retry_timeout: retries.timeout,
     };
     Ok(builder
         .with_virtual_hosted_style_request(false)
@@ -324,6 +416,9 @@ pub struct Store {
     /// The calls `object_store` does not make (S3 only).
     s3: Option<Arc<S3Api>>,
     connections: usize,
+    retries: Retries,
+    /// The folder of a folder repository.
+    folder: Option<PathBuf>,
 }
 
 impl Store {
@@ -349,6 +444,8 @@ impl Store {
             lock,
             s3,
             connections,
+            retries: Retries::from_env(),
+            folder: None,
         })
     }
 
@@ -407,7 +504,7 @@ impl Store {
     /// Stores an object (replacing any object of that name).
     pub fn put(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
         self.rt
-            .block_on(put(self.inner.clone(), path.clone(), bytes))
+            .block_on(put(self.inner.clone(), self.retries, path.clone(), bytes))
     }
 
     /// Starts storing an object in the background.
@@ -416,7 +513,8 @@ impl Store {
         path: ObjectPath,
         bytes: Vec<u8>,
     ) -> tokio::task::JoinHandle<Result<()>> {
-        self.rt.spawn(put(self.inner.clone(), path, bytes))
+        self.rt
+            .spawn(put(self.inner.clone(), self.retries, path, bytes))
     }
 
     /// Waits for a background task.
@@ -429,14 +527,20 @@ impl Store {
     /// Stores a short-lived object (a writer session) without any object lock, replacing any
     /// object of that name, so that it can be deleted when done.
     pub fn put_unlocked(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
-        self.rt
-            .block_on(self.plain.put(path, PutPayload::from(bytes)))?;
+        let payload = PutPayload::from(bytes);
+        self.rt.block_on(
+            self.retries
+                .run(path, || self.plain.put(path, payload.clone())),
+        )?;
         Ok(())
     }
 
     /// When the store last wrote an object, in the store's own clock (`None`: no such object).
     pub fn modified(&self, path: &ObjectPath) -> Result<Option<DateTime<Utc>>> {
-        match self.rt.block_on(self.plain.head(path)) {
+        match self
+            .rt
+            .block_on(self.retries.run(path, || self.plain.head(path)))
+        {
             Ok(meta) => Ok(Some(meta.last_modified)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -454,15 +558,30 @@ impl Store {
         self.create(&self.plain, path, bytes)
     }
 
+    /// A create-only put. When an attempt broke in transit, the store may have stored the
+    /// object before the answer was lost, so that the retry finds it there: an object found
+    /// with exactly these bytes is this put's own.
     fn create(
         &self,
         store: &Arc<dyn ObjectStore>,
         path: &ObjectPath,
         bytes: Vec<u8>,
     ) -> Result<()> {
-        self.rt
-            .block_on(store.put_opts(path, PutPayload::from(bytes), PutMode::Create.into()))?;
-        Ok(())
+        let payload = PutPayload::from(bytes.clone());
+        let mut attempts = 0;
+        let result = self.rt.block_on(self.retries.run(path, || {
+            attempts += 1;
+            store.put_opts(path, payload.clone(), PutMode::Create.into())
+        }));
+        match result {
+            Err(object_store::Error::AlreadyExists { .. })
+                if attempts > 1 && self.get_from(store, path)?.as_deref() == Some(&bytes[..]) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// Reads a content-named object (every object but `config` and `locks/`) and checks that
@@ -486,13 +605,19 @@ impl Store {
 
     /// Reads a whole object; `None` if it does not exist.
     pub fn get(&self, path: &ObjectPath) -> Result<Option<Vec<u8>>> {
-        self.rt.block_on(async {
-            match self.inner.get(path).await {
-                Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            }
-        })
+        self.get_from(&self.inner, path)
+    }
+
+    fn get_from(&self, store: &Arc<dyn ObjectStore>, path: &ObjectPath) -> Result<Option<Vec<u8>>> {
+        let whole = self.retries.run(path, || async {
+            let bytes = store.get(path).await?.bytes().await?;
+            Ok(bytes.to_vec())
+        });
+        match self.rt.block_on(whole) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reads a whole object of at most `max` bytes; `None` if it does not exist. A larger one is
@@ -520,9 +645,10 @@ impl Store {
     /// that runs past the end of the object without complaint: that is an error here.
     pub fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<bytes::Bytes> {
         let want = range.end.saturating_sub(range.start);
-        let got = self
-            .rt
-            .block_on(self.inner.get_range(path, range.clone()))?;
+        let got = self.rt.block_on(
+            self.retries
+                .run(path, || self.inner.get_range(path, range.clone())),
+        )?;
         if got.len() as u64 != want {
             return Err(Error::damaged(
                 "object",
@@ -554,9 +680,10 @@ impl Store {
     /// Lists the ids of the objects of one kind, with their sizes and modification times.
     pub fn list_dated(&self, kind: ObjectKind) -> Result<Vec<(Id, u64, DateTime<Utc>)>> {
         let prefix = ObjectPath::from(kind.dir());
-        let metas: Vec<_> = self
-            .rt
-            .block_on(self.inner.list(Some(&prefix)).try_collect::<Vec<_>>())?;
+        // a listing that breaks (a page cut mid-body) is listed again from the start
+        let metas: Vec<_> = self.rt.block_on(self.retries.run(&prefix, || {
+            self.inner.list(Some(&prefix)).try_collect::<Vec<_>>()
+        }))?;
         Ok(metas
             .into_iter()
             .filter_map(|m| {
@@ -584,10 +711,51 @@ impl Store {
         self.delete_unlocked(path)
     }
 
+    /// Removes the staging files (`NAME#N`) that uploads to a folder repository left when they
+    /// were killed mid-write (readers never see them), once unchanged for `age`, so that one
+    /// still being written stays; returns how many. Nothing for S3.
+    pub fn remove_staging_leftovers(&self, age: Duration) -> Result<u64> {
+        fn walk(dir: &std::path::Path, age: Duration, removed: &mut u64) -> Result<()> {
+            for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+                let entry = entry.map_err(|e| Error::io(dir, e))?;
+                let path = entry.path();
+                let meta = entry.metadata().map_err(|e| Error::io(&path, e))?;
+                if meta.is_dir() {
+                    walk(&path, age, removed)?;
+                    continue;
+                }
+                let staging = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.split_once('#'))
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                let idle = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|idle| idle > age);
+                if staging && idle {
+                    tracing::info!(file = %path.display(), "removing the staging file of a killed upload");
+                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                    *removed += 1;
+                }
+            }
+            Ok(())
+        }
+        let mut removed = 0;
+        if let Some(folder) = &self.folder {
+            walk(folder, age, &mut removed)?;
+        }
+        Ok(removed)
+    }
+
     /// Deletes an object written by [`Store::put_new_unlocked`] (or, after checking, one whose
     /// lock has passed).
     pub fn delete_unlocked(&self, path: &ObjectPath) -> Result<()> {
-        match self.rt.block_on(self.inner.delete(path)) {
+        match self
+            .rt
+            .block_on(self.retries.run(path, || self.inner.delete(path)))
+        {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(object_store::Error::PermissionDenied { .. }) if self.lock.is_some() => {
                 Err(Error::Locked {
@@ -599,18 +767,57 @@ impl Store {
     }
 }
 
-/// Uploads one object, in parts when it is large.
-async fn put(inner: Arc<dyn ObjectStore>, path: ObjectPath, bytes: Vec<u8>) -> Result<()> {
+/// Uploads one object, in parts when it is large; the whole upload is retried when it broke in
+/// transit.
+async fn put(
+    inner: Arc<dyn ObjectStore>,
+    retries: Retries,
+    path: ObjectPath,
+    bytes: Vec<u8>,
+) -> Result<()> {
     tracing::debug!(object = %path, bytes = bytes.len(), "storing");
-    if bytes.len() <= MULTIPART_THRESHOLD {
-        inner.put(&path, PutPayload::from(bytes)).await?;
+    let threshold = multipart_threshold();
+    let bytes = bytes::Bytes::from(bytes);
+    if bytes.len() <= threshold {
+        let payload = PutPayload::from(bytes);
+        retries
+            .run(&path, || inner.put(&path, payload.clone()))
+            .await?;
         return Ok(());
     }
-    let upload = inner.put_multipart(&path).await?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-    writer.put(bytes.into());
-    writer.finish().await?;
+    let part = part_size(threshold);
+    retries
+        .run(&path, || put_in_parts(&inner, &path, &bytes, part))
+        .await?;
     Ok(())
+}
+
+/// One multipart upload of `bytes`; a failed one is aborted, so that its parts do not stay
+/// stored (and billed).
+async fn put_in_parts(
+    inner: &Arc<dyn ObjectStore>,
+    path: &ObjectPath,
+    bytes: &bytes::Bytes,
+    part: usize,
+) -> object_store::Result<()> {
+    let mut upload = inner.put_multipart(path).await?;
+    let parts: Vec<_> = (0..bytes.len())
+        .step_by(part)
+        .map(|start| {
+            let end = (start + part).min(bytes.len());
+            upload.put_part(PutPayload::from(bytes.slice(start..end)))
+        })
+        .collect();
+    let result = match futures::future::try_join_all(parts).await {
+        Ok(_) => upload.complete().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result
+        && let Err(abort) = upload.abort().await
+    {
+        tracing::warn!(object = %path, "could not abort the failed upload ({e}): {abort}");
+    }
+    result
 }
 
 #[cfg(test)]
