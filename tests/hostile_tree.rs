@@ -370,3 +370,53 @@ fn a_temporary_file_replaced_by_a_fifo_during_a_restore_is_never_opened_and_made
     let diffs = diff_trees(&src, &target.join("src"), true);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+#[test]
+fn a_kept_file_hard_linked_to_a_file_outside_the_target_is_rewritten_and_the_outside_file_untouched()
+ {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"the same bytes").unwrap();
+    std::fs::set_permissions(src.join("f"), PermissionsExt::from_mode(0o644)).unwrap();
+    set_mtime(&src.join("f"), 1_600_000_000, 0);
+    let id = env.backup(&[&src]);
+    let target = env.path("t");
+    env.ok(&["restore", &id, "--target", target.to_str().unwrap()]);
+
+    // a victim outside the target with the same bytes but its own owner, mode and times; the
+    // tenant puts a hard link to it under the restored file's name
+    let victim = env.path("victim");
+    std::fs::write(&victim, b"the same bytes").unwrap();
+    std::fs::set_permissions(&victim, PermissionsExt::from_mode(0o600)).unwrap();
+    nix::unistd::chown(&victim, Some(1234.into()), Some(1234.into())).unwrap();
+    set_mtime(&victim, 1_000_000_000, 0);
+    let restored = target.join("src/f");
+    std::fs::remove_file(&restored).unwrap();
+    std::fs::hard_link(&victim, &restored).unwrap();
+    let outside = || {
+        let mut d = describe(&victim, true);
+        d.remove("links");
+        d
+    };
+    let before = outside();
+
+    let out = env.run(&[
+        "restore",
+        &id,
+        "--target",
+        target.to_str().unwrap(),
+        "--overwrite",
+        "if-changed",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(outside(), before, "the file outside was changed");
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().nlink(),
+        1,
+        "still linked"
+    );
+    let diffs = diff_trees(&src, &target.join("src"), true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
