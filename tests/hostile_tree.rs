@@ -420,3 +420,37 @@ fn a_kept_file_hard_linked_to_a_file_outside_the_target_is_rewritten_and_the_out
     let diffs = diff_trees(&src, &target.join("src"), true);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+#[test]
+fn folders_nested_deeper_than_the_limit_are_stored_empty_with_an_error() {
+    use nix::sys::stat::Mode;
+    let env = Env::new();
+    let vol = env.path("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    // 3,000 nested folders, made one below the other by descriptor (no path gets long)
+    let mut dir = std::fs::File::open(&vol).unwrap();
+    for _ in 0..3000 {
+        nix::sys::stat::mkdirat(&dir, "a", Mode::from_bits_truncate(0o755)).unwrap();
+        let fd = nix::fcntl::openat(
+            &dir,
+            "a",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        dir = std::fs::File::from(fd);
+    }
+    let out = env.run(&["backup", vol.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("more than 1000 folders deep; stored as an empty folder"),
+        "{}",
+        stderr(&out)
+    );
+    let paths = env.ls_paths("latest");
+    assert_eq!(
+        paths.len(),
+        1 + 1000,
+        "the root and 1,000 nested folders, the last empty"
+    );
+}
