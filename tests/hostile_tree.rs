@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -133,6 +133,30 @@ fn a_folder_swapped_for_a_symlink_during_backups_never_lets_outside_files_in() {
     assert_eq!(snapshot_of(&outside), before);
 }
 
+/// Runs cairn with `args`, its output piped.
+fn spawn_piped(env: &Env, args: &[&str]) -> Child {
+    env.cmd(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The output of `child` once it ends; kills it and panics if it has not ended after a minute
+/// (a hang guard, not a timing assertion: a process that opened a FIFO never ends).
+fn ended(mut child: Child, what: &str) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("{what} did not end\n{}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn fifos_and_device_nodes_are_recorded_as_such_and_never_opened() {
     use nix::sys::stat::{Mode, SFlag, makedev, mknod};
@@ -148,22 +172,8 @@ fn fifos_and_device_nodes_are_recorded_as_such_and_never_opened() {
     mknod(&vol.join("sub/loop"), SFlag::S_IFBLK, mode, makedev(7, 200))
         .expect("mknod of a block device (the tests run as root)");
 
-    let mut child = env
-        .cmd(&["--json", "backup", vol.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // a hang guard, not a timing assertion: a backup that opens the FIFO never ends
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the backup of a tree with a FIFO and devices did not end");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let child = spawn_piped(&env, &["--json", "backup", vol.to_str().unwrap()]);
+    let out = ended(child, "the backup of a tree with a FIFO and devices");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let id = json_result(&out.stdout)["snapshot_id"]
         .as_str()
@@ -301,4 +311,146 @@ fn a_mount_point_below_the_root_is_stored_as_an_empty_folder_and_a_mounted_root_
     let out = env.run(&["backup", mnt.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(env.ls_paths("latest"), ["/mnt", "/mnt/other-fs"]);
+}
+
+/// Whether a process is stopped (SIGSTOP), a zombie, or gone.
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('Z'))
+    })
+}
+
+#[test]
+fn a_temporary_file_replaced_by_a_fifo_during_a_restore_is_never_opened_and_made_again() {
+    use nix::sys::signal::{Signal, kill};
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big"), noise(7, 96 << 20)).unwrap();
+    std::fs::write(src.join("small"), b"small").unwrap();
+    let id = env.backup(&[&src]);
+    let target = env.path("t");
+    let mut child = spawn_piped(
+        &env,
+        &["restore", &id, "--target", target.to_str().unwrap()],
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // the restore goes on in slices of about a millisecond, stopped in between, until the big
+    // file's temporary name appears: then a FIFO takes that name
+    loop {
+        std::thread::sleep(Duration::from_millis(1));
+        kill(pid, Signal::SIGSTOP).unwrap();
+        while !stopped(child.id()) {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let partial = std::fs::read_dir(target.join("src")).ok().and_then(|d| {
+            d.map(|e| e.unwrap().path()).find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".cairn-partial-")
+            })
+        });
+        if let Some(p) = partial.filter(|p| std::fs::metadata(p).unwrap().len() > 1 << 20) {
+            std::fs::rename(&p, env.path("moved-away")).unwrap();
+            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+            kill(pid, Signal::SIGCONT).unwrap();
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the restore ended ({status}) before its temporary file was seen");
+        }
+        kill(pid, Signal::SIGCONT).unwrap();
+    }
+    let out = ended(child, "the restore whose temporary file became a FIFO");
+    // the file is made once more under a new temporary name (a failed file is retried), and
+    // the FIFO is gone with the temporary name it took
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let diffs = diff_trees(&src, &target.join("src"), true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn a_kept_file_hard_linked_to_a_file_outside_the_target_is_rewritten_and_the_outside_file_untouched()
+ {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"the same bytes").unwrap();
+    std::fs::set_permissions(src.join("f"), PermissionsExt::from_mode(0o644)).unwrap();
+    set_mtime(&src.join("f"), 1_600_000_000, 0);
+    let id = env.backup(&[&src]);
+    let target = env.path("t");
+    env.ok(&["restore", &id, "--target", target.to_str().unwrap()]);
+
+    // a victim outside the target with the same bytes but its own owner, mode and times; the
+    // tenant puts a hard link to it under the restored file's name
+    let victim = env.path("victim");
+    std::fs::write(&victim, b"the same bytes").unwrap();
+    std::fs::set_permissions(&victim, PermissionsExt::from_mode(0o600)).unwrap();
+    nix::unistd::chown(&victim, Some(1234.into()), Some(1234.into())).unwrap();
+    set_mtime(&victim, 1_000_000_000, 0);
+    let restored = target.join("src/f");
+    std::fs::remove_file(&restored).unwrap();
+    std::fs::hard_link(&victim, &restored).unwrap();
+    let outside = || {
+        let mut d = describe(&victim, true);
+        d.remove("links");
+        d
+    };
+    let before = outside();
+
+    let out = env.run(&[
+        "restore",
+        &id,
+        "--target",
+        target.to_str().unwrap(),
+        "--overwrite",
+        "if-changed",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(outside(), before, "the file outside was changed");
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().nlink(),
+        1,
+        "still linked"
+    );
+    let diffs = diff_trees(&src, &target.join("src"), true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn folders_nested_deeper_than_the_limit_are_stored_empty_with_an_error() {
+    use nix::sys::stat::Mode;
+    let env = Env::new();
+    let vol = env.path("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    // 3,000 nested folders, made one below the other by descriptor (no path gets long)
+    let mut dir = std::fs::File::open(&vol).unwrap();
+    for _ in 0..3000 {
+        nix::sys::stat::mkdirat(&dir, "a", Mode::from_bits_truncate(0o755)).unwrap();
+        let fd = nix::fcntl::openat(
+            &dir,
+            "a",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        dir = std::fs::File::from(fd);
+    }
+    let out = env.run(&["backup", vol.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("more than 1000 folders deep; stored as an empty folder"),
+        "{}",
+        stderr(&out)
+    );
+    let paths = env.ls_paths("latest");
+    assert_eq!(
+        paths.len(),
+        1 + 1000,
+        "the root and 1,000 nested folders, the last empty"
+    );
 }

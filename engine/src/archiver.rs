@@ -125,7 +125,13 @@ struct Walk<'a, 'r> {
     errors: Vec<String>,
     skipped: Vec<String>,
     summary: Summary,
+    /// Folders open below the root being walked (each holds a descriptor and a stack frame).
+    depth: usize,
 }
+
+/// Folders deeper than this below a path backed up are stored empty, with an error: a tenant's
+/// endlessly nested folders never exhaust the walk's stack or descriptors.
+pub const MAX_DEPTH: usize = 1000;
 
 /// Backs up `paths` (each becomes one entry of the snapshot's root tree, named by its last
 /// component) and writes a snapshot.
@@ -201,6 +207,7 @@ pub fn backup_sources(
             errors: vec![],
             skipped: vec![],
             summary: Summary::default(),
+            depth: 0,
         };
         let mut nodes = Vec::new();
         for (name, source) in &root {
@@ -505,10 +512,23 @@ impl Walk<'_, '_> {
             }
             NodeKind::Dir => {
                 let tree = match dirfd::open_dir_at(at.dir, at.name, Some(dirfd::identity(at.st))) {
+                    Ok(_) if self.depth >= MAX_DEPTH => {
+                        self.warn(
+                            path,
+                            format!(
+                                "more than {MAX_DEPTH} folders deep; stored as an empty folder \
+                                 (back it up by naming a folder below it)"
+                            ),
+                        );
+                        Tree::default()
+                    }
                     Ok(dir) => {
                         node.xattrs = fsmeta::read_xattrs(&dir);
                         let before = before.and_then(|b| b.subtree.as_ref());
-                        self.directory(&dir, path, before, at.st.st_dev)?
+                        self.depth += 1;
+                        let tree = self.directory(&dir, path, before, at.st.st_dev);
+                        self.depth -= 1;
+                        tree?
                     }
                     // not a folder any more
                     Err(e) if e.raw_os_error().is_none() => {

@@ -8,6 +8,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,10 +80,13 @@ pub fn replaced() -> io::Error {
     )
 }
 
-/// Opens the entry `name` in `dir` with `flags` (plus `O_NOFOLLOW`, `O_NOCTTY`, `O_CLOEXEC`),
-/// and checks that it is of `kind` and, if given, has the identity `expected`. A symlink, or
+/// Opens the entry `name` in `dir` with `flags` (plus `O_NOCTTY`, `O_CLOEXEC`), and only if it
+/// is of `kind` and, if given, has the identity `expected`: the name is first opened as a mere
+/// reference (`O_PATH | O_NOFOLLOW`, which opens nothing: no FIFO waits, no device is touched),
+/// that reference is checked (`fstat`), and only then is the very inode it holds opened with
+/// `flags` (through `/proc/self/fd`). A symlink, a FIFO or device where a file was expected, or
 /// another entry than expected, is refused with [`replaced`]; nothing is ever opened through a
-/// symlink.
+/// symlink, and nothing is opened before it is known to be what was expected.
 pub fn open_at(
     dir: &File,
     name: &OsStr,
@@ -90,15 +94,29 @@ pub fn open_at(
     kind: SFlag,
     expected: Option<Identity>,
 ) -> io::Result<(File, FileStat)> {
-    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let fd = openat(dir, name, flags, Mode::empty()).map_err(|e| match e {
-        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => replaced(),
+    let reference = openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::ELOOP => replaced(),
         e => e.into(),
     })?;
-    let st = fstat(&fd)?;
+    let st = fstat(&reference)?;
     if self::kind(&st) != kind || expected.is_some_and(|id| id != identity(&st)) {
         return Err(replaced());
     }
+    let flags = (flags | OFlag::O_NOCTTY | OFlag::O_CLOEXEC) & !OFlag::O_NOFOLLOW;
+    let held = format!("/proc/self/fd/{}", reference.as_raw_fd());
+    let fd = nix::fcntl::open(held.as_str(), flags, Mode::empty()).map_err(|e| match e {
+        nix::errno::Errno::ENOENT => io::Error::other(
+            "cannot reopen it through /proc/self/fd; mount /proc (cairn needs it to open \
+             entries safely) and run again",
+        ),
+        e => e.into(),
+    })?;
     Ok((File::from(fd), st))
 }
 
@@ -186,5 +204,16 @@ mod tests {
         std::fs::create_dir(root.join("d")).unwrap();
         let e = open_dir_at(&dir, OsStr::new("d"), Some(identity(&listed))).unwrap_err();
         assert!(e.to_string().contains("replaced"), "{e}");
+        // a FIFO where a file is expected is refused without being opened (opening it for
+        // writing would wait for a reader forever)
+        nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        let e = open_at(
+            &dir,
+            OsStr::new("fifo"),
+            OFlag::O_WRONLY,
+            SFlag::S_IFREG,
+            None,
+        );
+        assert!(e.unwrap_err().to_string().contains("replaced"));
     }
 }

@@ -559,12 +559,17 @@ fn make_link(link: &Link) -> std::io::Result<bool> {
 }
 
 /// Whether the regular file `at` (a symlink is never followed) holds exactly the contents of
-/// `node`: the same size, then the same blob ids; if so, its identity.
+/// `node`: the same size, then the same blob ids; if so, its identity. A file with more than one
+/// name never does: it may be a file outside the target that someone linked here, whose owner,
+/// mode and times must not be set; it is rewritten under a temporary name and renamed over the
+/// link, which leaves the other names alone.
 fn holds(repo: &Repository, at: &Place, node: &Node) -> Option<Identity> {
     let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
     let (mut file, st) = dirfd::open_at(&at.dir, &at.name, flags, SFlag::S_IFREG, None).ok()?;
-    (st.st_size as u64 == node.size && verify_content(repo, &mut file, node).is_ok())
-        .then(|| dirfd::identity(&st))
+    (st.st_nlink == 1
+        && st.st_size as u64 == node.size
+        && verify_content(repo, &mut file, node).is_ok())
+    .then(|| dirfd::identity(&st))
 }
 
 /// Reads a file's contents and compares them, blob by blob, with the ids of `node`'s blobs (the
