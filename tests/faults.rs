@@ -481,3 +481,36 @@ fn gc_removes_the_staging_files_of_killed_uploads_to_a_folder() {
     );
     env.assert_intact();
 }
+
+/// Multipart uploads that a killed writer left open cost storage for ever unless aborted: gc
+/// aborts those that no running writer may still complete (a writer's session covers the
+/// uploads it began), and leaves the others.
+#[test]
+fn gc_aborts_the_multipart_uploads_a_killed_writer_left_open() {
+    let Some(p) = proxied(false, &[]) else {
+        return;
+    };
+    let uploads_aborted = || {
+        let out = p.ok(&["--json", "gc"]);
+        let report = json_result(out.as_bytes());
+        report["uploads_aborted"].clone()
+    };
+    let pack = format!("data/ab/{}", "ab".repeat(32));
+    p.env.objects.leave_upload_open(&pack);
+    assert_eq!(uploads_aborted(), 1);
+    assert_eq!(uploads_aborted(), 0, "aborted: no longer listed");
+
+    // a running writer's upload is left alone until its session ends
+    let session = format!("sessions/{}", "cd".repeat(32));
+    let started = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let file = serde_json::json!({"host": "elsewhere", "pid": 1, "command": "backup",
+        "started": started.to_rfc3339(), "lease_secs": 900});
+    p.env
+        .objects
+        .write(&session, serde_json::to_vec(&file).unwrap());
+    p.env.objects.leave_upload_open(&pack);
+    assert_eq!(uploads_aborted(), 0, "its writer still runs");
+    p.env.objects.delete(&session);
+    assert_eq!(uploads_aborted(), 1);
+    p.ok(&["check", "--read-data"]);
+}

@@ -1018,6 +1018,12 @@ fn print_gc(r: &GcReport) {
             r.marks_waiting_for_writers, r.writers_running
         );
     }
+    if r.uploads_aborted > 0 {
+        println!(
+            "gc: {} multipart uploads left open by stopped backups or copies aborted",
+            r.uploads_aborted
+        );
+    }
     if r.packs_adopted > 0 {
         println!(
             "gc: {} packs in no index hold data snapshots need: indexed again and kept",

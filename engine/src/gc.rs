@@ -158,6 +158,8 @@ pub struct GcReport {
     /// Packs the index listed that are not in the repository: left out of the compacted index,
     /// so that no backup deduplicates against them (`cairn check` names what they affect).
     pub packs_missing: u64,
+    /// Multipart uploads a killed writer left open, aborted (their parts cost storage).
+    pub uploads_aborted: u64,
     /// Objects that were due for deletion but are still under their object lock (kept; a later
     /// run deletes them once the lock has passed).
     pub objects_locked: u64,
@@ -423,6 +425,9 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
         .modified(&lock_path())?
         .unwrap_or_else(Utc::now);
     let clock = (std::time::Instant::now(), std::time::SystemTime::now());
+    // Uploads before sessions: one begun by a writer still running is covered by its session.
+    // (Stores' `Initiated` dates are not to be trusted: moto gives a fixed one.)
+    let open_uploads = repo.store().open_uploads()?;
     // Sessions before snapshots: a writer that commits after the snapshots are listed is live.
     let sessions = session::live_sessions(repo, started)?;
     report.writers_running = sessions.len() as u64;
@@ -621,6 +626,12 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
     // staging files of uploads killed an hour ago or more (no upload takes that long idle)
     repo.store()
         .remove_staging_leftovers(std::time::Duration::from_secs(3600))?;
+    // multipart uploads open when this run began, when no writer was running: their process
+    // is gone (a writer stores its session before it uploads anything)
+    if sessions.is_empty() {
+        repo.store().abort_uploads(&open_uploads)?;
+        report.uploads_aborted = open_uploads.len() as u64;
+    }
     repo.save_index(&compacted)?;
     for seg in &old_segments {
         // a segment under an object lock stays, superseded, until a later run deletes it

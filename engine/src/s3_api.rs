@@ -1,7 +1,8 @@
 //! The S3 calls `object_store` does not make: reading an object's Object Lock retention (from
 //! HeadObject's `x-amz-object-lock-retain-until-date`, which every implementation answers,
-//! unlike GetObjectRetention), extending it (PutObjectRetention), and reading the server's clock
-//! (the `Date` header of an answer). Requests are signed with `object_store`'s own SigV4 signer
+//! unlike GetObjectRetention), extending it (PutObjectRetention), reading the server's clock
+//! (the `Date` header of an answer), and listing and aborting the multipart uploads a killed
+//! process left open (ListMultipartUploads, AbortMultipartUpload). Requests are signed with `object_store`'s own SigV4 signer
 //! and credentials and sent through its client.
 
 use base64::Engine;
@@ -14,6 +15,38 @@ use object_store::path::Path as ObjectPath;
 
 use crate::error::{Error, Result};
 use crate::store::{LockMode, Retries};
+
+/// A multipart upload in progress under the repository's prefix.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OpenUpload {
+    /// The object it would create (the bucket's key, prefix included).
+    pub key: String,
+    /// The upload's id.
+    pub upload_id: String,
+}
+
+/// One page of a ListMultipartUploads answer.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UploadsPage {
+    #[serde(default, rename = "Upload")]
+    uploads: Vec<OpenUpload>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_key_marker: Option<String>,
+    next_upload_id_marker: Option<String>,
+}
+
+/// Encodes a query value as SigV4 wants it (every byte but the unreserved ones).
+fn query_value(v: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(v, RESERVED).to_string()
+}
 
 /// Requests to one bucket and prefix.
 #[derive(Debug)]
@@ -137,6 +170,79 @@ impl S3Api {
             Some(until) => Ok(Some(until)),
             None => Err(Error::Invalid(format!(
                 "the store did not give the object lock of {path} (its HeadObject answer has no valid x-amz-object-lock-retain-until-date), so whether it is still locked is unknown and nothing was deleted: grant the credentials s3:GetObjectRetention (see the README's IAM policies), or use a store that reports Object Lock retention"
+            ))),
+        }
+    }
+
+    /// The multipart uploads in progress under the repository's prefix.
+    pub async fn open_uploads(&self) -> Result<Vec<OpenUpload>> {
+        let prefix = match self.prefix.is_empty() {
+            true => String::new(),
+            false => format!("{}/", self.prefix),
+        };
+        let mut out = vec![];
+        let mut markers = (String::new(), String::new());
+        loop {
+            let url = format!(
+                "{}?key-marker={}&prefix={}&upload-id-marker={}&uploads=",
+                self.base,
+                query_value(&markers.0),
+                query_value(&prefix),
+                query_value(&markers.1)
+            );
+            let response = self
+                .send(|| {
+                    http::Request::get(&url)
+                        .body(Vec::new().into())
+                        .expect("valid request")
+                })
+                .await?;
+            let status = response.status();
+            let body = response.into_body().bytes().await.map_err(|e| {
+                Error::Invalid(format!("listing multipart uploads failed: {e}; retry"))
+            })?;
+            if !status.is_success() {
+                return Err(Error::Invalid(format!(
+                    "listing multipart uploads failed with HTTP {status}; check the credentials' s3:ListBucketMultipartUploads permission"
+                )));
+            }
+            let page: UploadsPage = quick_xml::de::from_reader(body.as_ref()).map_err(|e| {
+                Error::Invalid(format!(
+                    "the store's list of multipart uploads cannot be read ({e}); check the endpoint"
+                ))
+            })?;
+            out.extend(page.uploads);
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_upload_id_marker,
+            ) {
+                (true, Some(key), Some(id)) => markers = (key, id),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Aborts `upload`, freeing its parts (one already gone counts as aborted).
+    pub async fn abort(&self, upload: &OpenUpload) -> Result<()> {
+        let url = format!(
+            "{}/{}?uploadId={}",
+            self.base,
+            upload.key,
+            query_value(&upload.upload_id)
+        );
+        let response = self
+            .send(|| {
+                http::Request::delete(&url)
+                    .body(Vec::new().into())
+                    .expect("valid request")
+            })
+            .await?;
+        match response.status() {
+            s if s.is_success() || s == http::StatusCode::NOT_FOUND => Ok(()),
+            s => Err(Error::Invalid(format!(
+                "aborting the multipart upload of {} failed with HTTP {s}; check the credentials' s3:AbortMultipartUpload permission",
+                upload.key
             ))),
         }
     }

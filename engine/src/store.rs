@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::ObjectKind;
-use crate::s3_api::S3Api;
+use crate::s3_api::{OpenUpload, S3Api};
 
 /// Objects larger than this many MiB are uploaded in parts: `CAIRN_MULTIPART_MB` (5–4096),
 /// else 32.
@@ -747,6 +747,26 @@ impl Store {
             walk(folder, age, &mut removed)?;
         }
         Ok(removed)
+    }
+
+    /// The multipart uploads in progress under the repository (S3 only: a folder has none).
+    pub fn open_uploads(&self) -> Result<Vec<OpenUpload>> {
+        match &self.s3 {
+            Some(api) => self.rt.block_on(api.open_uploads()),
+            None => Ok(vec![]),
+        }
+    }
+
+    /// Aborts `uploads`, freeing their parts.
+    pub fn abort_uploads(&self, uploads: &[OpenUpload]) -> Result<()> {
+        let Some(api) = &self.s3 else {
+            return Ok(());
+        };
+        for upload in uploads {
+            tracing::info!(object = %upload.key, "aborting a multipart upload left open");
+            self.rt.block_on(api.abort(upload))?;
+        }
+        Ok(())
     }
 
     /// Deletes an object written by [`Store::put_new_unlocked`] (or, after checking, one whose

@@ -96,6 +96,19 @@ impl Backend {
         }
     }
 
+    /// Begins a multipart upload of `name` with one part, and leaves it open, as a writer
+    /// killed mid-upload does.
+    pub fn leave_upload_open(&self, name: &str) {
+        self.rt.block_on(async {
+            let mut upload = self
+                .store
+                .put_multipart(&ObjectPath::from(name))
+                .await
+                .unwrap();
+            upload.put_part(vec![7u8; 5 << 20].into()).await.unwrap();
+        });
+    }
+
     /// Settings a `cairn` process needs to reach this repository.
     pub fn env_vars(&self) -> Vec<(String, String)> {
         std::env::vars()
