@@ -174,6 +174,33 @@ impl S3Api {
         }
     }
 
+    /// GETs `url` and reads its whole body, again (with the store's [`Retries`]) while the
+    /// body breaks after the headers arrived, which [`S3Api::send`] cannot see.
+    async fn get_whole(&self, url: &str) -> Result<(http::StatusCode, bytes::Bytes)> {
+        let start = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            let response = self
+                .send(|| {
+                    http::Request::get(url)
+                        .body(Vec::new().into())
+                        .expect("valid request")
+                })
+                .await?;
+            let status = response.status();
+            attempt += 1;
+            match response.into_body().bytes().await {
+                Ok(body) => return Ok((status, body)),
+                Err(e) if !self.retries.allow(attempt, start.elapsed()) => {
+                    return Err(Error::Invalid(format!(
+                        "reading the answer of {url} failed: {e}; check the endpoint and retry"
+                    )));
+                }
+                Err(_) => tokio::time::sleep(self.retries.backoff(attempt)).await,
+            }
+        }
+    }
+
     /// The multipart uploads in progress under the repository's prefix.
     pub async fn open_uploads(&self) -> Result<Vec<OpenUpload>> {
         let prefix = match self.prefix.is_empty() {
@@ -190,17 +217,7 @@ impl S3Api {
                 query_value(&prefix),
                 query_value(&markers.1)
             );
-            let response = self
-                .send(|| {
-                    http::Request::get(&url)
-                        .body(Vec::new().into())
-                        .expect("valid request")
-                })
-                .await?;
-            let status = response.status();
-            let body = response.into_body().bytes().await.map_err(|e| {
-                Error::Invalid(format!("listing multipart uploads failed: {e}; retry"))
-            })?;
+            let (status, body) = self.get_whole(&url).await?;
             if !status.is_success() {
                 return Err(Error::Invalid(format!(
                     "listing multipart uploads failed with HTTP {status}; check the credentials' s3:ListBucketMultipartUploads permission"
