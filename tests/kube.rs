@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::kube::{
-    KINDS, Kube, create_crd, deploy_file, deploy_objects, k8s, names, rendered_roles, suffix,
-    wait_until,
+    KINDS, Kube, create_crd, deploy_file, deploy_objects, k8s, names, pod_mounting, rendered_roles,
+    suffix, wait_until,
 };
 use common::*;
 use serde_json::{Value, json};
@@ -916,15 +916,8 @@ fn every_claim_keeps_its_own_history_whichever_node_backs_it_up() {
     let kubelet = |node: &str| env.path(&format!("kubelet-{node}"));
     // a pod on `node` mounting `claim`, and the claim's folder in that node's kubelet tree
     let mount = |claim: &str, node: &str, pod: &str| {
-        let pod = kube.create(
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}],
-                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}),
-        );
-        let uid = pod["metadata"]["uid"].as_str().unwrap();
-        let dir = kubelet(node).join(format!(
-            "pods/{uid}/volumes/kubernetes.io~host-path/pv-{claim}-{s}"
-        ));
+        let pv = format!("pv-{claim}-{s}");
+        let dir = pod_mounting(&kube, &ns, (claim, &pv), (pod, node), &kubelet(node));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     };

@@ -226,6 +226,18 @@ pub fn mounted_claim(
         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
             "resources": {"requests": {"storage": "1Gi"}}}}),
     );
+    pod_mounting(kube, ns, (claim, pv), (pod, node), kubelet)
+}
+
+/// A pod `pod` on `node` that mounts claim `claim` (bound to volume `pv`); returns the folder
+/// where that node's kubelet (rooted at `kubelet`) would mount the volume, not created.
+pub fn pod_mounting(
+    kube: &Kube,
+    ns: &str,
+    (claim, pv): (&str, &str),
+    (pod, node): (&str, &str),
+    kubelet: &std::path::Path,
+) -> PathBuf {
     let pod = kube.create(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": pod, "namespace": ns},
         "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}],

@@ -123,14 +123,7 @@ impl Env {
 
     /// Runs cairn and asserts success; returns standard output.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "cairn {args:?} failed: {}\n{}",
-            out.status,
-            stderr(&out)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(args, self.run(args))
     }
 
     /// Runs cairn with `--json` and parses its result (the last line).
@@ -201,6 +194,17 @@ impl Env {
     pub fn repo_size(&self) -> u64 {
         self.objects.size("")
     }
+}
+
+/// Asserts that the cairn run of `args` that gave `out` succeeded; returns its standard output.
+pub fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "cairn {args:?} failed: {}\n{}",
+        out.status,
+        stderr(&out)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The result of a `--json` run: its last line; every line before it must be a status event.
