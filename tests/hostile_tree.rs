@@ -269,13 +269,22 @@ struct Mount(PathBuf);
 impl Mount {
     fn tmpfs(at: &Path) -> Mount {
         std::fs::create_dir_all(at).unwrap();
+        Mount::run(&["-t", "tmpfs", "cairn-test", at.to_str().unwrap()], at)
+    }
+
+    /// `what` mounted over the existing file or folder `at`.
+    fn bind(what: &Path, at: &Path) -> Mount {
+        Mount::run(&["--bind", what.to_str().unwrap(), at.to_str().unwrap()], at)
+    }
+
+    fn run(args: &[&str], at: &Path) -> Mount {
         let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "cairn-test", at.to_str().unwrap()])
+            .args(args)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "mounting a tmpfs (the tests run as root): {}",
+            "mount {args:?} (the tests run as root): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Mount(at.to_owned())
@@ -289,7 +298,7 @@ impl Drop for Mount {
 }
 
 #[test]
-fn a_mount_point_below_the_root_is_stored_as_an_empty_folder_and_a_mounted_root_whole() {
+fn a_mount_point_below_the_root_is_stored_as_an_empty_folder_a_mounted_file_left_out_and_a_mounted_root_whole() {
     let env = Env::new();
     let vol = env.path("vol");
     std::fs::create_dir_all(&vol).unwrap();
@@ -297,14 +306,20 @@ fn a_mount_point_below_the_root_is_stored_as_an_empty_folder_and_a_mounted_root_
     let mnt = vol.join("mnt");
     let _mount = Mount::tmpfs(&mnt);
     std::fs::write(mnt.join("other-fs"), b"on another file system").unwrap();
+    // a file of the other file system mounted over a file of the volume
+    let bound = vol.join("bound");
+    std::fs::write(&bound, b"hidden under the mount").unwrap();
+    let _file_mount = Mount::bind(&mnt.join("other-fs"), &bound);
 
     let out = env.run(&["backup", vol.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let warning = format!(
-        "warning: {}: another file system is mounted here",
-        mnt.display()
-    );
-    assert!(stderr(&out).contains(&warning), "{}", stderr(&out));
+    for (at, stored) in [(&mnt, "stored as an empty folder"), (&bound, "left out")] {
+        let warning = format!(
+            "warning: {}: another file system is mounted here; {stored}",
+            at.display()
+        );
+        assert!(stderr(&out).contains(&warning), "{}", stderr(&out));
+    }
     assert_eq!(env.ls_paths("latest"), ["/vol", "/vol/mnt", "/vol/own"]);
 
     // named as a root, a mount point is backed up whole
@@ -452,5 +467,174 @@ fn folders_nested_deeper_than_the_limit_are_stored_empty_with_an_error() {
         paths.len(),
         1 + 1000,
         "the root and 1,000 nested folders, the last empty"
+    );
+}
+
+/// A thread that plays a tenant who owns `dir` during a restore: each time an entry appears
+/// there under a name that `is_target` picks, it at once puts `planted()` (a new name of a file
+/// of its choice, made in `dir`) under that name. Returns (names seen, plants that succeeded)
+/// once `stop` is set.
+fn planter(
+    dir: PathBuf,
+    events: rustix::fs::inotify::WatchFlags,
+    is_target: fn(&str) -> bool,
+    planted: impl Fn(u64) -> PathBuf + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    use rustix::fs::inotify;
+    let watch = inotify::init(inotify::CreateFlags::NONBLOCK).unwrap();
+    inotify::add_watch(&watch, &dir, events).unwrap();
+    std::thread::spawn(move || {
+        let (mut seen, mut planted_count) = (0, 0);
+        let mut buf = [std::mem::MaybeUninit::uninit(); 8192];
+        let mut reader = inotify::Reader::new(&watch, &mut buf);
+        while !stop.load(Ordering::Relaxed) {
+            let event = match reader.next() {
+                Ok(e) => e,
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    std::thread::yield_now();
+                    continue;
+                }
+                Err(e) => panic!("inotify: {e}"),
+            };
+            let Some(name) = event.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            if !is_target(&name) {
+                continue;
+            }
+            seen += 1;
+            if std::fs::rename(planted(seen), dir.join(&name)).is_ok() {
+                planted_count += 1;
+            }
+        }
+        (seen, planted_count)
+    })
+}
+
+/// What a restore must not change about a file outside its target: owner, mode and times.
+fn victim(env: &Env) -> (PathBuf, impl Fn() -> BTreeMap<&'static str, String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let victim = env.path("outside-victim");
+    std::fs::write(&victim, b"only its owner may write this").unwrap();
+    std::fs::set_permissions(&victim, PermissionsExt::from_mode(0o600)).unwrap();
+    nix::unistd::chown(&victim, Some(4242.into()), Some(4242.into())).unwrap();
+    set_mtime(&victim, 1_000_000_000, 0);
+    let described = victim.clone();
+    let describe_it = move || {
+        let mut d = describe(&described, true);
+        d.remove("links");
+        d
+    };
+    (victim, describe_it)
+}
+
+#[test]
+fn a_temporary_fifo_swapped_for_a_hard_link_never_passes_its_metadata_to_the_linked_file() {
+    use nix::sys::stat::Mode;
+    use std::os::unix::fs::FileTypeExt;
+    let env = Env::new();
+    let src = env.path("fifos");
+    std::fs::create_dir_all(&src).unwrap();
+    // world-writable FIFOs: their mode put on the victim would open it to everyone
+    for i in 0..1500 {
+        let fifo = src.join(format!("f{i:04}"));
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o666)).unwrap();
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &fifo,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .unwrap();
+        set_mtime(&fifo, 1_500_000_000, 0);
+    }
+    let id = env.backup(&[&src]);
+    let (victim, outside) = victim(&env);
+    let before = outside();
+    // the tenant's folder, reused by the restore
+    let target = env.path("t");
+    std::fs::create_dir_all(target.join("fifos")).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let dir = target.join("fifos");
+    let spare = dir.clone();
+    let linked = victim.clone();
+    let tenant = planter(
+        dir,
+        rustix::fs::inotify::WatchFlags::CREATE,
+        |name| name.starts_with(".cairn-partial-"),
+        move |n| {
+            let link = spare.join(format!("link-{n}"));
+            std::fs::hard_link(&linked, &link).unwrap();
+            link
+        },
+        stop.clone(),
+    );
+    let out = env.run(&["restore", &id, "--target", target.to_str().unwrap()]);
+    stop.store(true, Ordering::Relaxed);
+    let (seen, planted) = tenant.join().unwrap();
+    eprintln!("temporary names seen: {seen}, hard links planted under them: {planted}");
+    assert!(seen > 0, "the tenant never saw a temporary name: the race was not run");
+    assert_eq!(
+        outside(),
+        before,
+        "the file outside got a restored entry's metadata ({planted} links planted)"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for fifo in std::fs::read_dir(target.join("fifos")).unwrap() {
+        let fifo = fifo.unwrap();
+        let name = fifo.file_name().to_string_lossy().into_owned();
+        if name.starts_with('f') {
+            assert!(fifo.file_type().unwrap().is_fifo(), "{name} is not a FIFO");
+        }
+    }
+}
+
+#[test]
+fn a_hard_link_is_never_made_to_a_file_swapped_in_after_its_first_name_was_restored() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    std::fs::write(src.join("a/first"), b"the snapshot's bytes").unwrap();
+    std::fs::hard_link(src.join("a/first"), src.join("b/second")).unwrap();
+    std::fs::set_permissions(src.join("b"), PermissionsExt::from_mode(0o700)).unwrap();
+    // links are made once every file is filled: this keeps the restore busy meanwhile
+    std::fs::write(src.join("big"), noise(11, 64 << 20)).unwrap();
+    let id = env.backup(&[&src]);
+    // the tenant owns `a` (reused by the restore) and holds a file of its own there
+    let target = env.path("t");
+    let a = target.join("src/a");
+    std::fs::create_dir_all(&a).unwrap();
+    let own = a.join("tenant-file");
+    std::fs::write(&own, b"TENANT-CONTROLLED").unwrap();
+    let own_inode = std::fs::metadata(&own).unwrap().ino();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let theirs = own.clone();
+    let tenant = planter(
+        a.clone(),
+        rustix::fs::inotify::WatchFlags::MOVED_TO,
+        |name| name == "first",
+        move |_| theirs.clone(),
+        stop.clone(),
+    );
+    let out = env.run(&["restore", &id, "--target", target.to_str().unwrap()]);
+    stop.store(true, Ordering::Relaxed);
+    let (seen, planted) = tenant.join().unwrap();
+    assert!(seen >= 1 && planted == 1, "the tenant swapped the first name once: {seen} {planted}");
+    let second = target.join("src/b/second");
+    assert!(
+        std::fs::symlink_metadata(&second).map_or(true, |m| m.ino() != own_inode),
+        "the root-only folder got a link to the tenant's file: {}",
+        String::from_utf8_lossy(&std::fs::read(&second).unwrap())
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("b/second") && stderr(&out).contains("replaced"),
+        "{}",
+        stderr(&out)
     );
 }

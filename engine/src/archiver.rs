@@ -31,7 +31,7 @@ use crate::progress::Progress;
 use crate::repository::{ObjectKind, Repository};
 use crate::session::Session;
 use crate::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
-use crate::tree::{Node, NodeKind, RawBytes, Tree, Xattr};
+use crate::tree::{MAX_DEPTH, Node, NodeKind, RawBytes, Tree, Xattr};
 
 /// Which earlier snapshot a backup compares files with, to skip reading unchanged ones.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -128,10 +128,6 @@ struct Walk<'a, 'r> {
     /// Folders open below the root being walked (each holds a descriptor and a stack frame).
     depth: usize,
 }
-
-/// Folders deeper than this below a path backed up are stored empty, with an error: a tenant's
-/// endlessly nested folders never exhaust the walk's stack or descriptors.
-pub const MAX_DEPTH: usize = 1000;
 
 /// Backs up `paths` (each becomes one entry of the snapshot's root tree, named by its last
 /// component) and writes a snapshot.
@@ -459,6 +455,14 @@ impl Walk<'_, '_> {
             ));
             return Ok(None);
         };
+        if kind != NodeKind::Dir && parent_device.is_some_and(|d| d != at.st.st_dev) {
+            // a file of another file system mounted over a name here (a bind mount)
+            self.skipped.push(format!(
+                "{}: another file system is mounted here; left out (back it up by naming it)",
+                path.display()
+            ));
+            return Ok(None);
+        }
         let mut node = fsmeta::node_from(name, kind, at.st, &mut self.names);
         match kind {
             NodeKind::File if let Some(b) = before.filter(|b| unchanged(&node, b)) => {

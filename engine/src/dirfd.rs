@@ -8,13 +8,14 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::unistd::linkat;
 
 /// An entry by name in a folder held open, with its path (for messages only, never opened).
 #[derive(Clone, Debug)]
@@ -80,20 +81,15 @@ pub fn replaced() -> io::Error {
     )
 }
 
-/// Opens the entry `name` in `dir` with `flags` (plus `O_NOCTTY`, `O_CLOEXEC`), and only if it
-/// is of `kind` and, if given, has the identity `expected`: the name is first opened as a mere
-/// reference (`O_PATH | O_NOFOLLOW`, which opens nothing: no FIFO waits, no device is touched),
-/// that reference is checked (`fstat`), and only then is the very inode it holds opened with
-/// `flags` (through `/proc/self/fd`). A symlink, a FIFO or device where a file was expected, or
-/// another entry than expected, is refused with [`replaced`]; nothing is ever opened through a
-/// symlink, and nothing is opened before it is known to be what was expected.
-pub fn open_at(
+/// Holds the entry `name` in `dir` as a mere reference (`O_PATH | O_NOFOLLOW`, which opens
+/// nothing: no FIFO waits, no device is touched), only if it is of `kind` (when given) and has
+/// the identity `expected` (when given); else [`replaced`]. A symlink is held as itself.
+pub fn reference_at(
     dir: &File,
     name: &OsStr,
-    flags: OFlag,
-    kind: SFlag,
+    kind: Option<SFlag>,
     expected: Option<Identity>,
-) -> io::Result<(File, FileStat)> {
+) -> io::Result<(OwnedFd, FileStat)> {
     let reference = openat(
         dir,
         name,
@@ -105,19 +101,68 @@ pub fn open_at(
         e => e.into(),
     })?;
     let st = fstat(&reference)?;
-    if self::kind(&st) != kind || expected.is_some_and(|id| id != identity(&st)) {
+    if kind.is_some_and(|k| self::kind(&st) != k) || expected.is_some_and(|id| id != identity(&st))
+    {
         return Err(replaced());
     }
+    Ok((reference, st))
+}
+
+/// The path under which the kernel gives back the very inode a descriptor holds.
+fn held_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// The error for a descriptor that cannot be reached through `/proc/self/fd`.
+fn no_proc() -> io::Error {
+    io::Error::other(
+        "cannot reopen it through /proc/self/fd; mount /proc (cairn needs it to open entries \
+         safely) and run again",
+    )
+}
+
+/// Opens the entry `name` in `dir` with `flags` (plus `O_NOCTTY`, `O_CLOEXEC`), and only if it
+/// is of `kind` and, if given, has the identity `expected`: the name is first held by
+/// [`reference_at`], and only then is the very inode it holds opened with `flags` (through
+/// `/proc/self/fd`). A symlink, a FIFO or device where a file was expected, or another entry than
+/// expected, is refused with [`replaced`]; nothing is ever opened through a symlink, and nothing
+/// is opened before it is known to be what was expected.
+pub fn open_at(
+    dir: &File,
+    name: &OsStr,
+    flags: OFlag,
+    kind: SFlag,
+    expected: Option<Identity>,
+) -> io::Result<(File, FileStat)> {
+    let (reference, st) = reference_at(dir, name, Some(kind), expected)?;
     let flags = (flags | OFlag::O_NOCTTY | OFlag::O_CLOEXEC) & !OFlag::O_NOFOLLOW;
-    let held = format!("/proc/self/fd/{}", reference.as_raw_fd());
-    let fd = nix::fcntl::open(held.as_str(), flags, Mode::empty()).map_err(|e| match e {
-        nix::errno::Errno::ENOENT => io::Error::other(
-            "cannot reopen it through /proc/self/fd; mount /proc (cairn needs it to open \
-             entries safely) and run again",
-        ),
-        e => e.into(),
-    })?;
+    let fd = nix::fcntl::open(held_path(&reference).as_str(), flags, Mode::empty()).map_err(
+        |e| match e {
+            nix::errno::Errno::ENOENT => no_proc(),
+            e => e.into(),
+        },
+    )?;
     Ok((File::from(fd), st))
+}
+
+/// Makes `name` in `dir` a new hard link to the inode that `reference` holds (from
+/// [`reference_at`]), never to whatever has its name by now: by descriptor (`AT_EMPTY_PATH`,
+/// which needs `CAP_DAC_READ_SEARCH`), else through `/proc/self/fd`.
+pub fn link_to(reference: &OwnedFd, dir: &File, name: &OsStr) -> io::Result<()> {
+    match linkat(reference, "", dir, name, AtFlags::AT_EMPTY_PATH) {
+        Err(nix::errno::Errno::ENOENT) => linkat(
+            AT_FDCWD,
+            held_path(reference).as_str(),
+            dir,
+            name,
+            AtFlags::AT_SYMLINK_FOLLOW,
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ENOENT => no_proc(),
+            e => e.into(),
+        }),
+        other => other.map_err(Into::into),
+    }
 }
 
 /// Opens the folder `name` in `dir` for listing, checking it is the one expected.

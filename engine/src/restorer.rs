@@ -19,9 +19,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, SFlag, mkdirat, mknodat};
-use nix::unistd::{linkat, symlinkat};
+use nix::unistd::symlinkat;
 use rayon::prelude::*;
 
 use crate::dirfd::{self, Identity, Place};
@@ -171,6 +171,9 @@ struct Plan {
     reused_dirs: Vec<HeldDir>,
     /// Snapshot entries whose names look like temporary ones (never removed as left-overs).
     lookalikes: HashSet<PathBuf>,
+    /// The inode each hard-linked entry was made (or kept) as: later names of its group are
+    /// linked to that inode only, never to whatever has its name by then.
+    identities: HashMap<PathBuf, Identity>,
 }
 
 /// Which entry later links of each hard-linked file link to.
@@ -256,8 +259,9 @@ pub fn restore(
             };
             if node.is_hardlinked() {
                 if let Some(first) = links.skipped.remove(&key)
-                    && holds(repo, &first, node).is_some()
+                    && let Some(identity) = holds(repo, &first, node)
                 {
+                    plan.identities.insert(first.path.clone(), identity);
                     links.first.insert(key, first);
                 }
                 if let Some(first) = links.first.get(&key) {
@@ -280,9 +284,12 @@ pub fn restore(
                 return Ok(false);
             }
             match make_other(&at, node, replace, options.chown) {
-                Ok(metadata_error) => {
+                Ok((metadata_error, identity)) => {
                     out.others += 1;
                     out.errors.extend(metadata_error);
+                    if node.is_hardlinked() {
+                        plan.identities.insert(at.path, identity);
+                    }
                 }
                 Err(e) => out.errors.push(format!("{shown}: cannot create: {e}")),
             }
@@ -331,6 +338,9 @@ pub fn restore(
         let mut changed = vec![];
         for (job, same) in std::mem::take(&mut plan.files).into_iter().zip(same) {
             if let Some(identity) = same {
+                if job.node.is_hardlinked() {
+                    plan.identities.insert(job.at.path.clone(), identity);
+                }
                 out.unchanged += 1;
                 progress.entry_done(job.node.size);
                 plan.kept.push((job.at, identity, job.node));
@@ -344,7 +354,14 @@ pub fn restore(
     // each file gets its metadata under its temporary name, so that it is complete when it
     // appears under its own
     let metadata_errors = Mutex::new(vec![]);
+    let identities = Mutex::new(std::mem::take(&mut plan.identities));
     let finish = |file: &File, job: &FileJob| {
+        if job.node.is_hardlinked()
+            && let Ok(st) = nix::sys::stat::fstat(file)
+        {
+            let mut made = identities.lock().expect("lock");
+            made.insert(job.at.path.clone(), dirfd::identity(&st));
+        }
         if let Err(e) = fsmeta::apply_to(file, &job.node, options.chown) {
             metadata_errors.lock().expect("lock").push(format!(
                 "{}: cannot set metadata: {e}",
@@ -390,8 +407,10 @@ pub fn restore(
     }
     out.errors
         .extend(metadata_errors.into_inner().expect("lock"));
+    let identities = identities.into_inner().expect("lock");
     for link in &plan.links {
-        if not_restored.contains(&link.first.path) {
+        let first = identities.get(&link.first.path);
+        if not_restored.contains(&link.first.path) || first.is_none() {
             out.errors.push(format!(
                 "{}: not linked: {} could not be restored",
                 link.at.path.display(),
@@ -399,7 +418,7 @@ pub fn restore(
             ));
             continue;
         }
-        match make_link(link) {
+        match make_link(link, *first.expect("checked above")) {
             Ok(true) => out.files += 1,
             Ok(false) => out.unchanged += 1,
             Err(e) => out.errors.push(format!(
@@ -506,15 +525,16 @@ fn make_dir(
     }
 }
 
-/// Makes a symlink, fifo or device node with its metadata under a temporary name and puts it
-/// in place; returns a failure to set the metadata, if any.
+/// Makes a symlink, fifo or device node with its metadata in a private folder of its own and
+/// puts it in place ([`partial::Staged`]); returns a failure to set the metadata, if any, and
+/// the entry's identity.
 fn make_other(
     at: &Place,
     node: &Node,
     replace: bool,
     chown: bool,
-) -> std::io::Result<Option<String>> {
-    let ((), entry) = partial::make(&at.dir, |dir, name| match node.kind {
+) -> std::io::Result<(Option<String>, Identity)> {
+    let entry = partial::make_staged(&at.dir, |dir, name| match node.kind {
         NodeKind::Symlink => {
             let target = node.target.clone().unwrap_or_default();
             symlinkat(target.as_os(), dir, name).map_err(Into::into)
@@ -532,27 +552,21 @@ fn make_other(
     let metadata_error = fsmeta::apply_at(entry.dir(), entry.name(), node, chown)
         .err()
         .map(|e| format!("{}: cannot set metadata: {e}", at.path.display()));
+    let identity = dirfd::identity(&dirfd::stat_at(entry.dir(), entry.name())?);
     entry.put_in_place(&at.name, replace)?;
-    Ok(metadata_error)
+    Ok((metadata_error, identity))
 }
 
-/// Makes a hard link to an already restored file; returns whether one was made (with
-/// `replace`, a link that is there already is kept).
-fn make_link(link: &Link) -> std::io::Result<bool> {
-    let identity = |at: &Place| at.stat().map(|st| dirfd::identity(&st));
-    if link.replace && identity(&link.at)? == identity(&link.first)? {
+/// Makes a hard link to an already restored file, which must still be the inode `first` it
+/// was made as (else whoever can write its folder swapped it, and the link is not made); returns
+/// whether one was made (with `replace`, a link that is there already is kept).
+fn make_link(link: &Link, first: Identity) -> std::io::Result<bool> {
+    if link.replace && dirfd::identity(&link.at.stat()?) == first {
         return Ok(false);
     }
-    let first = &link.first;
+    let (reference, _) = dirfd::reference_at(&link.first.dir, &link.first.name, None, Some(first))?;
     let ((), entry) = partial::make(&link.at.dir, |dir, name| {
-        linkat(
-            &*first.dir,
-            first.name.as_os_str(),
-            dir,
-            name,
-            AtFlags::empty(),
-        )
-        .map_err(Into::into)
+        dirfd::link_to(&reference, dir, name)
     })?;
     entry.put_in_place(&link.at.name, link.replace)?;
     Ok(true)

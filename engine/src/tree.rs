@@ -223,6 +223,12 @@ pub fn display_path(p: &[RawBytes]) -> String {
         .fold(String::new(), |acc, c| acc + "/" + &c.lossy())
 }
 
+/// How many folders deep below a path given a backup descends (deeper folders are stored
+/// empty, with an error: a tenant's endlessly nested folders never exhaust the walk's stack or
+/// descriptors), and so how deep a walk follows a snapshot's trees: a deeper chain of trees, which
+/// only a forged snapshot holds, is unreadable there rather than exhausting the stack.
+pub const MAX_DEPTH: usize = 1000;
+
 /// Visits every node below tree `id` depth first, in name order; `visit` gets each node's path
 /// and returns whether to descend into it (for directories). When a subtree cannot be loaded,
 /// `unreadable` gets the directory's path and the error, and decides whether to go on (`Ok`).
@@ -248,9 +254,19 @@ pub fn walk_trees(
         path.push(node.name.clone());
         if visit(path, &node)?
             && let Some(sub) = &node.subtree
-            && let Err(e) = walk_trees(load, sub, path, visit, unreadable)
         {
-            unreadable(path, e)?;
+            // a root entry and MAX_DEPTH folders below it: no backup makes more
+            let walked = match path.len() > MAX_DEPTH + 1 {
+                true => Err(Error::damaged(
+                    "tree",
+                    sub,
+                    format!("folders nested more than {MAX_DEPTH} deep, which no backup makes"),
+                )),
+                false => walk_trees(load, sub, path, visit, unreadable),
+            };
+            if let Err(e) = walked {
+                unreadable(path, e)?;
+            }
         }
         path.pop();
     }
@@ -287,6 +303,38 @@ mod tests {
             target: None,
             xattrs: vec![],
         }
+    }
+
+    #[test]
+    fn a_walk_stops_at_trees_nested_deeper_than_any_backup_makes() {
+        // a forged tree that holds itself: nested without end
+        let id = Id([7; 32]);
+        let looped = Tree {
+            nodes: vec![Node {
+                kind: NodeKind::Dir,
+                subtree: Some(id),
+                ..node(b"d")
+            }],
+        };
+        let (mut visited, mut unreadable) = (0, vec![]);
+        walk_trees(
+            &|_| Ok(looped.clone()),
+            &id,
+            &mut vec![],
+            &mut |_, _| {
+                visited += 1;
+                Ok(true)
+            },
+            &mut |path, e| {
+                unreadable.push((path.len(), e.to_string()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(visited, MAX_DEPTH + 2, "a root entry and the folders below it");
+        assert_eq!(unreadable.len(), 1);
+        assert_eq!(unreadable[0].0, MAX_DEPTH + 2);
+        assert!(unreadable[0].1.contains("nested more than 1000 deep"), "{:?}", unreadable);
     }
 
     #[test]
