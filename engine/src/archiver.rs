@@ -455,14 +455,6 @@ impl Walk<'_, '_> {
             ));
             return Ok(None);
         };
-        if kind != NodeKind::Dir && parent_device.is_some_and(|d| d != at.st.st_dev) {
-            // a file of another file system mounted over a name here (a bind mount)
-            self.skipped.push(format!(
-                "{}: another file system is mounted here; left out (back it up by naming it)",
-                path.display()
-            ));
-            return Ok(None);
-        }
         let mut node = fsmeta::node_from(name, kind, at.st, &mut self.names);
         match kind {
             NodeKind::File if let Some(b) = before.filter(|b| unchanged(&node, b)) => {

@@ -145,11 +145,15 @@ pub fn open_at(
     Ok((File::from(fd), st))
 }
 
-/// Makes `name` in `dir` a new hard link to the inode that `reference` holds (from
-/// [`reference_at`]), never to whatever has its name by now: by descriptor (`AT_EMPTY_PATH`,
+/// Makes `name` in `dir` a new hard link to the inode that `reference` (any descriptor) holds,
+/// never to whatever has one of its names by now: by descriptor (`AT_EMPTY_PATH`,
 /// which needs `CAP_DAC_READ_SEARCH`), else through `/proc/self/fd`.
 pub fn link_to(reference: &OwnedFd, dir: &File, name: &OsStr) -> io::Result<()> {
     match linkat(reference, "", dir, name, AtFlags::AT_EMPTY_PATH) {
+        // an inode whose every name is gone cannot get a new one
+        Err(nix::errno::Errno::ENOENT) if fstat(reference)?.st_nlink == 0 => Err(io::Error::other(
+            "its every name was removed or replaced by someone else while cairn was working on it; run again",
+        )),
         Err(nix::errno::Errno::ENOENT) => linkat(
             AT_FDCWD,
             held_path(reference).as_str(),

@@ -150,6 +150,32 @@ impl FirstError {
     }
 }
 
+/// The POSIX ACLs a new entry inherits from its folder's default ACL.
+const ACLS: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
+
+/// Whether an open file or folder has an access ACL (which may give others rights its mode does
+/// not show).
+pub fn has_acl(file: &File) -> bool {
+    file.get_xattr(ACLS[0]).is_ok_and(|v| v.is_some())
+}
+
+/// Removes the ACLs an entry the restore made inherited from the default ACL of the folder it
+/// was made in (which belongs to whoever owns that folder): snapshots hold no ACLs, and an
+/// inherited one could give that owner rights on what is restored, or on what is made inside.
+pub fn remove_inherited_acls(file: &File) -> std::io::Result<()> {
+    for acl in ACLS {
+        match file.remove_xattr(acl) {
+            Err(e)
+                if matches!(
+                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                    nix::errno::Errno::ENODATA | nix::errno::Errno::EOPNOTSUPP
+                ) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 /// Applies ownership (when `chown`), user xattrs, mode and times of `node` to an open file or
 /// folder (through its descriptor: nothing is looked up by name); returns the first failure,
 /// after trying everything.

@@ -23,10 +23,10 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, RenameFlags, renameat, renameat2};
-use nix::sys::stat::{Mode, fchmod, fstat, mkdirat};
+use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 use nix::unistd::{UnlinkatFlags, geteuid, linkat, unlinkat};
 
-use crate::dirfd;
+use crate::{dirfd, fsmeta};
 
 /// Name prefix of entries under construction.
 pub const PREFIX: &str = ".cairn-partial-";
@@ -147,15 +147,13 @@ pub fn make<R>(
     ))
 }
 
-/// The name of the entry in a [`Staged`] folder.
-const STAGED: &str = "entry";
-
 /// A symlink, FIFO or device node being made in a private folder of its own (a temporary
-/// folder in its final folder, mode 0700, owned by this process's user), where it gets its
-/// metadata by name: its final folder may belong to someone else (a tenant, in their volume),
-/// who could otherwise swap the temporary name for a hard link to another file between its
-/// making and its metadata, and have that file get the metadata (owner, mode, times). No one else
-/// can change the private folder's entries. Removed when dropped, unless put in place.
+/// folder in its final folder, mode 0700 without ACLs, owned by this process's user, the entry
+/// under the same temporary name inside), where it gets its metadata by name: its final folder
+/// may belong to someone else (a tenant, in their volume), who could otherwise swap the
+/// temporary name for a hard link to another file between its making and its metadata, and have
+/// that file get the metadata (owner, mode, times). No one else can change the private folder's
+/// entries. Removed when dropped, unless put in place.
 #[derive(Debug)]
 pub struct Staged {
     /// The private folder, held open.
@@ -175,7 +173,7 @@ impl Staged {
 
     /// The entry's name in it.
     pub fn name(&self) -> &OsStr {
-        OsStr::new(STAGED)
+        self.folder.name()
     }
 
     /// Moves the complete entry to `name` in its final folder; replaces what is there only if
@@ -190,7 +188,7 @@ impl Staged {
 impl Drop for Staged {
     fn drop(&mut self) {
         if self.made && !self.placed {
-            let _ = unlinkat(&self.inside, STAGED, UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(&self.inside, self.name(), UnlinkatFlags::NoRemoveDir);
         }
     }
 }
@@ -205,34 +203,53 @@ pub fn make_staged(
     let ((), mut folder) = make(dir, |d, name| Ok(mkdirat(d, name, private)?))?;
     folder.folder = true;
     let inside = dirfd::open_dir_at(dir, folder.name(), None)?;
-    // made by this process's user unless swapped already; 0700 also empties a default ACL's mask
-    if fstat(&inside)?.st_uid != geteuid().as_raw() {
+    // the empty private folder just made, unless someone swapped another in under its name
+    // (which is then left as it is)
+    let st = fstat(&inside)?;
+    if !is_private(&st) || st.st_nlink != 2 || !dirfd::list(&inside).0.is_empty() {
         return Err(dirfd::replaced());
     }
-    fchmod(&inside, private)?;
+    fsmeta::remove_inherited_acls(&inside)?;
     let mut staged = Staged {
         inside,
         folder,
         made: false,
         placed: false,
     };
-    make_entry(&staged.inside, OsStr::new(STAGED))?;
+    make_entry(&staged.inside, staged.folder.name())?;
     staged.made = true;
     Ok(staged)
 }
 
+/// Whether a folder's status is that of a [`Staged`] private folder: this process's user's,
+/// and no one else's to read, write or enter.
+fn is_private(st: &nix::sys::stat::FileStat) -> bool {
+    st.st_uid == geteuid().as_raw() && st.st_mode & 0o077 == 0
+}
+
 /// Removes the private folder `name` in `dir` that a [`Staged`] entry of an interrupted restore
-/// left, with its entry; a folder that is not this process's user's and private is not one, and
-/// is left alone. Returns whether it was removed.
+/// left, with its entry (the symlink, FIFO or device of the same name, and nothing else); a
+/// folder that is not private or holds anything else is not one, and is left alone. Returns
+/// whether it was removed.
 fn remove_staged(dir: &File, name: &OsStr) -> io::Result<bool> {
     let inside = dirfd::open_dir_at(dir, name, None)?;
-    let st = fstat(&inside)?;
-    if st.st_uid != geteuid().as_raw() || st.st_mode & 0o7777 != 0o700 {
+    if !is_private(&fstat(&inside)?) {
         return Ok(false);
     }
-    match unlinkat(&inside, STAGED, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => {}
-        Err(e) => return Err(e.into()),
+    let (names, unlisted) = dirfd::list(&inside);
+    if let Some(e) = unlisted {
+        return Err(e);
+    }
+    match names.as_slice() {
+        [] => {}
+        [entry] if entry == name => {
+            let kind = dirfd::kind(&dirfd::stat_at(&inside, entry)?);
+            if kind == SFlag::S_IFDIR || kind == SFlag::S_IFREG {
+                return Ok(false);
+            }
+            unlinkat(&inside, entry.as_os_str(), UnlinkatFlags::NoRemoveDir)?;
+        }
+        _ => return Ok(false),
     }
     unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
     Ok(true)
@@ -321,7 +338,10 @@ mod tests {
         let folder = dir.path().join(staged.folder.name());
         assert!(is_partial_name(staged.folder.name()));
         let st = std::fs::symlink_metadata(&folder).unwrap();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&st.permissions()) & 0o777, 0o700);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&st.permissions()) & 0o777,
+            0o700
+        );
         // killed: nothing dropped
         std::mem::forget(staged);
         // a folder with a temporary-looking name that is not private is someone else's

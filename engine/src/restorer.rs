@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use nix::sys::stat::{Mode, SFlag, mkdirat, mknodat};
 use nix::unistd::symlinkat;
 use rayon::prelude::*;
 
-use crate::dirfd::{self, Identity, Place};
+use crate::dirfd::{self, Place};
 use crate::error::{Error, Result};
 use crate::filler::{self, FileJob};
 use crate::fsmeta;
@@ -165,15 +166,14 @@ struct Plan {
     links: Vec<Link>,
     /// Folders whose metadata is set last, in pre-order.
     dirs: Vec<(HeldDir, Node)>,
-    /// Files kept as they were, with their identity; their metadata is set last.
-    kept: Vec<(Place, Identity, Node)>,
     /// Folders that existed already, where an interrupted restore may have left entries.
     reused_dirs: Vec<HeldDir>,
     /// Snapshot entries whose names look like temporary ones (never removed as left-overs).
     lookalikes: HashSet<PathBuf>,
-    /// The inode each hard-linked entry was made (or kept) as: later names of its group are
-    /// linked to that inode only, never to whatever has its name by then.
-    identities: HashMap<PathBuf, Identity>,
+    /// The entry each hard-link group's first name was made (or kept) as, held open until
+    /// its later names are linked to that very inode (never to whatever has its name by then,
+    /// nor to a new inode that got its number).
+    firsts: HashMap<PathBuf, OwnedFd>,
 }
 
 /// Which entry later links of each hard-linked file link to.
@@ -259,9 +259,9 @@ pub fn restore(
             };
             if node.is_hardlinked() {
                 if let Some(first) = links.skipped.remove(&key)
-                    && let Some(identity) = holds(repo, &first, node)
+                    && let Some(file) = holds(repo, &first, node, options.chown)
                 {
-                    plan.identities.insert(first.path.clone(), identity);
+                    plan.firsts.insert(first.path.clone(), file.into());
                     links.first.insert(key, first);
                 }
                 if let Some(first) = links.first.get(&key) {
@@ -284,11 +284,11 @@ pub fn restore(
                 return Ok(false);
             }
             match make_other(&at, node, replace, options.chown) {
-                Ok((metadata_error, identity)) => {
+                Ok((metadata_error, made)) => {
                     out.others += 1;
                     out.errors.extend(metadata_error);
                     if node.is_hardlinked() {
-                        plan.identities.insert(at.path, identity);
+                        plan.firsts.insert(at.path, made);
                     }
                 }
                 Err(e) => out.errors.push(format!("{shown}: cannot create: {e}")),
@@ -325,25 +325,32 @@ pub fn restore(
         out.errors.extend(errors);
     }
 
+    let failed =
+        |path: &Path, e: std::io::Error| format!("{}: cannot set metadata: {e}", path.display());
     if options.overwrite == Overwrite::IfChanged {
-        let same: Vec<Option<Identity>> = plan
+        // a file that holds the snapshot's contents gets its metadata at once, through the
+        // descriptor it was checked by; a hard-linked one stays open for its later names
+        let kept: Vec<Option<(Option<String>, Option<OwnedFd>)>> = plan
             .files
             .par_iter()
             .map(|job| {
-                job.replace
-                    .then(|| holds(repo, &job.at, &job.node))
-                    .flatten()
+                let file = job
+                    .replace
+                    .then(|| holds(repo, &job.at, &job.node, options.chown))
+                    .flatten()?;
+                let error = fsmeta::apply_to(&file, &job.node, options.chown)
+                    .err()
+                    .map(|e| failed(&job.at.path, e));
+                Some((error, job.node.is_hardlinked().then(|| file.into())))
             })
             .collect();
         let mut changed = vec![];
-        for (job, same) in std::mem::take(&mut plan.files).into_iter().zip(same) {
-            if let Some(identity) = same {
-                if job.node.is_hardlinked() {
-                    plan.identities.insert(job.at.path.clone(), identity);
-                }
+        for (job, kept) in std::mem::take(&mut plan.files).into_iter().zip(kept) {
+            if let Some((error, held)) = kept {
                 out.unchanged += 1;
+                out.errors.extend(error);
                 progress.entry_done(job.node.size);
-                plan.kept.push((job.at, identity, job.node));
+                plan.firsts.extend(held.map(|held| (job.at.path, held)));
             } else {
                 changed.push(job);
             }
@@ -354,15 +361,17 @@ pub fn restore(
     // each file gets its metadata under its temporary name, so that it is complete when it
     // appears under its own
     let metadata_errors = Mutex::new(vec![]);
-    let identities = Mutex::new(std::mem::take(&mut plan.identities));
+    let firsts = Mutex::new(std::mem::take(&mut plan.firsts));
     let finish = |file: &File, job: &FileJob| {
         if job.node.is_hardlinked()
-            && let Ok(st) = nix::sys::stat::fstat(file)
+            && let Ok(held) = file.try_clone()
         {
-            let mut made = identities.lock().expect("lock");
-            made.insert(job.at.path.clone(), dirfd::identity(&st));
+            let mut firsts = firsts.lock().expect("lock");
+            firsts.insert(job.at.path.clone(), held.into());
         }
-        if let Err(e) = fsmeta::apply_to(file, &job.node, options.chown) {
+        let applied = fsmeta::remove_inherited_acls(file)
+            .and_then(|()| fsmeta::apply_to(file, &job.node, options.chown));
+        if let Err(e) = applied {
             metadata_errors.lock().expect("lock").push(format!(
                 "{}: cannot set metadata: {e}",
                 job.at.path.display()
@@ -407,9 +416,9 @@ pub fn restore(
     }
     out.errors
         .extend(metadata_errors.into_inner().expect("lock"));
-    let identities = identities.into_inner().expect("lock");
+    let firsts = firsts.into_inner().expect("lock");
     for link in &plan.links {
-        let first = identities.get(&link.first.path);
+        let first = firsts.get(&link.first.path);
         if not_restored.contains(&link.first.path) || first.is_none() {
             out.errors.push(format!(
                 "{}: not linked: {} could not be restored",
@@ -418,7 +427,7 @@ pub fn restore(
             ));
             continue;
         }
-        match make_link(link, *first.expect("checked above")) {
+        match make_link(link, first.expect("checked above")) {
             Ok(true) => out.files += 1,
             Ok(false) => out.unchanged += 1,
             Err(e) => out.errors.push(format!(
@@ -428,23 +437,10 @@ pub fn restore(
             )),
         }
     }
-    // Everything is created by now, so no later write changes a restored time. Files kept as
-    // they were go first, on all cores; then directories, deepest first (they come in
-    // pre-order), so that a directory's mode never keeps its own entries from being reached.
-    let failed =
-        |path: &Path, e: std::io::Error| format!("{}: cannot set metadata: {e}", path.display());
-    let kept: Vec<String> = plan
-        .kept
-        .par_iter()
-        .filter_map(|(at, identity, node)| {
-            let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
-            dirfd::open_at(&at.dir, &at.name, flags, SFlag::S_IFREG, Some(*identity))
-                .and_then(|(file, _)| fsmeta::apply_to(&file, node, options.chown))
-                .err()
-                .map(|e| failed(&at.path, e))
-        })
-        .collect();
-    out.errors.extend(kept);
+    // Everything is created by now, so no later write changes a restored time. Directories go
+    // last, deepest first (they come in pre-order), so that a directory's mode never keeps its
+    // own entries from being reached.
+    drop(firsts);
     out.errors
         .extend(plan.dirs.iter().rev().filter_map(|((path, dir), node)| {
             fsmeta::apply_to(dir, node, options.chown)
@@ -505,6 +501,7 @@ fn make_dir(
         )
         .map_err(std::io::Error::from)
         .and_then(|()| dirfd::open_dir_at(&at.dir, &at.name, None))
+        .and_then(|dir| fsmeta::remove_inherited_acls(&dir).map(|()| dir))
         .map(|dir| {
             out.dirs += 1;
             ((at.path.clone(), Arc::new(dir)), true)
@@ -527,13 +524,13 @@ fn make_dir(
 
 /// Makes a symlink, fifo or device node with its metadata in a private folder of its own and
 /// puts it in place ([`partial::Staged`]); returns a failure to set the metadata, if any, and
-/// the entry's identity.
+/// the entry, held (`O_PATH`).
 fn make_other(
     at: &Place,
     node: &Node,
     replace: bool,
     chown: bool,
-) -> std::io::Result<(Option<String>, Identity)> {
+) -> std::io::Result<(Option<String>, OwnedFd)> {
     let entry = partial::make_staged(&at.dir, |dir, name| match node.kind {
         NodeKind::Symlink => {
             let target = node.target.clone().unwrap_or_default();
@@ -552,38 +549,43 @@ fn make_other(
     let metadata_error = fsmeta::apply_at(entry.dir(), entry.name(), node, chown)
         .err()
         .map(|e| format!("{}: cannot set metadata: {e}", at.path.display()));
-    let identity = dirfd::identity(&dirfd::stat_at(entry.dir(), entry.name())?);
+    let (made, _) = dirfd::reference_at(entry.dir(), entry.name(), None, None)?;
     entry.put_in_place(&at.name, replace)?;
-    Ok((metadata_error, identity))
+    Ok((metadata_error, made))
 }
 
-/// Makes a hard link to an already restored file, which must still be the inode `first` it
-/// was made as (else whoever can write its folder swapped it, and the link is not made); returns
-/// whether one was made (with `replace`, a link that is there already is kept).
-fn make_link(link: &Link, first: Identity) -> std::io::Result<bool> {
-    if link.replace && dirfd::identity(&link.at.stat()?) == first {
+/// Makes a hard link to the entry its group's first name was restored (or kept) as, `first`,
+/// held open since; returns whether one was made (with `replace`, a link that is there already
+/// is kept).
+fn make_link(link: &Link, first: &OwnedFd) -> std::io::Result<bool> {
+    let first_identity = dirfd::identity(&nix::sys::stat::fstat(first)?);
+    if link.replace && dirfd::identity(&link.at.stat()?) == first_identity {
         return Ok(false);
     }
-    let (reference, _) = dirfd::reference_at(&link.first.dir, &link.first.name, None, Some(first))?;
-    let ((), entry) = partial::make(&link.at.dir, |dir, name| {
-        dirfd::link_to(&reference, dir, name)
-    })?;
+    let ((), entry) = partial::make(&link.at.dir, |dir, name| dirfd::link_to(first, dir, name))?;
     entry.put_in_place(&link.at.name, link.replace)?;
     Ok(true)
 }
 
-/// Whether the regular file `at` (a symlink is never followed) holds exactly the contents of
-/// `node`: the same size, then the same blob ids; if so, its identity. A file with more than one
-/// name never does: it may be a file outside the target that someone linked here, whose owner,
-/// mode and times must not be set; it is rewritten under a temporary name and renamed over the
-/// link, which leaves the other names alone.
-fn holds(repo: &Repository, at: &Place, node: &Node) -> Option<Identity> {
+/// Whether the regular file `at` (a symlink is never followed) can be kept as the snapshot's
+/// `node`: it holds exactly its contents (the same size, then the same blob ids), and no one
+/// but its owner in the snapshot may have a hold on it; if so, the file, open. Else it is
+/// rewritten under a temporary name and renamed over, which leaves other names alone:
+/// - a file with more than one name may be a file outside the target that someone linked
+///   here, whose owner, mode and times must not be set;
+/// - with `chown`, a file owned by someone else than the snapshot says may be held open for
+///   writing by that owner (a tenant), who would keep writing it once it is the snapshot's,
+///   and through any later name linked to it in a folder they cannot reach;
+/// - an access ACL gives rights that no snapshot holds.
+fn holds(repo: &Repository, at: &Place, node: &Node, chown: bool) -> Option<File> {
     let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
     let (mut file, st) = dirfd::open_at(&at.dir, &at.name, flags, SFlag::S_IFREG, None).ok()?;
     (st.st_nlink == 1
+        && (!chown || (st.st_uid, st.st_gid) == (node.uid, node.gid))
+        && !fsmeta::has_acl(&file)
         && st.st_size as u64 == node.size
         && verify_content(repo, &mut file, node).is_ok())
-    .then(|| dirfd::identity(&st))
+    .then_some(file)
 }
 
 /// Reads a file's contents and compares them, blob by blob, with the ids of `node`'s blobs (the

@@ -331,10 +331,18 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(visited, MAX_DEPTH + 2, "a root entry and the folders below it");
+        assert_eq!(
+            visited,
+            MAX_DEPTH + 2,
+            "a root entry and the folders below it"
+        );
         assert_eq!(unreadable.len(), 1);
         assert_eq!(unreadable[0].0, MAX_DEPTH + 2);
-        assert!(unreadable[0].1.contains("nested more than 1000 deep"), "{:?}", unreadable);
+        assert!(
+            unreadable[0].1.contains("nested more than 1000 deep"),
+            "{:?}",
+            unreadable
+        );
     }
 
     #[test]
