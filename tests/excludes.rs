@@ -209,17 +209,25 @@ fn tagged_folders_keep_only_their_tag() {
     )
     .unwrap();
     std::fs::write(src.join("fifo/data"), b"kept").unwrap();
-    let out = backup(
-        &env,
-        &src,
-        &[
-            "--exclude-caches",
-            "--exclude-if-present",
-            ".nobackup",
-            "--exclude-if-present",
-            "MARK:yes",
-        ],
+    let src_arg = src.to_str().unwrap();
+    let args = [
+        "--json",
+        "backup",
+        src_arg,
+        "--exclude-caches",
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-if-present",
+        "MARK:yes",
+    ];
+    let run = env.run(&args);
+    let out = checked_result("backup", succeeded(&args, run.clone()).as_bytes()).0;
+    // a tag without its header marks nothing, with a warning
+    let warned = format!(
+        "{}: does not start with",
+        src.join("invalid/CACHEDIR.TAG").display()
     );
+    assert!(stderr(&run).contains(&warned), "{}", stderr(&run));
     assert_eq!(
         listed(&env, &out),
         [
@@ -350,4 +358,136 @@ fn excluded_entries_are_not_taken_from_the_parent_snapshot() {
         target.to_str().unwrap(),
     ]);
     assert_eq!(contents(&target.join("src")), contents(&src));
+}
+
+/// Volume excludes through the real API server and a kubelet tree made of plain folders: a
+/// pod's `backup.cairn.io/exclude-volumes` leaves a claim out (reported with why), a claim's
+/// `backup.cairn.io/exclude-paths` leaves paths out of its volume (anchored at the volume's
+/// root), and a claim whose patterns are bad is backed up whole, with an error. A real kubelet
+/// would add mounts (each volume on its own file system) and running pods; neither changes
+/// what is read below the folder the kubelet mounts, which is what this test checks.
+#[test]
+fn volume_annotations_leave_out_claims_and_paths() {
+    use common::kube::Kube;
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = common::kube::suffix();
+    let ns = format!("excl-{s}");
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    let claim = |name: &str, annotations: Value| {
+        let pv = format!("pv-{name}-{s}");
+        kube.create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
+                "resources": {"requests": {"storage": "1Gi"}}}}));
+        pv
+    };
+    let data = claim(
+        "data",
+        json!({"backup.cairn.io/exclude-paths": "/cache, *.tmp ,!keep.tmp"}),
+    );
+    let scratch = claim("scratch", json!({}));
+    let broken = claim(
+        "broken",
+        json!({"backup.cairn.io/exclude-paths": "*.tmp,[oops"}),
+    );
+    let pod = |name: &str, annotations: Value, claims: &[&str]| {
+        let volumes: Vec<Value> = claims
+            .iter()
+            .map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}}))
+            .collect();
+        let pod = kube.create(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "busybox"}],
+                "volumes": volumes}}));
+        pod["metadata"]["uid"].as_str().unwrap().to_string()
+    };
+    let app = pod(
+        "app",
+        json!({"backup.cairn.io/exclude-volumes": "other, scratch"}),
+        &["data", "scratch"],
+    );
+    let other = pod("other", json!({}), &["broken"]);
+    let kubelet = env.path("kubelet");
+    let mount = |uid: &str, pv: &str| {
+        kubelet.join(format!("pods/{uid}/volumes/kubernetes.io~host-path/{pv}"))
+    };
+    write_tree(
+        &mount(&app, &data),
+        &[
+            ("cache/x", b"x"),
+            ("sub/cache/y", b"y"),
+            ("a.tmp", b"a"),
+            ("keep.tmp", b"k"),
+            ("b.txt", b"b"),
+        ],
+    );
+    write_tree(&mount(&app, &scratch), &[("junk", b"j")]);
+    write_tree(&mount(&other, &broken), &[("a.tmp", b"a"), ("b.txt", b"b")]);
+
+    let out = env.run(&[
+        "--json",
+        "k8s",
+        "backup-volumes",
+        "--node",
+        "node-a",
+        "--kubelet-root",
+        kubelet.to_str().unwrap(),
+        "--cluster",
+        "test",
+        "--kubeconfig",
+        kube.kubeconfig.to_str().unwrap(),
+        "-n",
+        &ns,
+    ]);
+    // the bad annotation is an error of its claim; the other claims are backed up as asked
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = json_result(&out.stdout);
+    assert_eq!(
+        report["excluded"],
+        json!([format!(
+            "{ns}/scratch: volume scratch of pod {ns}/app is listed in its backup.cairn.io/exclude-volumes annotation"
+        )]),
+        "{report}"
+    );
+    let snaps = report["snapshots"].as_array().unwrap();
+    let of = |claim: &str| snaps.iter().find(|s| s["claim"] == claim).unwrap().clone();
+    assert_eq!(snaps.len(), 2, "{report}");
+
+    let data = of("data");
+    assert_eq!(data["errors"], json!([]), "{report}");
+    assert_eq!(data["excluded"], 2, "/cache and a.tmp: {report}");
+    assert_eq!(
+        env.ls_paths(data["snapshot"].as_str().unwrap()),
+        [
+            "/volumes",
+            "/volumes/data",
+            "/volumes/data/b.txt",
+            "/volumes/data/keep.tmp",
+            "/volumes/data/sub",
+            "/volumes/data/sub/cache",
+            "/volumes/data/sub/cache/y",
+        ]
+    );
+
+    let broken = of("broken");
+    let errors = broken["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{report}");
+    let why = errors[0].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!(
+            "annotation backup.cairn.io/exclude-paths of claim {ns}/broken: bad pattern \"[oops\""
+        )) && why.contains("backed up whole"),
+        "{why}"
+    );
+    assert_eq!(broken["excluded"], 0, "{report}");
+    assert_eq!(
+        env.ls_paths(broken["snapshot"].as_str().unwrap()),
+        [
+            "/volumes",
+            "/volumes/broken",
+            "/volumes/broken/a.tmp",
+            "/volumes/broken/b.txt"
+        ]
+    );
 }

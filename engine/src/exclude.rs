@@ -386,7 +386,7 @@ impl TagFile {
     /// through [`dirfd::open_at`], so a FIFO or symlink in its place is never opened). A tag that
     /// cannot be read or lacks the header marks nothing, with a warning.
     fn marks(&self, dir: &File, path: &Path, names: &[OsString]) -> bool {
-        if !names.iter().any(|n| *n == self.name) {
+        if !names.contains(&self.name) {
             return false;
         }
         if self.header.is_empty() {
