@@ -181,7 +181,7 @@ impl Pattern {
             None => (false, text),
         };
         let cleaned = clean(body);
-        let parts = cleaned
+        let mut parts: Vec<Part> = cleaned
             .split('/')
             .filter(|p| !p.is_empty())
             .map(|p| match p {
@@ -189,6 +189,8 @@ impl Pattern {
                 p => Glob::parse(p).map(Part::Name),
             })
             .collect::<Result<_, _>>()?;
+        // `**/**` matches what `**` does, in one step of the matcher
+        parts.dedup_by(|a, b| *a == Part::AnyDepth && *b == Part::AnyDepth);
         Ok(Pattern {
             negated,
             anchored: cleaned.starts_with('/'),
@@ -230,6 +232,9 @@ impl Pattern {
                 }
             }
             reach = next;
+            if !reach.contains(&true) {
+                break;
+            }
         }
         reach
     }
@@ -610,6 +615,9 @@ mod tests {
                 "/home/user/repos/a/b/target",
                 true,
             ),
+            ("a/**/**/b", "/x/a/b", true),
+            ("a/**/**/b", "/x/a/y/z/b", true),
+            ("a/**/**/b", "/x/a/y/z/c", false),
         ];
         for &(pattern, path, want) in table {
             assert_eq!(matches(pattern, path), want, "{pattern:?} on {path:?}");

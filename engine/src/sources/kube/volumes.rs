@@ -41,9 +41,9 @@ pub const EXCLUDE_VOLUMES: &str = "backup.cairn.io/exclude-volumes";
 /// out of the claim's backup; a pattern starting with `/` is anchored at the volume's root.
 pub const EXCLUDE_PATHS: &str = "backup.cairn.io/exclude-paths";
 
-/// The most patterns [`EXCLUDE_PATHS`] may list: each is matched against every path of the
-/// volume, and one namespace's annotation must not slow down the node's whole run.
-pub const MAX_CLAIM_PATTERNS: usize = 256;
+/// The longest [`EXCLUDE_PATHS`] annotation, in bytes: its patterns are matched against every
+/// path of the volume, and one namespace's annotation must not slow down the node's whole run.
+pub const MAX_EXCLUDE_PATHS_LEN: usize = 4096;
 
 /// Settings of a volume backup on one node.
 #[derive(Clone, Debug)]
@@ -280,12 +280,6 @@ fn claim_excludes(claim: &Value, dir: &Path) -> std::result::Result<Excludes, St
     let Some(listed) = claim["metadata"]["annotations"][EXCLUDE_PATHS].as_str() else {
         return Ok(excludes);
     };
-    let patterns: Vec<String> = listed
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(String::from)
-        .collect();
     let refused = |why: String| {
         format!(
             "annotation {EXCLUDE_PATHS} of claim {}/{}: {why}; the claim was backed up whole: fix \
@@ -294,12 +288,18 @@ fn claim_excludes(claim: &Value, dir: &Path) -> std::result::Result<Excludes, St
             claim["metadata"]["name"].as_str().unwrap_or_default()
         )
     };
-    if patterns.len() > MAX_CLAIM_PATTERNS {
+    if listed.len() > MAX_EXCLUDE_PATHS_LEN {
         return Err(refused(format!(
-            "{} patterns, more than the {MAX_CLAIM_PATTERNS} allowed",
-            patterns.len()
+            "{} bytes, more than the {MAX_EXCLUDE_PATHS_LEN} allowed",
+            listed.len()
         )));
     }
+    let patterns: Vec<String> = listed
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
     excludes.add_patterns(&patterns, false).map_err(refused)?;
     Ok(excludes)
 }
@@ -458,6 +458,29 @@ pub fn claim_tree(repo: &Repository, snapshot: &Snapshot, claim: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claim_patterns_are_anchored_at_the_volume_and_bounded() {
+        let claim = |patterns: &str| {
+            serde_json::json!({"metadata": {"namespace": "ns", "name": "c",
+                "annotations": {EXCLUDE_PATHS: patterns}}})
+        };
+        let dir = Path::new("/kubelet/pods/u/volumes/v");
+        let excludes = claim_excludes(&claim(" /tmp , *.log,"), dir).unwrap();
+        assert!(excludes.excludes_path(&dir.join("tmp")));
+        assert!(!excludes.excludes_path(&dir.join("a/tmp")));
+        assert!(excludes.excludes_path(&dir.join("a/x.log")));
+        let long = vec!["x"; 2100].join(",");
+        let e = claim_excludes(&claim(&long), dir).unwrap_err();
+        assert!(e.contains("4199 bytes, more than the 4096 allowed"), "{e}");
+        let e = claim_excludes(&claim("*.log,[x"), dir).unwrap_err();
+        assert!(
+            e.starts_with(
+                "annotation backup.cairn.io/exclude-paths of claim ns/c: bad pattern \"[x\""
+            ),
+            "{e}"
+        );
+    }
 
     #[test]
     fn finds_plain_and_csi_mounts() {
