@@ -25,6 +25,7 @@ use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 use serde_json::json;
 
+use crate::excludes::ExcludeArgs;
 use crate::metrics::{Metrics, MetricsArgs};
 use crate::progress::Display;
 use crate::{EXIT_PARTIAL, Global, password};
@@ -164,6 +165,8 @@ pub struct BackupArgs {
     /// newest of its group until then; `forget` leaves it out of its policy)
     #[arg(long, requires = "time")]
     allow_future_time: bool,
+    #[command(flatten)]
+    excludes: ExcludeArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
 }
@@ -528,6 +531,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         parent,
         time: a.time,
         allow_future_time: a.allow_future_time,
+        excludes: a.excludes.excludes(),
     };
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "backup", "backed up", g);
@@ -542,8 +546,11 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     m.errors(&labels, out.errors.len());
     m.publish(&repo, &a.metrics)?;
     if g.json {
+        // `excluded` is reported, not stored in the snapshot's summary (format-spec §9)
+        let mut summary = json!(s);
+        summary["excluded"] = json!(out.excluded);
         print_summary(
-            &json!({"snapshot_id": out.id, "summary": s, "errors": out.errors, "skipped": out.skipped}),
+            &json!({"snapshot_id": out.id, "summary": summary, "errors": out.errors, "skipped": out.skipped}),
         );
     } else {
         for w in &out.skipped {
@@ -553,13 +560,14 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
             eprintln!("error: {e}");
         }
         println!(
-            "snapshot {} saved: {} files, {} dirs, {} others, {} in {:.1}s; added {} new blobs, {} ({} stored)",
+            "snapshot {} saved: {} files, {} dirs, {} others, {} in {:.1}s ({} excluded); added {} new blobs, {} ({} stored)",
             out.id.short(),
             s.files,
             s.dirs,
             s.others,
             HumanBytes(s.bytes),
             s.seconds,
+            out.excluded,
             s.new_blobs,
             HumanBytes(s.new_bytes),
             HumanBytes(s.stored_bytes)

@@ -387,12 +387,13 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
     } else {
         for s in &report.snapshots {
             println!(
-                "claim {}/{}: snapshot {} saved, {} read, {} new",
+                "claim {}/{}: snapshot {} saved, {} read, {} new, {} excluded",
                 s.namespace,
                 s.claim,
                 s.snapshot.short(),
                 HumanBytes(s.bytes),
-                HumanBytes(s.new_bytes)
+                HumanBytes(s.new_bytes),
+                s.excluded
             );
             for e in &s.errors {
                 eprintln!("error: {e}");
@@ -403,6 +404,9 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
         }
         for c in &report.opted_out {
             println!("left out (opt-out label): claim {c}");
+        }
+        for c in &report.excluded {
+            println!("left out: claim {c}");
         }
         for h in &report.hook_errors {
             eprintln!("hook failed: {h}");

@@ -3,6 +3,7 @@
 
 mod commands;
 mod evidence;
+mod excludes;
 mod inspect;
 mod k8s;
 mod metrics;

@@ -24,6 +24,7 @@ use crate::blob::BlobKind;
 use crate::clock;
 use crate::dirfd;
 use crate::error::{Error, Result};
+use crate::exclude::Excludes;
 use crate::fsmeta::{self, ChangeStamp, OwnerNames};
 use crate::id::Id;
 use crate::packer::Packer;
@@ -58,6 +59,8 @@ pub struct BackupOptions {
     pub time: Option<chrono::DateTime<Utc>>,
     /// Record `time` even if it is ahead of the store's clock ([`clock`]).
     pub allow_future_time: bool,
+    /// What to leave out below the paths backed up.
+    pub excludes: Excludes,
 }
 
 /// The result of a backup.
@@ -72,6 +75,8 @@ pub struct BackupOutcome {
     pub errors: Vec<String>,
     /// Entries left out on purpose (sockets), with why.
     pub skipped: Vec<String>,
+    /// Entries left out by the excludes (an excluded folder counts once: it is not read).
+    pub excluded: u64,
 }
 
 /// What one entry of a snapshot's tree holds.
@@ -124,6 +129,9 @@ struct Walk<'a, 'r> {
     hardlinks: HashMap<(u64, u64), HardLinkRead>,
     errors: Vec<String>,
     skipped: Vec<String>,
+    excludes: &'a Excludes,
+    /// Entries left out by `excludes`.
+    excluded: u64,
     summary: Summary,
     /// Folders open below the root being walked (each holds a descriptor and a stack frame).
     depth: usize,
@@ -202,6 +210,8 @@ pub fn backup_sources(
             hardlinks: HashMap::new(),
             errors: vec![],
             skipped: vec![],
+            excludes: &options.excludes,
+            excluded: 0,
             summary: Summary::default(),
             depth: 0,
         };
@@ -223,12 +233,12 @@ pub fn backup_sources(
         }
         let root = walk.packer.save(BlobKind::Tree, &Tree { nodes }.encode())?;
         drop(walk.queue);
-        Ok::<_, Error>((root, walk.errors, walk.skipped, walk.summary))
+        Ok::<_, Error>((root, walk.errors, walk.skipped, walk.excluded, walk.summary))
     });
     if let Some(e) = failed.into_inner().expect("lock") {
         return Err(e);
     }
-    let (root, errors, skipped, mut summary) = walked?;
+    let (root, errors, skipped, excluded, mut summary) = walked?;
     let stats = packer.finish()?;
     summary.new_blobs = stats.blobs;
     summary.new_bytes = stats.raw_bytes;
@@ -259,6 +269,7 @@ pub fn backup_sources(
         bytes = s.bytes,
         new_bytes = s.new_bytes,
         errors = errors.len(),
+        excluded,
         seconds = s.seconds,
         "snapshot saved"
     );
@@ -267,6 +278,7 @@ pub fn backup_sources(
         snapshot,
         errors,
         skipped,
+        excluded,
     })
 }
 
@@ -429,6 +441,12 @@ impl Walk<'_, '_> {
         }
     }
 
+    /// Counts an entry left out by the excludes.
+    fn exclude(&mut self, path: &Path, why: &str) {
+        tracing::debug!(path = %path.display(), "excluded: {why}");
+        self.excluded += 1;
+    }
+
     fn check_workers(&self) -> Result<()> {
         match self.failed.lock().expect("lock").take() {
             Some(e) => Err(e),
@@ -582,18 +600,35 @@ impl Walk<'_, '_> {
             None => {}
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let excludes = self.excludes;
+        let tags = excludes.marking_tags(dir, path, &names);
         let mut nodes = Vec::with_capacity(names.len());
-        for name in names {
-            let child = path.join(&name);
-            match dirfd::stat_at(dir, &name) {
+        for name in &names {
+            let child = path.join(name);
+            // decided before the entry is opened (or, for patterns and tags, even looked at)
+            if tags.iter().any(|t| *t != name.as_os_str()) {
+                self.exclude(&child, "its folder holds a tag file");
+                continue;
+            }
+            if excludes.excludes_path(&child) {
+                self.exclude(&child, "matches an exclude pattern");
+                continue;
+            }
+            match dirfd::stat_at(dir, name) {
+                Ok(st)
+                    if dirfd::kind(&st) == SFlag::S_IFREG
+                        && excludes.excludes_size(st.st_size as u64) =>
+                {
+                    self.exclude(&child, "larger than --exclude-larger-than")
+                }
                 Ok(st) => {
                     let at = Listed {
                         dir,
-                        name: &name,
+                        name,
                         path: &child,
                         st: &st,
                     };
-                    let name = RawBytes::from_os(&name);
+                    let name = RawBytes::from_os(name);
                     let old = before.as_ref().and_then(|t| t.find(&name));
                     nodes.extend(self.entry(name, &at, old, Some(device))?)
                 }

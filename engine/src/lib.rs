@@ -23,6 +23,7 @@ pub mod diff;
 pub mod dirfd;
 pub mod drill;
 pub mod error;
+pub mod exclude;
 pub mod filler;
 pub mod find;
 pub mod folder;

@@ -286,6 +286,7 @@ pub fn backup(
             parent: Parent::Auto,
             time: settings.time,
             allow_future_time: settings.allow_future_time,
+            ..BackupOptions::default()
         };
         let paths = snapshot_paths(ns, "resources");
         let out = archiver::backup_sources(repo, root, paths, &options, progress)?;

@@ -6,6 +6,11 @@
 //! one history whichever node read them (their paths name the namespace and the claim, not the
 //! node), so retention keeps each claim's history on its own. The pods' [`hooks`] run before
 //! and after a namespace's claims are read.
+//!
+//! Namespace owners choose what is left out with annotations, which are treated as untrusted
+//! input: [`EXCLUDE_VOLUMES`] on a pod names pod volumes whose claims are not backed up, and
+//! [`EXCLUDE_PATHS`] on a claim lists path patterns left out of its files (a claim whose
+//! patterns are bad is backed up whole, with an error saying so).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,11 +26,24 @@ use super::select::{self, NamespaceChoice};
 use super::{snapshot_paths, tags};
 use crate::archiver::{self, BackupOptions, Parent, Source};
 use crate::error::{Error, Result};
+use crate::exclude::Excludes;
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{RawBytes, Tree};
+
+/// Pod annotation: the pod's volumes (names in its `spec.volumes`, comma-separated) whose claims
+/// are not backed up (as Velero's `backup.velero.io/backup-volumes-excludes`).
+pub const EXCLUDE_VOLUMES: &str = "backup.cairn.io/exclude-volumes";
+
+/// Claim annotation: path patterns (comma-separated; the rules of `cairn backup --exclude`) left
+/// out of the claim's backup; a pattern starting with `/` is anchored at the volume's root.
+pub const EXCLUDE_PATHS: &str = "backup.cairn.io/exclude-paths";
+
+/// The longest [`EXCLUDE_PATHS`] annotation, in bytes: its patterns are matched against every
+/// path of the volume, and one namespace's annotation must not slow down the node's whole run.
+pub const MAX_EXCLUDE_PATHS_LEN: usize = 4096;
 
 /// Settings of a volume backup on one node.
 #[derive(Clone, Debug)]
@@ -65,7 +83,10 @@ pub struct VolumeSnapshot {
     pub bytes: u64,
     /// Bytes of new data the run added to the repository.
     pub new_bytes: u64,
-    /// Entries that could not be read, or changed while read, with why (as a backup's errors).
+    /// Entries left out by the claim's [`EXCLUDE_PATHS`] patterns.
+    pub excluded: u64,
+    /// Entries that could not be read, or changed while read, with why (as a backup's errors),
+    /// and a bad [`EXCLUDE_PATHS`] annotation (the claim is then backed up whole).
     pub errors: Vec<String>,
 }
 
@@ -80,6 +101,9 @@ pub struct VolumeReport {
     pub elsewhere: Vec<String>,
     /// Claims left out by the opt-out label (on the claim or on a pod mounting it).
     pub opted_out: Vec<String>,
+    /// Claims left out because a pod mounting them lists the volume in [`EXCLUDE_VOLUMES`],
+    /// with which pod and volume.
+    pub excluded: Vec<String>,
     /// Claims mounted here whose folder was not found under the kubelet root.
     pub missing: Vec<String>,
     /// Hooks that failed, with why.
@@ -88,23 +112,45 @@ pub struct VolumeReport {
     pub failed: Vec<String>,
 }
 
-/// Where a claim is mounted.
+/// Where a claim is mounted: by which pod, on which node, as which of the pod's volumes.
 struct Mount {
     node: String,
     pod: Value,
+    volume: String,
 }
 
 impl Mount {
     fn uid(&self) -> &str {
         self.pod["metadata"]["uid"].as_str().unwrap_or_default()
     }
+
+    /// Why the pod leaves this claim out, if its [`EXCLUDE_VOLUMES`] annotation names the volume.
+    fn excluded(&self) -> Option<String> {
+        let listed = self.pod["metadata"]["annotations"][EXCLUDE_VOLUMES].as_str()?;
+        listed.split(',').any(|v| v.trim() == self.volume).then(|| {
+            format!(
+                "volume {} of pod {}/{} is listed in its {EXCLUDE_VOLUMES} annotation",
+                self.volume,
+                self.pod["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default(),
+                self.pod["metadata"]["name"].as_str().unwrap_or_default()
+            )
+        })
+    }
 }
 
-/// What one namespace's volume backup takes: the claims' folders by claim name, and the pods
-/// mounting them.
+/// One claim to back up: its folder, what to leave out, and why its annotation was refused.
+struct ClaimPlan {
+    dir: PathBuf,
+    excludes: Excludes,
+    refused: Option<String>,
+}
+
+/// What one namespace's volume backup takes: the claims by name, and the pods mounting them.
 #[derive(Default)]
 struct Plan {
-    claims: BTreeMap<String, PathBuf>,
+    claims: BTreeMap<String, ClaimPlan>,
     pods: BTreeMap<String, Value>,
 }
 
@@ -150,6 +196,7 @@ pub fn backup_volumes(
                     .push(Mount {
                         node: node.into(),
                         pod: pod.clone(),
+                        volume: volume["name"].as_str().unwrap_or_default().into(),
                     });
             }
         }
@@ -170,6 +217,10 @@ pub fn backup_volumes(
             report.opted_out.push(key);
             continue;
         }
+        if let Some(why) = here.and_then(|m| m.iter().find_map(Mount::excluded)) {
+            report.excluded.push(format!("{key}: {why}"));
+            continue;
+        }
         let Some(mounts) = here else {
             report.not_mounted.push(key);
             continue;
@@ -184,7 +235,16 @@ pub fn backup_volumes(
         match mounted_folder(&settings.kubelet_root, mount.uid(), volume) {
             Some(dir) => {
                 let plan = plans.entry(ns.to_string()).or_default();
-                plan.claims.insert(name.to_string(), dir);
+                let (excludes, refused) = match claim_excludes(&claim, &dir) {
+                    Ok(excludes) => (excludes, None),
+                    Err(why) => (Excludes::default(), Some(why)),
+                };
+                let claim_plan = ClaimPlan {
+                    dir,
+                    excludes,
+                    refused,
+                };
+                plan.claims.insert(name.to_string(), claim_plan);
                 for m in mounts.iter().filter(|m| m.node == settings.node) {
                     let pod = m.pod["metadata"]["name"].as_str().unwrap_or_default();
                     plan.pods.insert(pod.to_string(), m.pod.clone());
@@ -201,8 +261,8 @@ pub fn backup_volumes(
             run_hooks(cluster, &pods, Phase::Post, max, &mut report);
             continue;
         }
-        let out = plan.claims.into_iter().try_for_each(|(claim, dir)| {
-            let snapshot = backup_claim(repo, settings, &ns, &claim, dir, progress)?;
+        let out = plan.claims.into_iter().try_for_each(|(claim, plan)| {
+            let snapshot = backup_claim(repo, settings, &ns, &claim, plan, progress)?;
             report.snapshots.push(snapshot);
             Ok::<_, Error>(())
         });
@@ -212,15 +272,48 @@ pub fn backup_volumes(
     Ok(report)
 }
 
-/// Backs up the files of claim `claim` of namespace `ns`, mounted at `dir`, as its own snapshot.
+/// The excludes of a claim's [`EXCLUDE_PATHS`] annotation, anchored at `dir` (its volume's
+/// root); the error says what is wrong with the annotation and what happens instead.
+fn claim_excludes(claim: &Value, dir: &Path) -> std::result::Result<Excludes, String> {
+    let mut excludes = Excludes::default();
+    excludes.anchor = Some(dir.to_owned());
+    let Some(listed) = claim["metadata"]["annotations"][EXCLUDE_PATHS].as_str() else {
+        return Ok(excludes);
+    };
+    let refused = |why: String| {
+        format!(
+            "annotation {EXCLUDE_PATHS} of claim {}/{}: {why}; the claim was backed up whole: fix \
+             the annotation",
+            claim["metadata"]["namespace"].as_str().unwrap_or_default(),
+            claim["metadata"]["name"].as_str().unwrap_or_default()
+        )
+    };
+    if listed.len() > MAX_EXCLUDE_PATHS_LEN {
+        return Err(refused(format!(
+            "{} bytes, more than the {MAX_EXCLUDE_PATHS_LEN} allowed",
+            listed.len()
+        )));
+    }
+    let patterns: Vec<String> = listed
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    excludes.add_patterns(&patterns, false).map_err(refused)?;
+    Ok(excludes)
+}
+
+/// Backs up the files of claim `claim` of namespace `ns` as its own snapshot.
 fn backup_claim(
     repo: &Repository,
     settings: &VolumeSettings,
     ns: &str,
     claim: &str,
-    dir: PathBuf,
+    plan: ClaimPlan,
     progress: &Progress,
 ) -> Result<VolumeSnapshot> {
+    let dir = plan.dir;
     let folder = BTreeMap::from([(RawBytes(claim.as_bytes().to_vec()), Source::Path(dir))]);
     let root = BTreeMap::from([(RawBytes(b"volumes".to_vec()), Source::Folder(folder))]);
     let options = BackupOptions {
@@ -234,6 +327,7 @@ fn backup_claim(
         parent: Parent::Auto,
         time: settings.time,
         allow_future_time: settings.allow_future_time,
+        excludes: plan.excludes,
     };
     let paths = snapshot_paths(ns, &format!("volumes/{claim}"));
     let out = archiver::backup_sources(repo, root, paths, &options, progress)?;
@@ -245,7 +339,8 @@ fn backup_claim(
         seconds: out.snapshot.summary.seconds,
         bytes: out.snapshot.summary.bytes,
         new_bytes: out.snapshot.summary.new_bytes,
-        errors: out.errors,
+        excluded: out.excluded,
+        errors: plan.refused.into_iter().chain(out.errors).collect(),
     })
 }
 
@@ -363,6 +458,29 @@ pub fn claim_tree(repo: &Repository, snapshot: &Snapshot, claim: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claim_patterns_are_anchored_at_the_volume_and_bounded() {
+        let claim = |patterns: &str| {
+            serde_json::json!({"metadata": {"namespace": "ns", "name": "c",
+                "annotations": {EXCLUDE_PATHS: patterns}}})
+        };
+        let dir = Path::new("/kubelet/pods/u/volumes/v");
+        let excludes = claim_excludes(&claim(" /tmp , *.log,"), dir).unwrap();
+        assert!(excludes.excludes_path(&dir.join("tmp")));
+        assert!(!excludes.excludes_path(&dir.join("a/tmp")));
+        assert!(excludes.excludes_path(&dir.join("a/x.log")));
+        let long = vec!["x"; 2100].join(",");
+        let e = claim_excludes(&claim(&long), dir).unwrap_err();
+        assert!(e.contains("4199 bytes, more than the 4096 allowed"), "{e}");
+        let e = claim_excludes(&claim("*.log,[x"), dir).unwrap_err();
+        assert!(
+            e.starts_with(
+                "annotation backup.cairn.io/exclude-paths of claim ns/c: bad pattern \"[x\""
+            ),
+            "{e}"
+        );
+    }
 
     #[test]
     fn finds_plain_and_csi_mounts() {
