@@ -12,9 +12,10 @@ use cairn_engine::chunker::ChunkerParams;
 use cairn_engine::copier;
 use cairn_engine::crypto::keys::KdfParams;
 use cairn_engine::gc::{self, GcOptions, GcReport};
+use cairn_engine::object_lock;
 use cairn_engine::progress::Progress;
 use cairn_engine::records;
-use cairn_engine::repository::{InitOptions, Repository};
+use cairn_engine::repository::{InitOptions, ObjectKind, Repository};
 use cairn_engine::restorer::{self, Overwrite, RestoreOptions};
 use cairn_engine::retention::{self, GroupBy, Policy};
 use cairn_engine::snapshot::{Snapshot, SnapshotFilter};
@@ -853,12 +854,23 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         ));
     }
     let store_now = repo.store().now()?;
-    let decisions = retention::apply(
-        &policy,
-        group_by(&a.group_by)?,
-        &find_snapshots(&repo, &[], &a.filter)?,
-        store_now,
-    );
+    let snapshots = find_snapshots(&repo, &[], &a.filter)?;
+    let decisions = retention::apply(&policy, group_by(&a.group_by)?, &snapshots, store_now);
+    // kept snapshots, and what they need, stay locked as long as the policy can keep them
+    let extensions = match (repo.store().lock(), extend_locks_within(&repo, &a.gc)) {
+        (Some(lock), Some(within)) => object_lock::for_kept_snapshots(
+            &repo,
+            lock,
+            &decisions,
+            &snapshots,
+            within,
+            chrono::Utc::now(),
+        )?,
+        _ => vec![],
+    };
+    if !a.dry_run {
+        object_lock::extend(&repo, &extensions)?;
+    }
     let future: Vec<Id> = decisions
         .iter()
         .filter(|d| d.future)
@@ -885,7 +897,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     };
     if g.json {
         print_json(
-            &json!({"dry_run": a.dry_run, "removed": removed, "locked": locked, "ignored_future": future, "store_time": store_now, "decisions": decisions, "gc": gc_report}),
+            &json!({"dry_run": a.dry_run, "removed": removed, "locked": locked, "ignored_future": future, "store_time": store_now, "decisions": decisions, "lock_extensions": extensions, "gc": gc_report}),
         );
         return Ok(0);
     }
@@ -906,8 +918,17 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
             .time
             .with_timezone(&chrono::Local)
             .format("%Y-%m-%d %H:%M:%S");
+        let snapshot = ObjectKind::Snapshot.path(&d.id).to_string();
+        let lock = match extensions.iter().find(|e| e.object == snapshot) {
+            Some(e) => format!(
+                "; lock {} to {}",
+                if a.dry_run { "would be extended" } else { "extended" },
+                cairn_engine::audit::when(e.until)
+            ),
+            None => String::new(),
+        };
         let verdict = match (d.keep, a.dry_run) {
-            (true, _) => format!("keep ({})", d.reasons.join(", ")),
+            (true, _) => format!("keep ({}){lock}", d.reasons.join(", ")),
             (false, true) => "would remove".to_owned(),
             (false, false) if locked.contains(&d.id) => {
                 "kept for now: its object lock has not passed (a later forget removes it)"
@@ -926,6 +947,22 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
             ids.join(", ")
         );
     }
+    if !extensions.is_empty() {
+        let snapshots = extensions
+            .iter()
+            .filter(|e| e.object.starts_with(ObjectKind::Snapshot.dir()))
+            .count();
+        let packs = extensions
+            .iter()
+            .filter(|e| e.object.starts_with(ObjectKind::Pack.dir()))
+            .count();
+        println!(
+            "{} the object locks of {} objects ({snapshots} snapshots, {packs} packs, {} config and keys) so that kept snapshots stay locked as long as the policy keeps them (--json lists them)",
+            if a.dry_run { "would extend" } else { "extended" },
+            extensions.len(),
+            extensions.len() - snapshots - packs
+        );
+    }
     let gone = decisions.iter().filter(|d| !d.keep).count();
     match a.dry_run {
         true => println!("{gone} snapshots would be removed (dry run)"),
@@ -940,20 +977,25 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Runs gc with progress shown as `g` asks, and publishes its metrics.
-fn run_gc(g: &Global, repo: &Repository, a: &GcArgs) -> Result<GcReport> {
+/// With object lock: how soon a lock must end to be extended (`None`: extend none).
+fn extend_locks_within(repo: &Repository, a: &GcArgs) -> Option<chrono::Duration> {
     let half_lock = repo
         .config()
         .object_lock
         .map(|l| chrono::Duration::hours(i64::from(l.days) * 12));
+    match (a.no_extend_locks, a.extend_locks_within) {
+        (true, _) => None,
+        (false, Some(d)) => Some(chrono::Duration::seconds(d.as_secs() as i64)),
+        (false, None) => half_lock,
+    }
+}
+
+/// Runs gc with progress shown as `g` asks, and publishes its metrics.
+fn run_gc(g: &Global, repo: &Repository, a: &GcArgs) -> Result<GcReport> {
     let options = GcOptions {
         safety: chrono::Duration::seconds(a.safety_interval.as_secs() as i64),
         repack_below: a.repack_below,
-        extend_locks_within: match (a.no_extend_locks, a.extend_locks_within) {
-            (true, _) => None,
-            (false, Some(d)) => Some(chrono::Duration::seconds(d.as_secs() as i64)),
-            (false, None) => half_lock,
-        },
+        extend_locks_within: extend_locks_within(repo, a),
         ..GcOptions::default()
     };
     let progress = Arc::new(Progress::default());

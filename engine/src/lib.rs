@@ -30,6 +30,7 @@ pub mod fsmeta;
 pub mod gc;
 pub mod id;
 pub mod index;
+pub mod object_lock;
 pub mod pack;
 pub mod pack_cache;
 pub mod packer;
