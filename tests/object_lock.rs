@@ -354,7 +354,9 @@ fn forget_extends_the_locks_of_kept_snapshots_and_their_data_as_long_as_the_poli
     let now = chrono::Utc::now();
     // an old snapshot (three weeks ago) of a and b, then one of a and c today: a's pack is shared
     let src = dir_with(&env, "src", 1 << 20, &[("a", 1), ("b", 2)]);
-    let then = (now - chrono::Duration::days(21)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let then = (now - chrono::Duration::days(21))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     let old_time: chrono::DateTime<chrono::Utc> = then.parse().unwrap();
     let old = env.json(&["backup", "--time", &then, src.to_str().unwrap()])["snapshot_id"]
         .as_str()
@@ -370,7 +372,10 @@ fn forget_extends_the_locks_of_kept_snapshots_and_their_data_as_long_as_the_poli
         .parse()
         .unwrap();
     let names = env.objects.names("");
-    let before: Vec<_> = names.iter().map(|n| (n.clone(), head_lock(&env, n).1)).collect();
+    let before: Vec<_> = names
+        .iter()
+        .map(|n| (n.clone(), head_lock(&env, n).1))
+        .collect();
     // written with 2 lock days: the old snapshot's lock ends before its retention does
     let report = env.json(&["report"]);
     assert_schema("report", &report);
@@ -390,11 +395,18 @@ fn forget_extends_the_locks_of_kept_snapshots_and_their_data_as_long_as_the_poli
     let planned = dry["lock_extensions"].as_array().unwrap().clone();
     assert!(!planned.is_empty(), "{dry}");
     for (name, until) in &before {
-        assert_eq!(head_lock(&env, name).1, *until, "{name}: changed by a dry run");
+        assert_eq!(
+            head_lock(&env, name).1,
+            *until,
+            "{name}: changed by a dry run"
+        );
     }
     let text = env.ok(&["forget", "--keep-weekly", "5", "--dry-run"]);
     assert!(
-        text.contains(&format!("would extend the object locks of {} objects", planned.len())),
+        text.contains(&format!(
+            "would extend the object locks of {} objects",
+            planned.len()
+        )),
         "{text}"
     );
 
@@ -412,7 +424,9 @@ fn forget_extends_the_locks_of_kept_snapshots_and_their_data_as_long_as_the_poli
     assert!(old_untils.contains(&new_bound), "{old_untils:?}");
     assert!(old_untils.contains(&old_bound), "{old_untils:?}");
     assert!(
-        old_untils.iter().all(|u| *u == old_bound || *u == new_bound),
+        old_untils
+            .iter()
+            .all(|u| *u == old_bound || *u == new_bound),
         "{old_untils:?}"
     );
     for name in packs(&env).iter().filter(|p| !old_packs.contains(p)) {
@@ -453,9 +467,17 @@ fn forget_extends_the_locks_of_kept_snapshots_and_their_data_as_long_as_the_poli
     // locks are only ever extended: a second run changes nothing, and a shorter policy never
     // shortens them
     let again = env.json(&["forget", "--keep-weekly", "5"]);
-    assert_eq!(again["lock_extensions"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(
+        again["lock_extensions"].as_array().unwrap().len(),
+        0,
+        "{again}"
+    );
     let shorter = env.json(&["forget", "--keep-weekly", "2"]);
-    assert_eq!(shorter["lock_extensions"].as_array().unwrap().len(), 0, "{shorter}");
+    assert_eq!(
+        shorter["lock_extensions"].as_array().unwrap().len(),
+        0,
+        "{shorter}"
+    );
     assert_eq!(until(&format!("snapshots/{old}")), old_bound);
     env.assert_intact();
 }

@@ -20,7 +20,7 @@ use cairn_engine::restorer::{self, Overwrite, RestoreOptions};
 use cairn_engine::retention::{self, GroupBy, Policy};
 use cairn_engine::snapshot::{Snapshot, SnapshotFilter};
 use cairn_engine::store::{Location, LockMode, ObjectLock};
-use cairn_engine::tree::{self, Node, NodeKind};
+use cairn_engine::tree::{self, Node, NodeKind, RawBytes};
 use cairn_engine::{Id, repair};
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
@@ -142,8 +142,9 @@ pub struct CopyArgs {
 /// `cairn backup` options.
 #[derive(Args)]
 pub struct BackupArgs {
-    /// Files and folders to back up
-    #[arg(required = true)]
+    /// Files and folders to back up (with --stdin-from-command: the command and its arguments,
+    /// after --)
+    #[arg(required_unless_present = "stdin")]
     paths: Vec<PathBuf>,
     /// Tag the snapshot (repeatable, or a comma-separated list as restic takes it)
     #[arg(long, value_delimiter = ',')]
@@ -165,8 +166,77 @@ pub struct BackupArgs {
     /// newest of its group until then; `forget` leaves it out of its policy)
     #[arg(long, requires = "time")]
     allow_future_time: bool,
+    /// Back up standard input, as one file at the snapshot's root (--stdin-filename)
+    #[arg(long, group = "stdin_input", conflicts_with_all = ["paths", "stdin_from_command"])]
+    stdin: bool,
+    /// Back up what a command prints (the command and its arguments follow --), as one file; a
+    /// command that fails (non-zero exit) fails the backup, and no snapshot is saved
+    #[arg(long, group = "stdin_input")]
+    stdin_from_command: bool,
+    /// Name of the file --stdin or --stdin-from-command stores
+    #[arg(long, default_value = "stdin", value_parser = parse_file_name, requires = "stdin_input")]
+    stdin_filename: String,
     #[command(flatten)]
     metrics: MetricsArgs,
+}
+
+/// A name for a file at a snapshot's root: no `/`, not `.` or `..`, not empty.
+fn parse_file_name(s: &str) -> Result<String, String> {
+    tree::is_safe_name(s.as_bytes())
+        .then(|| s.to_owned())
+        .ok_or_else(|| format!("{s:?} is not a file name (no '/', not '.' or '..')"))
+}
+
+/// The output of a command being backed up: at its end, the command's exit status, an error
+/// if it failed (so that the backup fails before any snapshot is saved).
+struct CommandOutput {
+    command: String,
+    child: std::process::Child,
+    stdout: std::process::ChildStdout,
+}
+
+impl std::io::Read for CommandOutput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let status = self.child.wait()?;
+            if !status.success() {
+                return Err(std::io::Error::other(format!(
+                    "the command {:?} failed ({status}); no snapshot was saved",
+                    self.command
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The stream `--stdin` or `--stdin-from-command` backs up.
+fn stdin_source(a: &BackupArgs) -> Result<archiver::StreamReader> {
+    if !a.stdin_from_command {
+        return Ok(archiver::StreamReader::new(std::io::stdin()));
+    }
+    let (program, args) = a
+        .paths
+        .split_first()
+        .expect("clap requires paths without --stdin");
+    let command = a
+        .paths
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    Ok(archiver::StreamReader::new(CommandOutput {
+        command,
+        child,
+        stdout,
+    }))
 }
 
 /// `cairn ls` options.
@@ -518,6 +588,9 @@ pub fn init(g: &Global, a: InitArgs) -> Result<u8> {
 /// `cairn backup`
 pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     let repo = open(g)?;
+    let stream = (a.stdin || a.stdin_from_command)
+        .then(|| stdin_source(&a))
+        .transpose()?;
     let parent = match (&a.parent, a.force) {
         (_, true) => Parent::Ignore,
         (Some(spec), _) => Parent::Given(Snapshot::find(&repo, spec)?.0),
@@ -532,7 +605,18 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     };
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "backup", "backed up", g);
-    let out = archiver::backup(&repo, &a.paths, &options, &progress)?;
+    let out = if let Some(reader) = stream {
+        let name = RawBytes(a.stdin_filename.clone().into_bytes());
+        let mtime_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let root = std::collections::BTreeMap::from([(
+            name,
+            archiver::Source::Stream { reader, mtime_ns },
+        )]);
+        let paths = vec![RawBytes(format!("/{}", a.stdin_filename).into_bytes())];
+        archiver::backup_sources(&repo, root, paths, &options, &progress)?
+    } else {
+        archiver::backup(&repo, &a.paths, &options, &progress)?
+    };
     drop(display);
     let s = &out.snapshot.summary;
     let mut m = Metrics::new("backup").grouped_by("host", &options.host);
@@ -922,7 +1006,11 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         let lock = match extensions.iter().find(|e| e.object == snapshot) {
             Some(e) => format!(
                 "; lock {} to {}",
-                if a.dry_run { "would be extended" } else { "extended" },
+                if a.dry_run {
+                    "would be extended"
+                } else {
+                    "extended"
+                },
                 cairn_engine::audit::when(e.until)
             ),
             None => String::new(),
@@ -958,7 +1046,11 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
             .count();
         println!(
             "{} the object locks of {} objects ({snapshots} snapshots, {packs} packs, {} config and keys) so that kept snapshots stay locked as long as the policy keeps them (--json lists them)",
-            if a.dry_run { "would extend" } else { "extended" },
+            if a.dry_run {
+                "would extend"
+            } else {
+                "extended"
+            },
             extensions.len(),
             extensions.len() - snapshots - packs
         );

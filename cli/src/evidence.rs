@@ -271,7 +271,11 @@ fn render_text(r: &AuditReport) -> String {
             grp.newest_age_hours,
             grp.snapshots[0].expires.format("%Y-%m-%d %H:%M UTC")
         );
-        for snap in grp.snapshots.iter().filter(|s| s.lock_covers_retention.is_some()) {
+        for snap in grp
+            .snapshots
+            .iter()
+            .filter(|s| s.lock_covers_retention.is_some())
+        {
             out += &format!(
                 "    {}  taken {}, locked until {}, lock covers retention: {}\n",
                 snap.id.short(),

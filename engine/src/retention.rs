@@ -130,9 +130,8 @@ const BUCKETS: [(&str, Bucket, PeriodEnd); 5] = [
         "hourly",
         |t| (t.year(), t.ordinal(), t.hour(), 0),
         |t, n| {
-            midnight(t.date_naive()).checked_add_signed(Duration::hours(
-                i64::from(t.hour()) + 1 + i64::from(n),
-            ))
+            midnight(t.date_naive())
+                .checked_add_signed(Duration::hours(i64::from(t.hour()) + 1 + i64::from(n)))
         },
     ),
     (
@@ -144,8 +143,8 @@ const BUCKETS: [(&str, Bucket, PeriodEnd); 5] = [
         "weekly",
         |t| (t.iso_week().year(), t.iso_week().week(), 0, 0),
         |t, n| {
-            let monday = t.date_naive()
-                - Duration::days(i64::from(t.weekday().num_days_from_monday()));
+            let monday =
+                t.date_naive() - Duration::days(i64::from(t.weekday().num_days_from_monday()));
             midnight(monday).checked_add_signed(Duration::weeks(1 + i64::from(n)))
         },
     ),
@@ -154,7 +153,9 @@ const BUCKETS: [(&str, Bucket, PeriodEnd); 5] = [
         |t| (t.year(), t.month(), 0, 0),
         |t, n| {
             let first = NaiveDate::from_ymd_opt(t.year(), t.month(), 1)?;
-            Some(midnight(first.checked_add_months(Months::new(n.checked_add(1)?))?))
+            Some(midnight(
+                first.checked_add_months(Months::new(n.checked_add(1)?))?,
+            ))
         },
     ),
     (
