@@ -480,3 +480,143 @@ fn an_unreadable_folder_is_named_and_kept_and_the_rest_is_backed_up() {
         0
     );
 }
+
+/// `--limit-upload` and `--limit-download` (KiB/s) hold a backup and a restore to their rate:
+/// 1 MiB of incompressible data through a limit of 256 KiB/s, which lets one second's worth
+/// pass at once, cannot take less than 3 s, however fast the machine (a lower bound only: the
+/// test never fails for being slow).
+#[test]
+fn bandwidth_limits_hold_backup_and_restore_to_their_rate() {
+    let env = Env::new();
+    let src = dir_with(&env, "src", 1 << 20, &[("a", 7)]);
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd(&[
+            "-v",
+            "--json",
+            "--limit-upload",
+            "256",
+            "backup",
+            src.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    let logs = stderr(&out);
+    let id = json_result(&out.stdout)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        logs.contains("bandwidth limited") && logs.contains("\"upload_kib_per_s\":256"),
+        "{logs}"
+    );
+    assert!(
+        elapsed >= std::time::Duration::from_secs(3),
+        "1 MiB went up in {elapsed:?} under 256 KiB/s"
+    );
+
+    // the environment variable, for the download side
+    let target = env.path("t");
+    let started = std::time::Instant::now();
+    let mut restore = env.cmd(&["restore", &id, "--target", target.to_str().unwrap()]);
+    restore.env("CAIRN_LIMIT_DOWNLOAD", "512");
+    succeeded(&["restore"], restore.output().unwrap());
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_secs(1),
+        "1 MiB came down in {elapsed:?} under 512 KiB/s"
+    );
+    assert_eq!(
+        std::fs::read(target.join("src/a")).unwrap(),
+        noise(7, 1 << 20)
+    );
+    let bad = env.run(&["--limit-upload", "fast", "snapshots"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+/// `backup --stdin` stores standard input as one file at the snapshot's root (mode 0644, this
+/// user's, dated now), which restores byte for byte; `--stdin-from-command` stores what a
+/// command prints, and a command that fails fails the backup with no snapshot saved.
+#[test]
+fn standard_input_and_a_commands_output_are_backed_up_as_one_file() {
+    use std::io::Write;
+    let env = Env::new();
+    let data = noise(11, 5 << 20);
+    let start = chrono::Utc::now().timestamp_nanos_opt().unwrap() - 1_000_000_000;
+    let mut backup = env.cmd(&["--json", "backup", "--stdin", "--stdin-filename", "db.dump"]);
+    let mut child = backup
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let id = json_result(succeeded(&["backup", "--stdin"], out).as_bytes())["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listed = env.json(&["ls", &id]);
+    let files: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["path"].is_string())
+        .collect();
+    assert_eq!(files.len(), 1, "{listed}");
+    assert_eq!(files[0]["path"], "/db.dump", "{listed}");
+    assert_eq!(files[0]["mode"], 0o644, "{listed}");
+    assert_eq!(files[0]["uid"], nix::unistd::geteuid().as_raw(), "{listed}");
+    assert!(files[0]["mtime_ns"].as_i64().unwrap() >= start, "{listed}");
+    let t = env.path("t");
+    env.ok(&["restore", &id, "--target", t.to_str().unwrap()]);
+    assert_eq!(std::fs::read(t.join("db.dump")).unwrap(), data);
+
+    // a command's output, under the default name; its standard error passes through
+    let printed = env.ok(&[
+        "backup",
+        "--stdin-from-command",
+        "--",
+        "sh",
+        "-c",
+        "printf 'dumped\\n'; echo a warning >&2",
+    ]);
+    assert!(printed.contains("snapshot"), "{printed}");
+    let t = env.path("t2");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_eq!(std::fs::read(t.join("stdin")).unwrap(), b"dumped\n");
+    let before = env.snapshot_ids();
+    let failing = env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "--",
+        "sh",
+        "-c",
+        "printf 'half a dump'; echo dump failed >&2; exit 3",
+    ]);
+    assert_eq!(failing.status.code(), Some(1), "{}", stderr(&failing));
+    let err = stderr(&failing);
+    assert!(
+        err.contains("dump failed") && err.contains("exit status: 3"),
+        "{err}"
+    );
+    assert!(err.contains("no snapshot was saved"), "{err}");
+    assert_eq!(env.snapshot_ids(), before, "a snapshot was saved");
+    let missing = env.run(&["backup", "--stdin-from-command", "--", "/no/such/command"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(env.snapshot_ids(), before);
+
+    // usage errors: --stdin with paths, a name that is a path, a name without --stdin
+    let src = dir_with(&env, "src", 10, &[("a", 1)]);
+    for args in [
+        &["backup", "--stdin", src.to_str().unwrap()][..],
+        &["backup", "--stdin", "--stdin-filename", "a/b"],
+        &["backup", "--stdin-filename", "x", src.to_str().unwrap()],
+        &["backup", "--stdin-from-command"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(env.snapshot_ids(), before);
+}

@@ -334,3 +334,150 @@ fn a_removed_key_is_hidden_and_its_lock_no_longer_extended() {
     assert_eq!(until, locked, "the removed key's lock was extended");
     env.assert_intact();
 }
+
+/// When `--keep-weekly n` stops keeping a snapshot taken at `t`, at the latest (while the group
+/// is backed up weekly): the end of its ISO week (Monday 00:00 UTC) plus `n` weeks.
+fn weekly_bound(t: chrono::DateTime<chrono::Utc>, n: i64) -> chrono::DateTime<chrono::Utc> {
+    use chrono::Datelike;
+    let monday = t.date_naive() - chrono::Duration::days(t.weekday().num_days_from_monday().into());
+    monday.and_hms_opt(0, 0, 0).unwrap().and_utc() + chrono::Duration::weeks(1 + n)
+}
+
+/// The data packs in the repository.
+fn packs(env: &Env) -> Vec<String> {
+    env.objects.names("data")
+}
+
+#[test]
+fn forget_extends_the_locks_of_kept_snapshots_and_their_data_as_long_as_the_policy_keeps_them() {
+    let Some(env) = lock_env() else { return };
+    let now = chrono::Utc::now();
+    // an old snapshot (three weeks ago) of a and b, then one of a and c today: a's pack is shared
+    let src = dir_with(&env, "src", 1 << 20, &[("a", 1), ("b", 2)]);
+    let then = (now - chrono::Duration::days(21))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let old_time: chrono::DateTime<chrono::Utc> = then.parse().unwrap();
+    let old = env.json(&["backup", "--time", &then, src.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old_packs = packs(&env);
+    std::fs::remove_file(src.join("b")).unwrap();
+    std::fs::write(src.join("c"), noise(3, 1 << 20)).unwrap();
+    let new = env.backup(&[&src]);
+    let new_time: chrono::DateTime<chrono::Utc> = env.json(&["cat", "snapshot", &new])["time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let names = env.objects.names("");
+    let before: Vec<_> = names
+        .iter()
+        .map(|n| (n.clone(), head_lock(&env, n).1))
+        .collect();
+    // written with 2 lock days: the old snapshot's lock ends before its retention does
+    let report = env.json(&["report"]);
+    assert_schema("report", &report);
+    let entry = |report: &serde_json::Value, id: &str| {
+        report["groups"][0]["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(entry(&report, &old)["lock_covers_retention"], false);
+
+    // a dry run shows the extensions and makes none
+    let dry = env.json(&["forget", "--keep-weekly", "5", "--dry-run"]);
+    let planned = dry["lock_extensions"].as_array().unwrap().clone();
+    assert!(!planned.is_empty(), "{dry}");
+    for (name, until) in &before {
+        assert_eq!(
+            head_lock(&env, name).1,
+            *until,
+            "{name}: changed by a dry run"
+        );
+    }
+    let text = env.ok(&["forget", "--keep-weekly", "5", "--dry-run"]);
+    assert!(
+        text.contains(&format!(
+            "would extend the object locks of {} objects",
+            planned.len()
+        )),
+        "{text}"
+    );
+
+    let forget = env.json(&["forget", "--keep-weekly", "5"]);
+    assert_eq!(forget["removed"], 0, "{forget}");
+    assert_eq!(forget["lock_extensions"], serde_json::Value::Array(planned));
+    let (old_bound, new_bound) = (weekly_bound(old_time, 5), weekly_bound(new_time, 5));
+    assert!(old_bound > now + chrono::Duration::days(14));
+    let until = |name: &str| head_lock(&env, name).1;
+    assert_eq!(until(&format!("snapshots/{old}")), old_bound);
+    assert_eq!(until(&format!("snapshots/{new}")), new_bound);
+    // the packs of the old backup: the one holding a (shared with the new snapshot) gets the
+    // later bound, those only the old snapshot needs (its trees, b) the old one's
+    let old_untils: Vec<_> = old_packs.iter().map(|p| until(p)).collect();
+    assert!(old_untils.contains(&new_bound), "{old_untils:?}");
+    assert!(old_untils.contains(&old_bound), "{old_untils:?}");
+    assert!(
+        old_untils
+            .iter()
+            .all(|u| *u == old_bound || *u == new_bound),
+        "{old_untils:?}"
+    );
+    for name in packs(&env).iter().filter(|p| !old_packs.contains(p)) {
+        assert_eq!(until(name), new_bound, "{name}");
+    }
+    // what a restore needs besides packs: the config and the key
+    assert_eq!(until("config"), new_bound);
+    for key in env.objects.names("keys") {
+        assert_eq!(until(&key), new_bound);
+    }
+    // index segments are not: `repair index` rebuilds them from the packs
+    for segment in env.objects.names("index") {
+        let was = before.iter().find(|(n, _)| *n == segment).unwrap().1;
+        assert_eq!(until(&segment), was, "{segment}");
+    }
+
+    // the report shows each snapshot's lock, now covering its retention
+    let report = env.json(&["report"]);
+    assert_schema("report", &report);
+    let old_entry = entry(&report, &old);
+    assert_eq!(old_entry["lock_covers_retention"], true, "{old_entry:#}");
+    let shown: chrono::DateTime<chrono::Utc> =
+        old_entry["locked_until"].as_str().unwrap().parse().unwrap();
+    assert_eq!(shown, old_bound);
+    let lock = protection(&report, "Backups cannot be erased early");
+    assert_eq!(lock["status"], "met", "{lock:#}");
+    let text = env.ok(&["report"]);
+    assert!(
+        text.contains(&format!(
+            "{}  taken {}, locked until {}, lock covers retention: yes",
+            &old[..8],
+            old_time.format("%Y-%m-%d %H:%M UTC"),
+            old_bound.format("%Y-%m-%d %H:%M UTC")
+        )),
+        "{text}"
+    );
+
+    // locks are only ever extended: a second run changes nothing, and a shorter policy never
+    // shortens them
+    let again = env.json(&["forget", "--keep-weekly", "5"]);
+    assert_eq!(
+        again["lock_extensions"].as_array().unwrap().len(),
+        0,
+        "{again}"
+    );
+    let shorter = env.json(&["forget", "--keep-weekly", "2"]);
+    assert_eq!(
+        shorter["lock_extensions"].as_array().unwrap().len(),
+        0,
+        "{shorter}"
+    );
+    assert_eq!(until(&format!("snapshots/{old}")), old_bound);
+    env.assert_intact();
+}

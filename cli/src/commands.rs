@@ -12,14 +12,15 @@ use cairn_engine::chunker::ChunkerParams;
 use cairn_engine::copier;
 use cairn_engine::crypto::keys::KdfParams;
 use cairn_engine::gc::{self, GcOptions, GcReport};
+use cairn_engine::object_lock;
 use cairn_engine::progress::Progress;
 use cairn_engine::records;
-use cairn_engine::repository::{InitOptions, Repository};
+use cairn_engine::repository::{InitOptions, ObjectKind, Repository};
 use cairn_engine::restorer::{self, Overwrite, RestoreOptions};
 use cairn_engine::retention::{self, GroupBy, Policy};
 use cairn_engine::snapshot::{Snapshot, SnapshotFilter};
 use cairn_engine::store::{Location, LockMode, ObjectLock};
-use cairn_engine::tree::{self, Node, NodeKind};
+use cairn_engine::tree::{self, Node, NodeKind, RawBytes};
 use cairn_engine::{Id, repair};
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
@@ -142,8 +143,9 @@ pub struct CopyArgs {
 /// `cairn backup` options.
 #[derive(Args)]
 pub struct BackupArgs {
-    /// Files and folders to back up
-    #[arg(required = true)]
+    /// Files and folders to back up (with --stdin-from-command: the command and its arguments,
+    /// after --)
+    #[arg(required_unless_present = "stdin")]
     paths: Vec<PathBuf>,
     /// Tag the snapshot (repeatable, or a comma-separated list as restic takes it)
     #[arg(long, value_delimiter = ',')]
@@ -165,10 +167,79 @@ pub struct BackupArgs {
     /// newest of its group until then; `forget` leaves it out of its policy)
     #[arg(long, requires = "time")]
     allow_future_time: bool,
+    /// Back up standard input, as one file at the snapshot's root (--stdin-filename)
+    #[arg(long, group = "stdin_input", conflicts_with_all = ["paths", "stdin_from_command"])]
+    stdin: bool,
+    /// Back up what a command prints (the command and its arguments follow --), as one file; a
+    /// command that fails (non-zero exit) fails the backup, and no snapshot is saved
+    #[arg(long, group = "stdin_input")]
+    stdin_from_command: bool,
+    /// Name of the file --stdin or --stdin-from-command stores
+    #[arg(long, default_value = "stdin", value_parser = parse_file_name, requires = "stdin_input")]
+    stdin_filename: String,
     #[command(flatten)]
     excludes: ExcludeArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
+}
+
+/// A name for a file at a snapshot's root: no `/`, not `.` or `..`, not empty.
+fn parse_file_name(s: &str) -> Result<String, String> {
+    tree::is_safe_name(s.as_bytes())
+        .then(|| s.to_owned())
+        .ok_or_else(|| format!("{s:?} is not a file name (no '/', not '.' or '..')"))
+}
+
+/// The output of a command being backed up: at its end, the command's exit status, an error
+/// if it failed (so that the backup fails before any snapshot is saved).
+struct CommandOutput {
+    command: String,
+    child: std::process::Child,
+    stdout: std::process::ChildStdout,
+}
+
+impl std::io::Read for CommandOutput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let status = self.child.wait()?;
+            if !status.success() {
+                return Err(std::io::Error::other(format!(
+                    "the command {:?} failed ({status}); no snapshot was saved",
+                    self.command
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The stream `--stdin` or `--stdin-from-command` backs up.
+fn stdin_source(a: &BackupArgs) -> Result<archiver::StreamReader> {
+    if !a.stdin_from_command {
+        return Ok(archiver::StreamReader::new(std::io::stdin()));
+    }
+    let (program, args) = a
+        .paths
+        .split_first()
+        .expect("clap requires paths without --stdin");
+    let command = a
+        .paths
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    Ok(archiver::StreamReader::new(CommandOutput {
+        command,
+        child,
+        stdout,
+    }))
 }
 
 /// `cairn ls` options.
@@ -520,6 +591,9 @@ pub fn init(g: &Global, a: InitArgs) -> Result<u8> {
 /// `cairn backup`
 pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     let repo = open(g)?;
+    let stream = (a.stdin || a.stdin_from_command)
+        .then(|| stdin_source(&a))
+        .transpose()?;
     let parent = match (&a.parent, a.force) {
         (_, true) => Parent::Ignore,
         (Some(spec), _) => Parent::Given(Snapshot::find(&repo, spec)?.0),
@@ -535,7 +609,18 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     };
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "backup", "backed up", g);
-    let out = archiver::backup(&repo, &a.paths, &options, &progress)?;
+    let out = if let Some(reader) = stream {
+        let name = RawBytes(a.stdin_filename.clone().into_bytes());
+        let mtime_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let root = std::collections::BTreeMap::from([(
+            name,
+            archiver::Source::Stream { reader, mtime_ns },
+        )]);
+        let paths = vec![RawBytes(format!("/{}", a.stdin_filename).into_bytes())];
+        archiver::backup_sources(&repo, root, paths, &options, &progress)?
+    } else {
+        archiver::backup(&repo, &a.paths, &options, &progress)?
+    };
     drop(display);
     let s = &out.snapshot.summary;
     let mut m = Metrics::new("backup").grouped_by("host", &options.host);
@@ -861,12 +946,23 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         ));
     }
     let store_now = repo.store().now()?;
-    let decisions = retention::apply(
-        &policy,
-        group_by(&a.group_by)?,
-        &find_snapshots(&repo, &[], &a.filter)?,
-        store_now,
-    );
+    let snapshots = find_snapshots(&repo, &[], &a.filter)?;
+    let decisions = retention::apply(&policy, group_by(&a.group_by)?, &snapshots, store_now);
+    // kept snapshots, and what they need, stay locked as long as the policy can keep them
+    let extensions = match (repo.store().lock(), extend_locks_within(&repo, &a.gc)) {
+        (Some(lock), Some(within)) => object_lock::for_kept_snapshots(
+            &repo,
+            lock,
+            &decisions,
+            &snapshots,
+            within,
+            chrono::Utc::now(),
+        )?,
+        _ => vec![],
+    };
+    if !a.dry_run {
+        object_lock::extend(&repo, &extensions)?;
+    }
     let future: Vec<Id> = decisions
         .iter()
         .filter(|d| d.future)
@@ -893,7 +989,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     };
     if g.json {
         print_json(
-            &json!({"dry_run": a.dry_run, "removed": removed, "locked": locked, "ignored_future": future, "store_time": store_now, "decisions": decisions, "gc": gc_report}),
+            &json!({"dry_run": a.dry_run, "removed": removed, "locked": locked, "ignored_future": future, "store_time": store_now, "decisions": decisions, "lock_extensions": extensions, "gc": gc_report}),
         );
         return Ok(0);
     }
@@ -914,8 +1010,21 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
             .time
             .with_timezone(&chrono::Local)
             .format("%Y-%m-%d %H:%M:%S");
+        let snapshot = ObjectKind::Snapshot.path(&d.id).to_string();
+        let lock = match extensions.iter().find(|e| e.object == snapshot) {
+            Some(e) => format!(
+                "; lock {} to {}",
+                if a.dry_run {
+                    "would be extended"
+                } else {
+                    "extended"
+                },
+                cairn_engine::audit::when(e.until)
+            ),
+            None => String::new(),
+        };
         let verdict = match (d.keep, a.dry_run) {
-            (true, _) => format!("keep ({})", d.reasons.join(", ")),
+            (true, _) => format!("keep ({}){lock}", d.reasons.join(", ")),
             (false, true) => "would remove".to_owned(),
             (false, false) if locked.contains(&d.id) => {
                 "kept for now: its object lock has not passed (a later forget removes it)"
@@ -934,6 +1043,26 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
             ids.join(", ")
         );
     }
+    if !extensions.is_empty() {
+        let snapshots = extensions
+            .iter()
+            .filter(|e| e.object.starts_with(ObjectKind::Snapshot.dir()))
+            .count();
+        let packs = extensions
+            .iter()
+            .filter(|e| e.object.starts_with(ObjectKind::Pack.dir()))
+            .count();
+        println!(
+            "{} the object locks of {} objects ({snapshots} snapshots, {packs} packs, {} config and keys) so that kept snapshots stay locked as long as the policy keeps them (--json lists them)",
+            if a.dry_run {
+                "would extend"
+            } else {
+                "extended"
+            },
+            extensions.len(),
+            extensions.len() - snapshots - packs
+        );
+    }
     let gone = decisions.iter().filter(|d| !d.keep).count();
     match a.dry_run {
         true => println!("{gone} snapshots would be removed (dry run)"),
@@ -948,20 +1077,25 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Runs gc with progress shown as `g` asks, and publishes its metrics.
-fn run_gc(g: &Global, repo: &Repository, a: &GcArgs) -> Result<GcReport> {
+/// With object lock: how soon a lock must end to be extended (`None`: extend none).
+fn extend_locks_within(repo: &Repository, a: &GcArgs) -> Option<chrono::Duration> {
     let half_lock = repo
         .config()
         .object_lock
         .map(|l| chrono::Duration::hours(i64::from(l.days) * 12));
+    match (a.no_extend_locks, a.extend_locks_within) {
+        (true, _) => None,
+        (false, Some(d)) => Some(chrono::Duration::seconds(d.as_secs() as i64)),
+        (false, None) => half_lock,
+    }
+}
+
+/// Runs gc with progress shown as `g` asks, and publishes its metrics.
+fn run_gc(g: &Global, repo: &Repository, a: &GcArgs) -> Result<GcReport> {
     let options = GcOptions {
         safety: chrono::Duration::seconds(a.safety_interval.as_secs() as i64),
         repack_below: a.repack_below,
-        extend_locks_within: match (a.no_extend_locks, a.extend_locks_within) {
-            (true, _) => None,
-            (false, Some(d)) => Some(chrono::Duration::seconds(d.as_secs() as i64)),
-            (false, None) => half_lock,
-        },
+        extend_locks_within: extend_locks_within(repo, a),
         ..GcOptions::default()
     };
     let progress = Arc::new(Progress::default());

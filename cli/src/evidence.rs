@@ -271,6 +271,20 @@ fn render_text(r: &AuditReport) -> String {
             grp.newest_age_hours,
             grp.snapshots[0].expires.format("%Y-%m-%d %H:%M UTC")
         );
+        for snap in grp
+            .snapshots
+            .iter()
+            .filter(|s| s.lock_covers_retention.is_some())
+        {
+            out += &format!(
+                "    {}  taken {}, locked until {}, lock covers retention: {}\n",
+                snap.id.short(),
+                snap.time.format("%Y-%m-%d %H:%M UTC"),
+                snap.locked_until
+                    .map_or("—".into(), |u| u.format("%Y-%m-%d %H:%M UTC").to_string()),
+                report_html::lock_covers(snap)
+            );
+        }
     }
     out += &format!(
         "\n{} check records, {} drill records in the repository\n",

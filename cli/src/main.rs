@@ -59,6 +59,22 @@ pub struct Global {
     /// plain line on standard error or, with --json, a status event [default: 10s]
     #[arg(long, env = "CAIRN_PROGRESS_INTERVAL", value_parser = humantime::parse_duration, global = true)]
     pub progress_interval: Option<std::time::Duration>,
+    /// Limit what is sent to repositories to this many KiB/s (restic's flag)
+    #[arg(
+        long,
+        env = "CAIRN_LIMIT_UPLOAD",
+        value_name = "KIB_PER_S",
+        global = true
+    )]
+    pub limit_upload: Option<u64>,
+    /// Limit what is received from repositories to this many KiB/s (restic's flag)
+    #[arg(
+        long,
+        env = "CAIRN_LIMIT_DOWNLOAD",
+        value_name = "KIB_PER_S",
+        global = true
+    )]
+    pub limit_download: Option<u64>,
     /// Log more (repeat for even more)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -142,6 +158,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.log_format);
     let g = &cli.global;
+    cairn_engine::bandwidth::set_limits(g.limit_upload, g.limit_download);
     let result = match cli.command {
         Command::Init(a) => commands::init(g, a),
         Command::Backup(a) => commands::backup(g, a),

@@ -1,7 +1,7 @@
 //! The audit report as one self-contained HTML page: inline style, no script, no outside
 //! resource, so that it can be archived and opened anywhere. Every value is escaped.
 
-use cairn_engine::audit::{AuditReport, Evidence, Status, when};
+use cairn_engine::audit::{AuditReport, Evidence, SnapshotEntry, Status, when};
 
 /// Escapes text for HTML element content and quoted attribute values.
 fn esc(s: &str) -> String {
@@ -123,22 +123,32 @@ pub fn render(r: &AuditReport) -> String {
     }
     h += "</table>\n";
 
-    h += "<h2>Every snapshot</h2>\n<table id=\"snapshots\"><tr><th>Namespace or source</th><th>Snapshot</th><th>Taken</th><th>Age (h)</th><th>Expires</th><th>Locked until</th></tr>\n";
+    h += "<h2>Every snapshot</h2>\n<table id=\"snapshots\"><tr><th>Namespace or source</th><th>Snapshot</th><th>Taken</th><th>Age (h)</th><th>Expires</th><th>Locked until</th><th>Lock covers retention</th></tr>\n";
     for g in &r.groups {
         for s in &g.snapshots {
             h += &format!(
-                "<tr class=\"snapshot\"><td>{}</td><td><code>{}</code></td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr class=\"snapshot\"><td>{}</td><td><code>{}</code></td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
                 esc(&g.label),
                 esc(&s.id.short()),
                 esc(&when(s.time)),
                 s.age_hours,
                 esc(&when(s.expires)),
-                esc(&s.locked_until.map_or("—".into(), when))
+                esc(&s.locked_until.map_or("—".into(), when)),
+                lock_covers(s)
             );
         }
     }
     h += "</table>\n</body></html>\n";
     h
+}
+
+/// Whether a snapshot's lock covers its retention, in words (— without object lock).
+pub(crate) fn lock_covers(s: &SnapshotEntry) -> &'static str {
+    match s.lock_covers_retention {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "—",
+    }
 }
 
 fn evidence_row(name: &str, e: Option<&Evidence>, dir: &str) -> String {

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
@@ -94,6 +94,37 @@ pub enum Source {
     },
     /// A folder made in memory, its entries by name.
     Folder(BTreeMap<RawBytes, Source>),
+    /// Bytes read from a stream to its end (standard input, a command's output), stored as a
+    /// regular file with mode 0644 owned by this process's user, with this modification time.
+    /// A read error (a command that failed, see [`StreamReader`]) fails the backup.
+    Stream {
+        /// Where the bytes come from; read once.
+        reader: StreamReader,
+        /// The file's modification time (nanoseconds since the epoch).
+        mtime_ns: i64,
+    },
+}
+
+/// A stream to back up, shared so that a [`Source`] can be cloned; the first backup of it
+/// reads it.
+#[derive(Clone)]
+pub struct StreamReader(Arc<Mutex<Option<Box<dyn Read + Send>>>>);
+
+impl StreamReader {
+    /// Wraps `reader`.
+    pub fn new(reader: impl Read + Send + 'static) -> StreamReader {
+        StreamReader(Arc::new(Mutex::new(Some(Box::new(reader)))))
+    }
+
+    fn take(&self) -> Option<Box<dyn Read + Send>> {
+        self.0.lock().expect("lock").take()
+    }
+}
+
+impl std::fmt::Debug for StreamReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamReader")
+    }
 }
 
 type Job = (Id, Vec<u8>);
@@ -410,18 +441,19 @@ impl Walk<'_, '_> {
                 }
             }
             Source::Bytes { data, mtime_ns } => {
-                let mut node = made_node(name, NodeKind::File, 0o600, *mtime_ns);
-                let (content, size) = self.content(data.as_slice(), data.len() as u64, None)?;
-                node.content = content;
-                node.size = size;
-                self.summary.files += 1;
-                self.summary.bytes += size;
-                match before {
-                    Some(b) if b.content == node.content => self.summary.files_unmodified += 1,
-                    Some(_) => self.summary.files_changed += 1,
-                    None => self.summary.files_new += 1,
-                }
-                Ok(Some(node))
+                let node = made_node(name, NodeKind::File, 0o600, *mtime_ns);
+                let size = data.len() as u64;
+                self.made_file(node, data.as_slice(), size, before)
+                    .map(Some)
+            }
+            Source::Stream { reader, mtime_ns } => {
+                let data = reader
+                    .take()
+                    .ok_or_else(|| Error::Invalid("a stream can be backed up only once".into()))?;
+                let mut node = made_node(name, NodeKind::File, 0o644, *mtime_ns);
+                node.uid = nix::unistd::geteuid().as_raw();
+                node.gid = nix::unistd::getegid().as_raw();
+                self.made_file(node, data, 0, before).map(Some)
             }
             Source::Folder(entries) => {
                 let before = before
@@ -445,6 +477,29 @@ impl Walk<'_, '_> {
     fn exclude(&mut self, path: &Path, why: &str) {
         tracing::debug!(path = %path.display(), "excluded: {why}");
         self.excluded += 1;
+    }
+
+    /// Stores `data` (about `size_hint` bytes) as the content of `node`, a file made in memory
+    /// or read from a stream; `before` is its entry in the parent snapshot.
+    fn made_file(
+        &mut self,
+        mut node: Node,
+        data: impl Read,
+        size_hint: u64,
+        before: Option<&Node>,
+    ) -> Result<Node> {
+        let name = PathBuf::from(node.name.as_os());
+        let (content, size) = self.content(data, size_hint, Some(&name))?;
+        node.content = content;
+        node.size = size;
+        self.summary.files += 1;
+        self.summary.bytes += size;
+        match before {
+            Some(b) if b.content == node.content => self.summary.files_unmodified += 1,
+            Some(_) => self.summary.files_changed += 1,
+            None => self.summary.files_new += 1,
+        }
+        Ok(node)
     }
 
     fn check_workers(&self) -> Result<()> {

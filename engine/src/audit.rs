@@ -84,6 +84,11 @@ pub struct SnapshotEntry {
     /// When its object lock ends (object-locked repositories only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<DateTime<Utc>>,
+    /// Whether its lock covers its retention: ends no earlier than `expires` and than now (a
+    /// snapshot still here after `expires` is kept by a longer policy, which `forget` extends
+    /// its lock for). Object-locked repositories only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_covers_retention: Option<bool>,
 }
 
 /// How far the off-site replica is behind for one group.
@@ -244,12 +249,16 @@ pub fn report(
             if let Some(t) = locked_until {
                 earliest_unlock = Some(earliest_unlock.map_or(t, |e| e.min(t)));
             }
+            let expires = s.time + retention;
             entries.push(SnapshotEntry {
                 id: *id,
                 time: s.time,
                 age_hours: hours(s.time),
-                expires: s.time + retention,
+                expires,
                 locked_until,
+                lock_covers_retention: config.object_lock.map(|_| {
+                    locked_until.is_some_and(|u| u + LOCK_SLACK >= expires && u > options.now)
+                }),
             });
         }
         let newest = members.last().expect("groups are not empty").1.time;
@@ -427,7 +436,7 @@ fn protections(r: &AuditReport, options: &AuditOptions) -> Vec<Protection> {
                 .groups
                 .iter()
                 .flat_map(|g| &g.snapshots)
-                .filter(|s| s.locked_until.is_none_or(|u| u + LOCK_SLACK < s.expires))
+                .filter(|s| s.lock_covers_retention != Some(true))
                 .count();
             row(
                 "Backups cannot be erased early",
@@ -437,7 +446,7 @@ fn protections(r: &AuditReport, options: &AuditOptions) -> Vec<Protection> {
                     Status::NotMet
                 },
                 format!(
-                    "S3 Object Lock in {:?} mode, {} days per object, extended by gc while needed; earliest unlock of a snapshot: {}; {unprotected} snapshots not locked until they expire (choose lock days ≥ the retention)",
+                    "S3 Object Lock in {:?} mode, {} days per object, extended by gc while needed and by forget as long as the policy keeps a snapshot; earliest unlock of a snapshot: {}; {unprotected} snapshots not locked until they expire (choose lock days ≥ the retention)",
                     l.mode,
                     l.days,
                     earliest.map_or("none".into(), when)

@@ -13,13 +13,13 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use object_store::path::Path as ObjectPath;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::Domain;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{IndexSegment, Lineage};
+use crate::object_lock::{self, Wanted};
 use crate::pack::{self, PackedBlob};
 use crate::packer::Packer;
 use crate::progress::Progress;
@@ -697,8 +697,8 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
 
 /// Extends the object lock of every object still needed (config, keys, active index segments,
 /// packs not marked for deletion) whose lock ends within `within`, to `lock.days` from now.
-/// Snapshots are not extended: their own lock covers the retention, and one the policy lets go
-/// must be able to unlock. Only objects old enough to be near the end of their lock are asked.
+/// Snapshots are left to `forget`, which knows the policy: one the policy lets go must be able
+/// to unlock. Only objects old enough to be near the end of their lock are asked.
 fn extend_locks(
     repo: &Repository,
     lock: ObjectLock,
@@ -732,17 +732,18 @@ fn extend_locks(
     }
     paths.push(ObjectPath::from("config"));
     let until = lock.retain_until(now);
-    let extended: Vec<bool> = paths
-        .par_iter()
-        .map(|path| match repo.store().locked_until(path)? {
-            Some(current) if current <= horizon => {
-                repo.store().extend_lock(path, until).map(|()| true)
-            }
-            // locked long enough, or gone since the listing (forgotten or deleted by this run)
-            _ => Ok(false),
+    let wanted = paths
+        .into_iter()
+        .map(|path| Wanted {
+            path,
+            below: horizon,
+            until,
         })
-        .collect::<Result<_>>()?;
-    Ok(extended.into_iter().filter(|e| *e).count() as u64)
+        .collect();
+    // locked long enough (perhaps by `forget`, beyond `until`), or gone since the listing
+    let extensions = object_lock::plan(repo, wanted)?;
+    object_lock::extend(repo, &extensions)?;
+    Ok(extensions.len() as u64)
 }
 
 #[cfg(test)]

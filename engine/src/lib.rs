@@ -13,6 +13,7 @@
 pub mod archiver;
 pub mod audit;
 mod aws_profile;
+pub mod bandwidth;
 pub mod blob;
 pub mod checker;
 pub mod chunker;
@@ -31,6 +32,7 @@ pub mod fsmeta;
 pub mod gc;
 pub mod id;
 pub mod index;
+pub mod object_lock;
 pub mod pack;
 pub mod pack_cache;
 pub mod packer;

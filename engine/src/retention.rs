@@ -5,10 +5,13 @@
 //! from now, so that a stopped backup job never lets its last snapshots expire. Snapshots dated
 //! in the future of the store's clock ([`clock`]) are kept and left out of the policy, so that
 //! none of them can push a group's real history out.
+//!
+//! Each kept snapshot also gets a bound on how long the rules that keep it can keep it
+//! ([`Decision::kept_until`]), which `forget` extends object locks to (format §13).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, Timelike, Utc};
 use serde::Serialize;
 
 use crate::clock;
@@ -80,6 +83,11 @@ pub struct Decision {
     /// Whether it is dated in the future of the store's clock: kept, and not counted by the
     /// policy.
     pub future: bool,
+    /// Kept snapshots: the latest time the rules that keep it can keep it, while its group is
+    /// backed up at least once per period of each rule (see `keep_bound`); absent when no rule
+    /// that keeps it is bounded in time (`keep-last`, snapshots dated in the future).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_until: Option<DateTime<Utc>>,
 }
 
 impl GroupBy {
@@ -110,15 +118,86 @@ impl GroupBy {
 
 type Bucket = fn(&DateTime<Utc>) -> (i32, u32, u32, u32);
 
-const BUCKETS: [(&str, Bucket); 5] = [
-    ("hourly", |t| (t.year(), t.ordinal(), t.hour(), 0)),
-    ("daily", |t| (t.year(), t.ordinal(), 0, 0)),
-    ("weekly", |t| {
-        (t.iso_week().year(), t.iso_week().week(), 0, 0)
-    }),
-    ("monthly", |t| (t.year(), t.month(), 0, 0)),
-    ("yearly", |t| (t.year(), 0, 0, 0)),
+/// When the period (hour, day, …) holding a time ends, `n` periods later.
+type PeriodEnd = fn(&DateTime<Utc>, u32) -> Option<DateTime<Utc>>;
+
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
+}
+
+const BUCKETS: [(&str, Bucket, PeriodEnd); 5] = [
+    (
+        "hourly",
+        |t| (t.year(), t.ordinal(), t.hour(), 0),
+        |t, n| {
+            midnight(t.date_naive())
+                .checked_add_signed(Duration::hours(i64::from(t.hour()) + 1 + i64::from(n)))
+        },
+    ),
+    (
+        "daily",
+        |t| (t.year(), t.ordinal(), 0, 0),
+        |t, n| midnight(t.date_naive()).checked_add_signed(Duration::days(1 + i64::from(n))),
+    ),
+    (
+        "weekly",
+        |t| (t.iso_week().year(), t.iso_week().week(), 0, 0),
+        |t, n| {
+            let monday =
+                t.date_naive() - Duration::days(i64::from(t.weekday().num_days_from_monday()));
+            midnight(monday).checked_add_signed(Duration::weeks(1 + i64::from(n)))
+        },
+    ),
+    (
+        "monthly",
+        |t| (t.year(), t.month(), 0, 0),
+        |t, n| {
+            let first = NaiveDate::from_ymd_opt(t.year(), t.month(), 1)?;
+            Some(midnight(
+                first.checked_add_months(Months::new(n.checked_add(1)?))?,
+            ))
+        },
+    ),
+    (
+        "yearly",
+        |t| (t.year(), 0, 0, 0),
+        |t, n| {
+            let year = i32::try_from(n).ok()?.checked_add(t.year() + 1)?;
+            Some(midnight(NaiveDate::from_ymd_opt(year, 1, 1)?))
+        },
+    ),
 ];
+
+/// No lock bound lies further than this after its snapshot (the longest `--lock-days` that
+/// `init` accepts), so that a huge rule count still gives a date S3 takes.
+const LONGEST_BOUND: Duration = Duration::days(36_500);
+
+/// The latest time rule `name` (`hourly` … `yearly` with count `n`, or `within` a span `w`)
+/// can keep a snapshot taken at `t` that it keeps now, while its group gets at least one
+/// snapshot per period (for `within`: while backups go on):
+///
+/// - a bucket rule keeps the newest snapshot of each of the `n` newest periods that hold
+///   snapshots; once the `n` periods after the snapshot's each hold one, it is no longer among
+///   them, and the last of those periods ends `n` periods after the snapshot's own ends: the
+///   bound is the end of the snapshot's period plus `n` periods;
+/// - `within` keeps it while the group's newest snapshot is at most `w` younger: until the
+///   first backup after `t + w`; the bound is `t + w`.
+///
+/// Either bound can be passed while the snapshot is still kept: by the time to the next backup
+/// and `forget`, or for good when the group's backups stop. That is covered by the rolling
+/// extension of kept snapshots' locks at every `forget` (format §13), as `keep-last`, which
+/// has no bound in time, is. Bounds are capped at 100 years after `t`.
+fn keep_bound(name: &str, t: &DateTime<Utc>, n: u32, w: Option<Duration>) -> DateTime<Utc> {
+    let cap = *t + LONGEST_BOUND;
+    let bound = match (name, w) {
+        ("within", Some(w)) => t.checked_add_signed(w),
+        _ => BUCKETS
+            .iter()
+            .find(|(b, _, _)| *b == name)
+            .and_then(|(_, _, end)| end(t, n)),
+    };
+    bound.map_or(cap, |b| b.min(cap))
+}
 
 /// Applies `policy` to `snapshots`, group by group; returns one decision per snapshot, newest
 /// first within each group. Snapshots dated in the future of `store_now` (the store's clock)
@@ -155,6 +234,7 @@ pub fn apply(
                     crate::audit::when(store_now)
                 )],
                 future: true,
+                kept_until: None,
             });
         }
         let Some(newest) = snaps.first().map(|s| s.1.time) else {
@@ -164,21 +244,26 @@ pub fn apply(
         let mut last_bucket: [Option<(i32, u32, u32, u32)>; 5] = [None; 5];
         for (i, (id, snap)) in snaps.iter().map(|s| (&s.0, &s.1)).enumerate() {
             let mut reasons = vec![];
+            let mut kept_until: Option<DateTime<Utc>> = None;
+            let mut bound_by = |b: DateTime<Utc>| kept_until = kept_until.max(Some(b));
             if policy.last.is_some_and(|n| (i as u32) < n) {
                 reasons.push(format!("last {}", policy.last.unwrap_or(0)));
             }
-            for (k, (name, bucket)) in BUCKETS.iter().enumerate() {
+            for (k, (name, bucket, _)) in BUCKETS.iter().enumerate() {
                 let b = bucket(&snap.time);
                 if left[k].is_some_and(|n| n > 0) && last_bucket[k] != Some(b) {
                     left[k] = left[k].map(|n| n - 1);
                     last_bucket[k] = Some(b);
-                    reasons.push(format!("{name} {}", counts[k].unwrap_or(0)));
+                    let n = counts[k].unwrap_or(0);
+                    reasons.push(format!("{name} {n}"));
+                    bound_by(keep_bound(name, &snap.time, n, None));
                 }
             }
             if let Some(w) = policy.within
                 && snap.time >= newest - w
             {
                 reasons.push(format!("within {}h of the newest", w.num_hours()));
+                bound_by(keep_bound("within", &snap.time, 0, Some(w)));
             }
             out.push(Decision {
                 id: *id,
@@ -187,6 +272,7 @@ pub fn apply(
                 keep: !reasons.is_empty(),
                 reasons,
                 future: false,
+                kept_until,
             });
         }
     }
@@ -352,6 +438,62 @@ mod tests {
             kept(&apply(&p, GroupBy::default(), &s, now())),
             vec![4, 5, 6]
         );
+    }
+
+    #[test]
+    fn kept_snapshots_are_bounded_by_the_end_of_their_period_plus_the_count() {
+        let s = vec![
+            snap(1, "2026-11-04T10:00:00Z", "a"), // a Wednesday
+            snap(2, "2026-11-30T10:00:00Z", "a"), // a Monday
+        ];
+        let p = Policy {
+            last: Some(1),
+            weekly: Some(5),
+            monthly: Some(2),
+            ..Policy::default()
+        };
+        let d = apply(&p, GroupBy::default(), &s, now());
+        let bound = |n: u8| d.iter().find(|d| d.id.0[0] == n).unwrap().kept_until;
+        let at = |t: &str| Some(t.parse::<DateTime<Utc>>().unwrap());
+        // 1: its week ends on Monday 2026-11-09, plus 5 weeks (2 is the newest of the month)
+        assert_eq!(bound(1), at("2026-12-14T00:00:00Z"));
+        // 2: week ends 2026-12-07 + 5 weeks = 2027-01-11; month 2027-02-01; keep-last adds none
+        assert_eq!(bound(2), at("2027-02-01T00:00:00Z"));
+        let p = Policy {
+            hourly: Some(3),
+            daily: Some(1),
+            within: Some(Duration::hours(10)),
+            ..Policy::default()
+        };
+        let d = apply(&p, GroupBy::default(), &s, now());
+        assert_eq!(
+            d.iter().find(|d| d.id.0[0] == 2).unwrap().kept_until,
+            at("2026-12-02T00:00:00Z"),
+            "daily: the day's end plus a day"
+        );
+        assert_eq!(
+            keep_bound("hourly", &s[0].1.time, 3, None),
+            "2026-11-04T14:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            keep_bound("yearly", &s[0].1.time, 2, None),
+            "2029-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            keep_bound("within", &s[0].1.time, 0, Some(Duration::hours(2))),
+            "2026-11-04T12:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        // a huge count is capped at 100 years
+        assert_eq!(
+            keep_bound("yearly", &s[0].1.time, u32::MAX, None),
+            s[0].1.time + LONGEST_BOUND
+        );
+        let last = Policy {
+            last: Some(2),
+            ..Policy::default()
+        };
+        let d = apply(&last, GroupBy::default(), &s, now());
+        assert!(d.iter().all(|d| d.keep && d.kept_until.is_none()));
     }
 
     #[test]

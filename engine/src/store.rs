@@ -1,5 +1,6 @@
 //! Where a repository's objects live: a local folder or an S3 bucket, behind one synchronous
-//! [`Store`] (the engine's threads are not async; requests run on a small tokio runtime).
+//! [`Store`] (the engine's threads are not async; requests run on a small tokio runtime). Every
+//! object's bytes pass the process's bandwidth limits ([`crate::bandwidth`]).
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -527,6 +528,7 @@ impl Store {
     /// Stores a short-lived object (a writer session) without any object lock, replacing any
     /// object of that name, so that it can be deleted when done.
     pub fn put_unlocked(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+        self.rt.block_on(crate::bandwidth::upload(bytes.len()));
         let payload = PutPayload::from(bytes);
         self.rt.block_on(
             self.retries
@@ -567,6 +569,7 @@ impl Store {
         path: &ObjectPath,
         bytes: Vec<u8>,
     ) -> Result<()> {
+        self.rt.block_on(crate::bandwidth::upload(bytes.len()));
         let payload = PutPayload::from(bytes.clone());
         let mut attempts = 0;
         let result = self.rt.block_on(self.retries.run(path, || {
@@ -611,6 +614,7 @@ impl Store {
     fn get_from(&self, store: &Arc<dyn ObjectStore>, path: &ObjectPath) -> Result<Option<Vec<u8>>> {
         let whole = self.retries.run(path, || async {
             let bytes = store.get(path).await?.bytes().await?;
+            crate::bandwidth::download(bytes.len()).await;
             Ok(bytes.to_vec())
         });
         match self.rt.block_on(whole) {
@@ -634,7 +638,11 @@ impl Store {
                         r.meta.size
                     ),
                 )),
-                Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
+                Ok(r) => {
+                    let bytes = r.bytes().await?;
+                    crate::bandwidth::download(bytes.len()).await;
+                    Ok(Some(bytes.to_vec()))
+                }
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e.into()),
             }
@@ -645,10 +653,14 @@ impl Store {
     /// that runs past the end of the object without complaint: that is an error here.
     pub fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<bytes::Bytes> {
         let want = range.end.saturating_sub(range.start);
-        let got = self.rt.block_on(
-            self.retries
-                .run(path, || self.inner.get_range(path, range.clone())),
-        )?;
+        let got = self.rt.block_on(async {
+            let got = self
+                .retries
+                .run(path, || self.inner.get_range(path, range.clone()))
+                .await?;
+            crate::bandwidth::download(got.len()).await;
+            Ok::<_, object_store::Error>(got)
+        })?;
         if got.len() as u64 != want {
             return Err(Error::damaged(
                 "object",
@@ -796,6 +808,7 @@ async fn put(
     bytes: Vec<u8>,
 ) -> Result<()> {
     tracing::debug!(object = %path, bytes = bytes.len(), "storing");
+    crate::bandwidth::upload(bytes.len()).await;
     let threshold = multipart_threshold();
     let bytes = bytes::Bytes::from(bytes);
     if bytes.len() <= threshold {
