@@ -383,3 +383,160 @@ fn cluster_objects_a_namespace_names_are_kept_and_restored_create_only() {
         kube.delete(RBAC, kind, None, name);
     }
 }
+
+#[test]
+fn resource_modifiers_change_objects_before_they_are_created() {
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let ns = format!("mod-{s}");
+    let web = json!({"app": "web"});
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    kube.create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "slow", "resources": {"requests": {"storage": "1Gi"}}}}));
+    kube.create(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns, "labels": web},
+        "spec": {"replicas": 3, "selector": {"matchLabels": web},
+            "template": {"metadata": {"labels": web},
+                "spec": {"containers": [{"name": "web", "image": "docker.io/library/nginx:1.25"}]}}}}));
+    kube.create(config_map(&ns, "guarded", json!({})));
+    kube.create(config_map(&ns, "settings", json!({})));
+    let secret = format!("s3cret-{s}");
+    kube.create(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": ns},
+        "stringData": {"password": secret}}),
+    );
+    let report = k8s(&env, &kube, &["backup", "-n", &ns, "--cluster", "test"]);
+    let snapshot = report["snapshots"][0]["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    kube.delete("v1", "Namespace", None, &ns);
+
+    let file = env.path("modifiers.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"version: v1
+resourceModifierRules:
+  - conditions:
+      groupResource: persistentvolumeclaims
+      resourceNameRegex: "^data$"
+    patches:
+      - {{operation: replace, path: /spec/storageClassName, value: fast}}
+  - conditions:
+      groupResource: deployments.apps
+      namespaces: [{ns}]
+      labelSelector: {{matchLabels: {{app: web}}}}
+    patches:
+      - {{operation: test, path: /spec/template/spec/containers/0/image, value: docker.io/library/nginx:1.25}}
+      - {{operation: replace, path: /spec/template/spec/containers/0/image, value: registry.example.com/library/nginx:1.25}}
+    mergePatches:
+      - patchData: '{{"spec": {{"replicas": 1}}}}'
+  - conditions:
+      groupResource: configmaps
+      resourceNameRegex: "^guarded$"
+    patches:
+      - {{operation: test, path: /data/k, value: something-else}}
+  - conditions:
+      groupResource: secrets
+    mergePatches:
+      - patchData: |
+          metadata:
+            labels: {{restored: "yes"}}
+"#
+        ),
+    )
+    .unwrap();
+    let kubeconfig = kube.kubeconfig.to_str().unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "k8s",
+            "restore",
+            &snapshot,
+            "--kubeconfig",
+            kubeconfig,
+            "--resource-modifiers",
+            file.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        env.run(&args)
+    };
+
+    // the plan: every changed object as it would be created, Secrets' values hidden
+    let out = restore(&["--dry-run"]);
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        text.contains(&format!("modified by rule 2: Deployment {ns}/web")),
+        "{text}"
+    );
+    assert!(
+        text.contains("registry.example.com/library/nginx:1.25"),
+        "{text}"
+    );
+    assert!(!text.contains(&secret) && !err.contains(&secret));
+    assert!(
+        err.contains(&format!(
+            "failed: ConfigMap {ns}/guarded: resource modifier rule 3"
+        )),
+        "{err}"
+    );
+    let out = restore(&["--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let plan = &json_result(&out.stdout)["report"];
+    let modified = |kind: &str| {
+        plan["modified"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {plan}"))
+            .clone()
+    };
+    let claim = modified("PersistentVolumeClaim");
+    assert_eq!(claim["rules"], json!([1]));
+    assert_eq!(claim["manifest"]["spec"]["storageClassName"], "fast");
+    let deployment = modified("Deployment");
+    assert_eq!(deployment["manifest"]["spec"]["replicas"], 1);
+    let stored_secret = modified("Secret");
+    assert_eq!(
+        stored_secret["manifest"]["metadata"]["labels"]["restored"],
+        "yes"
+    );
+    assert_eq!(stored_secret["manifest"]["data"]["password"], "(hidden)");
+    assert_eq!(
+        names(&plan["failed"]),
+        [format!("ConfigMap {ns}/guarded")].into()
+    );
+    assert!(
+        kube.get("v1", "Namespace", None, &ns).is_none(),
+        "a dry run created"
+    );
+
+    // the restore: changed objects created as changed, the failed one not, the rest as stored
+    let out = restore(&[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let claim = kube
+        .get("v1", "PersistentVolumeClaim", Some(&ns), "data")
+        .unwrap();
+    assert_eq!(claim["spec"]["storageClassName"], "fast");
+    let deployment = kube.get("apps/v1", "Deployment", Some(&ns), "web").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/library/nginx:1.25"
+    );
+    assert!(kube.get("v1", "ConfigMap", Some(&ns), "guarded").is_none());
+    assert!(kube.get("v1", "ConfigMap", Some(&ns), "settings").is_some());
+
+    // a bad file: wrong usage (exit code 2) naming the rule and the problem; nothing is read
+    std::fs::write(
+        &file,
+        "version: v1\nresourceModifierRules:\n  - conditions: {groupResource: pods}\n  - conditions: {groupResource: pods, resourceNameRegex: 'web('}\n",
+    )
+    .unwrap();
+    let out = restore(&["--dry-run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("rule 2: resourceNameRegex \"web(\""), "{err}");
+}

@@ -9,6 +9,7 @@ use cairn_engine::progress::Progress;
 use cairn_engine::restorer::{self, Overwrite, RestoreOptions};
 use cairn_engine::snapshot::Snapshot;
 use cairn_engine::sources::kube::backup::{self, BackupSettings};
+use cairn_engine::sources::kube::modifiers::Modifiers;
 use cairn_engine::sources::kube::restore::{self, RestoreReport, RestoreSettings};
 use cairn_engine::sources::kube::select::{
     DEFAULT_PLATFORM_NAMESPACES, Filters, KeepRule, Selector,
@@ -194,6 +195,11 @@ pub struct RestoreArgs {
     /// granted when backed up
     #[arg(long)]
     restore_cluster_role_bindings: bool,
+    /// Change objects before they are created, by the rules of this file (Velero's resource
+    /// modifiers: JSON Patches and JSON Merge Patches of the objects a rule's conditions pick);
+    /// with --dry-run, the changed objects are printed
+    #[arg(long, value_name = "FILE")]
+    resource_modifiers: Option<PathBuf>,
 }
 
 /// `cairn k8s restore-volume` options.
@@ -472,6 +478,17 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
 }
 
 fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
+    let modifiers = match &a.resource_modifiers {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --resource-modifiers {}", path.display()))?;
+            match Modifiers::parse(&text) {
+                Ok(m) => Some(m),
+                Err(why) => return Ok(usage(&format!("{}: {why}", path.display()))),
+            }
+        }
+        None => None,
+    };
     let repo = open(g)?;
     let (mut cluster, _) = a.cluster.connect()?;
     let mut snapshots = Vec::new();
@@ -503,6 +520,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         dry_run: a.dry_run,
         preserve_nodeports: a.preserve_nodeports,
         cluster_role_bindings: a.restore_cluster_role_bindings,
+        modifiers,
     };
     let report = restore::restore(&repo, &mut cluster, &snapshots, &settings)?;
     if g.json {
@@ -519,6 +537,16 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
 
 fn print_restore(r: &RestoreReport, dry_run: bool) {
     let created = if dry_run { "would create" } else { "created" };
+    for m in &r.modified {
+        let rules: Vec<String> = m.rules.iter().map(usize::to_string).collect();
+        println!("modified by rule {}: {}", rules.join(", "), m.object);
+        if let Some(manifest) = &m.manifest {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(manifest).expect("JSON serializes")
+            );
+        }
+    }
     for o in &r.created {
         println!("{created}: {o}");
     }

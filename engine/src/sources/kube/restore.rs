@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::backup::{self, Needs, REFERENCED_CLUSTER_KINDS};
 use super::clean;
 use super::cluster::{Cluster, Created};
+use super::modifiers::Modifiers;
 use super::select::{Selector, names_resource};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
@@ -36,6 +37,8 @@ pub struct RestoreSettings {
     /// Also create the ClusterRoleBindings of the snapshots' service accounts (they grant rights
     /// in the whole cluster; default: listed as left out).
     pub cluster_role_bindings: bool,
+    /// Changes made to the objects before they are created (`--resource-modifiers`).
+    pub modifiers: Option<Modifiers>,
 }
 
 /// Names one object.
@@ -82,6 +85,19 @@ pub struct NotCreated {
     pub reason: String,
 }
 
+/// An object resource modifier rules changed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Modified {
+    /// The object.
+    #[serde(flatten)]
+    pub object: ObjectRef,
+    /// The rules that matched it, numbered from 1 in the file's order.
+    pub rules: Vec<usize>,
+    /// In a dry run: the object as it would be created (Secrets' values hidden).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Value>,
+}
+
 /// What a restore did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RestoreReport {
@@ -97,6 +113,8 @@ pub struct RestoreReport {
     /// one of a kind a backup does not store or that its objects do not reference), with why;
     /// never created. Listed where the snapshot claims they are.
     pub refused: Vec<NotCreated>,
+    /// Objects resource modifiers changed (those whose modifiers failed are in `failed`).
+    pub modified: Vec<Modified>,
 }
 
 /// The objects stored in a namespace snapshot, as JSON.
@@ -451,6 +469,33 @@ pub fn restore(
     for object in &mut chosen {
         clean::for_restore(object, &changes);
     }
+    if let Some(modifiers) = &settings.modifiers {
+        chosen.retain_mut(|object| {
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let resource = cluster
+                .resolve(object["apiVersion"].as_str().unwrap_or_default(), kind)
+                .map(|r| r.qualified_name())
+                .unwrap_or_else(|| kind.to_ascii_lowercase());
+            match modifiers.apply(&resource, object) {
+                Ok(rules) if rules.is_empty() => true,
+                Ok(rules) => {
+                    report.modified.push(Modified {
+                        object: ObjectRef::of(object),
+                        rules,
+                        manifest: settings.dry_run.then(|| shown(object)),
+                    });
+                    true
+                }
+                Err(reason) => {
+                    report.failed.push(NotCreated {
+                        object: ObjectRef::of(object),
+                        reason,
+                    });
+                    false
+                }
+            }
+        });
+    }
     chosen.sort_by_key(|o| {
         (
             rank(o["kind"].as_str().unwrap_or_default()),
@@ -490,6 +535,21 @@ pub fn restore(
         create(cluster, object, settings.dry_run, &mut report)?;
     }
     Ok(report)
+}
+
+/// `object` to be shown: a Secret's values are replaced by `(hidden)`.
+fn shown(object: &Value) -> Value {
+    let mut shown = object.clone();
+    if object["kind"] == "Secret" {
+        for field in ["data", "stringData"] {
+            if let Some(values) = shown[field].as_object_mut() {
+                values
+                    .values_mut()
+                    .for_each(|v| *v = Value::from("(hidden)"));
+            }
+        }
+    }
+    shown
 }
 
 /// Why ClusterRoleBinding `binding` would grant other rights than it did when backed up, if it
