@@ -350,7 +350,9 @@ pub fn collect(cluster: &Cluster, settings: &BackupSettings) -> Result<Inventory
         };
         listed.insert(kind, all);
     }
-    let crds = find("apiextensions.k8s.io", "CustomResourceDefinition").ok();
+    let crds = find("apiextensions.k8s.io", "CustomResourceDefinition")
+        .ok()
+        .filter(|r| !filters.excludes(r));
     for (ns, how) in &treatment {
         let mut need = needs.remove(ns).unwrap_or_default();
         if *how == Treatment::KeptOnly && need.is_empty() && !inv.namespaces.contains_key(ns) {

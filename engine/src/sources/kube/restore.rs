@@ -151,7 +151,7 @@ fn rank(kind: &str) -> u8 {
     match kind {
         "CustomResourceDefinition" => 0,
         "Namespace" => 1,
-        "StorageClass" => 2,
+        "StorageClass" | "PriorityClass" | "RuntimeClass" | "IngressClass" => 2,
         "PersistentVolume" => 3,
         "PersistentVolumeClaim" => 4,
         "Secret" => 5,
