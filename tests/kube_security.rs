@@ -350,6 +350,17 @@ fn a_restore_creates_only_what_the_snapshots_namespace_may_hold() {
                 class(&format!("unused-{s}")),
             ),
             (
+                "cluster/priorityclasses.scheduling.k8s.io/planted.json",
+                json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": format!("planted-{s}")}, "value": 1_000_000_000}),
+            ),
+            (
+                "cluster/clusterroles.rbac.authorization.k8s.io/unbound.json",
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": format!("unbound-{s}")},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}),
+            ),
+            (
                 "cluster/persistentvolumes/theirs.json",
                 json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": format!("theirs-{s}")},
                 "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Retain",
@@ -385,6 +396,13 @@ fn a_restore_creates_only_what_the_snapshots_namespace_may_hold() {
             format!("unused-{s}"),
         ),
         ("v1", "PersistentVolume", None, format!("theirs-{s}")),
+        (
+            "scheduling.k8s.io/v1",
+            "PriorityClass",
+            None,
+            format!("planted-{s}"),
+        ),
+        (rbac, "ClusterRole", None, format!("unbound-{s}")),
     ];
     let none_created = || {
         for (api, kind, namespace, name) in &never_created {
@@ -404,6 +422,8 @@ fn a_restore_creates_only_what_the_snapshots_namespace_may_hold() {
         format!("refused: Namespace {other}:"),
         format!("refused: StorageClass unused-{s}:"),
         format!("refused: PersistentVolume theirs-{s}:"),
+        format!("refused: PriorityClass planted-{s}:"),
+        format!("refused: ClusterRole unbound-{s}:"),
     ] {
         assert!(err.contains(&refused), "{refused} missing in {err}");
     }
@@ -444,6 +464,8 @@ fn a_restore_creates_only_what_the_snapshots_namespace_may_hold() {
             format!("ConfigMap kube-system/planted-{s}"),
             format!("Namespace {other}"),
             format!("PersistentVolume theirs-{s}"),
+            format!("PriorityClass planted-{s}"),
+            format!("ClusterRole unbound-{s}"),
             format!("StorageClass unused-{s}"),
         ]
         .into_iter()

@@ -9,8 +9,11 @@ use cairn_engine::progress::Progress;
 use cairn_engine::restorer::{self, Overwrite, RestoreOptions};
 use cairn_engine::snapshot::Snapshot;
 use cairn_engine::sources::kube::backup::{self, BackupSettings};
+use cairn_engine::sources::kube::modifiers::Modifiers;
 use cairn_engine::sources::kube::restore::{self, RestoreReport, RestoreSettings};
-use cairn_engine::sources::kube::select::{DEFAULT_PLATFORM_NAMESPACES, KeepRule, Selector};
+use cairn_engine::sources::kube::select::{
+    DEFAULT_PLATFORM_NAMESPACES, Filters, KeepRule, Selector,
+};
 use cairn_engine::sources::kube::volumes::{self, VolumeSettings};
 use cairn_engine::sources::kube::{self as kube, Cluster, Connect};
 use clap::{Args, Subcommand};
@@ -114,6 +117,22 @@ pub struct BackupArgs {
     /// `;`-separated in the variable) [default: ConfigMap:grafana_dashboard]
     #[arg(long, env = "CAIRN_KEEP", value_delimiter = ';', value_parser = KeepRule::parse)]
     keep: Vec<KeepRule>,
+    /// Only these resources: kind, resource or resource.group, any case, as `kubectl
+    /// api-resources` lists them; `*`: all (comma-separated, repeatable). The Namespace itself
+    /// and the cluster-scoped objects the taken objects need are kept
+    #[arg(long, value_delimiter = ',')]
+    include_resources: Vec<String>,
+    /// Never these resources, namespaced or cluster-scoped (same names; comma-separated,
+    /// repeatable)
+    #[arg(long, value_delimiter = ',')]
+    exclude_resources: Vec<String>,
+    /// Never these namespaces (patterns with `*`, `?`; comma-separated, repeatable)
+    #[arg(long, value_delimiter = ',')]
+    exclude_namespaces: Vec<String>,
+    /// Only objects whose labels match this label selector (Kubernetes syntax, evaluated by the
+    /// API server: `a=b,c!=d,e in (x,y),!f`); the Namespace is kept
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
     #[command(flatten)]
     metrics: MetricsArgs,
 }
@@ -170,6 +189,17 @@ pub struct RestoreArgs {
     /// ones; the old ones are taken while the original Services exist)
     #[arg(long)]
     preserve_nodeports: bool,
+    /// Also create the ClusterRoleBindings of the snapshots' service accounts, which grant
+    /// rights in the whole cluster (default: listed as left out); each is created only if all
+    /// its subjects are service accounts of its namespace and its ClusterRole grants what it
+    /// granted when backed up
+    #[arg(long)]
+    restore_cluster_role_bindings: bool,
+    /// Change objects before they are created, by the rules of this file (Velero's resource
+    /// modifiers: JSON Patches and JSON Merge Patches of the objects a rule's conditions pick);
+    /// with --dry-run, the changed objects are printed
+    #[arg(long, value_name = "FILE")]
+    resource_modifiers: Option<PathBuf>,
 }
 
 /// `cairn k8s restore-volume` options.
@@ -200,6 +230,13 @@ pub struct RestoreVolumeArgs {
     /// Restore even if the target holds files (existing files are then replaced)
     #[arg(long)]
     overwrite: bool,
+}
+
+/// Reports wrong usage found after the command line was read (a name the cluster does not
+/// serve, a bad selector or modifier file); returns exit code 2.
+fn usage(why: &str) -> u8 {
+    eprintln!("cairn: error: {why}");
+    2
 }
 
 fn parse_time_of_day(s: &str) -> Result<chrono::NaiveTime, String> {
@@ -243,9 +280,18 @@ fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
             a.keep
         },
         only: a.namespaces.namespaces.clone(),
+        filters: Filters {
+            include_resources: a.include_resources,
+            exclude_resources: a.exclude_resources,
+            exclude_namespaces: a.exclude_namespaces,
+            selector: a.selector,
+        },
         time: a.namespaces.time,
         allow_future_time: a.namespaces.allow_future_time,
     };
+    if let Err(why) = backup::check_filters(&cluster, &settings.filters)? {
+        return Ok(usage(&why));
+    }
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "k8s-backup", "backed up", g);
     let report = backup::backup(&repo, &cluster, &settings, &progress)?;
@@ -284,6 +330,9 @@ fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         }
         for o in &report.opted_out {
             println!("left out (opt-out label): {o}");
+        }
+        for m in &report.missing {
+            println!("referenced but not found: {m}");
         }
     }
     for e in &report.errors {
@@ -433,6 +482,17 @@ fn backup_volumes_once(g: &Global, a: &VolumeArgs) -> Result<u8> {
 }
 
 fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
+    let modifiers = match &a.resource_modifiers {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --resource-modifiers {}", path.display()))?;
+            match Modifiers::parse(&text) {
+                Ok(m) => Some(m),
+                Err(why) => return Ok(usage(&format!("{}: {why}", path.display()))),
+            }
+        }
+        None => None,
+    };
     let repo = open(g)?;
     let (mut cluster, _) = a.cluster.connect()?;
     let mut snapshots = Vec::new();
@@ -463,6 +523,8 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         include_namespaces: a.include_namespaces,
         dry_run: a.dry_run,
         preserve_nodeports: a.preserve_nodeports,
+        cluster_role_bindings: a.restore_cluster_role_bindings,
+        modifiers,
     };
     let report = restore::restore(&repo, &mut cluster, &snapshots, &settings)?;
     if g.json {
@@ -479,6 +541,16 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
 
 fn print_restore(r: &RestoreReport, dry_run: bool) {
     let created = if dry_run { "would create" } else { "created" };
+    for m in &r.modified {
+        let rules: Vec<String> = m.rules.iter().map(usize::to_string).collect();
+        println!("modified by rule {}: {}", rules.join(", "), m.object);
+        if let Some(manifest) = &m.manifest {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(manifest).expect("JSON serializes")
+            );
+        }
+    }
     for o in &r.created {
         println!("{created}: {o}");
     }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cluster::{Cluster, Resource};
-use super::select::{self, KeepRule, NamespaceChoice};
+use super::select::{self, Filters, KeepRule, NamespaceChoice};
 use super::{clean, snapshot_paths, tags};
 use crate::archiver::{self, BackupOptions, Parent, Source};
 use crate::error::{Error, Result};
@@ -33,6 +33,8 @@ pub struct BackupSettings {
     pub keep: Vec<KeepRule>,
     /// Only these namespaces (all when empty).
     pub only: Vec<String>,
+    /// Which resources, namespaces and labels are taken.
+    pub filters: Filters,
     /// Time to record instead of the start time (for tests).
     pub time: Option<DateTime<Utc>>,
     /// Record `time` even if it is ahead of the store's clock.
@@ -60,6 +62,10 @@ pub struct Inventory {
     /// Resources that could not be listed, with the server's answer; the backup of what could
     /// be read goes on.
     pub errors: Vec<String>,
+    /// Cluster-scoped objects the namespaces' objects name but the cluster does not hold.
+    pub missing: Vec<String>,
+    /// The tags recording the filters used (see [`Filters::tags`]).
+    pub filter_tags: Vec<(&'static str, String)>,
 }
 
 /// One namespace's snapshot.
@@ -92,6 +98,8 @@ pub struct BackupReport {
     pub opted_out: Vec<String>,
     /// Resources that could not be listed.
     pub errors: Vec<String>,
+    /// Cluster-scoped objects named by what was backed up but not in the cluster (not stored).
+    pub missing: Vec<String>,
 }
 
 /// How a namespace is treated.
@@ -101,10 +109,101 @@ enum Treatment {
     KeptOnly,
 }
 
+/// The cluster-scoped kinds a namespace's snapshot holds when its objects reference them, as
+/// (group, kind), besides its Namespace and the CustomResourceDefinitions of its custom objects.
+pub const REFERENCED_CLUSTER_KINDS: [(&str, &str); 7] = [
+    ("", "PersistentVolume"),
+    ("storage.k8s.io", "StorageClass"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("networking.k8s.io", "IngressClass"),
+    ("node.k8s.io", "RuntimeClass"),
+];
+
+/// The cluster-scoped objects a namespace's objects need: (kind, name) → who names it.
+pub(super) type Needs = BTreeMap<(&'static str, String), String>;
+
+/// Checks `filters` against the cluster: `Ok(Err(why))` for a resource name that matches
+/// nothing, a bad namespace pattern or a label selector the API server refuses.
+pub fn check_filters(
+    cluster: &Cluster,
+    filters: &Filters,
+) -> Result<std::result::Result<(), String>> {
+    if let Err(why) = filters.resolve(&cluster.resources()) {
+        return Ok(Err(why));
+    }
+    match &filters.selector {
+        Some(selector) => Ok(cluster
+            .check_selector(selector)?
+            .map_err(|why| format!("--selector {selector:?}: the API server says: {why}"))),
+        None => Ok(Ok(())),
+    }
+}
+
+/// Adds to `need` what the namespaced `object` of kind `(group, kind)` names: the volume and
+/// class of a claim, the ClusterRole of a RoleBinding, the classes of pod specs and of an
+/// Ingress. A restore allows a cluster-scoped object of these kinds only if this names it.
+pub(super) fn referenced((group, kind): (&str, &str), object: &Value, need: &mut Needs) {
+    let by = format!(
+        "{kind} {}",
+        object["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    let mut add = |kind: &'static str, name: &Value| {
+        if let Some(name) = name.as_str().filter(|n| !n.is_empty()) {
+            need.entry((kind, name.to_string()))
+                .or_insert_with(|| by.clone());
+        }
+    };
+    match (group, kind) {
+        ("", "PersistentVolumeClaim") => {
+            add("PersistentVolume", &object["spec"]["volumeName"]);
+            add("StorageClass", &object["spec"]["storageClassName"]);
+            add(
+                "StorageClass",
+                &object["metadata"]["annotations"][clean::BETA_STORAGE_CLASS],
+            );
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding")
+            if object["roleRef"]["kind"] == "ClusterRole" =>
+        {
+            add("ClusterRole", &object["roleRef"]["name"]);
+        }
+        ("networking.k8s.io", "Ingress") => {
+            add("IngressClass", &object["spec"]["ingressClassName"])
+        }
+        _ => {}
+    }
+    // pod specs: of pods, of templates (Deployments, Jobs, CronJobs' job templates, custom
+    // objects of operators) at any depth
+    let mut stack = vec![&object["spec"]];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match key.as_str() {
+                        "priorityClassName" => add("PriorityClass", v),
+                        "runtimeClassName" => add("RuntimeClass", v),
+                        _ => stack.push(v),
+                    }
+                }
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+}
+
 /// Reads every object to back up.
 pub fn collect(cluster: &Cluster, settings: &BackupSettings) -> Result<Inventory> {
-    let resources: Vec<Resource> = cluster
-        .resources()
+    let served = cluster.resources();
+    let filters = settings.filters.resolve(&served).map_err(Error::Invalid)?;
+    let selector = settings
+        .filters
+        .selector
+        .as_deref()
+        .filter(|s| !s.trim().is_empty());
+    let resources: Vec<Resource> = served
         .into_iter()
         .filter(|r| r.listable && !select::never_backed_up(&r.api.group, &r.api.plural))
         .collect();
@@ -118,7 +217,10 @@ pub fn collect(cluster: &Cluster, settings: &BackupSettings) -> Result<Inventory
                 ))
             })
     };
-    let mut inv = Inventory::default();
+    let mut inv = Inventory {
+        filter_tags: settings.filters.tags(&filters),
+        ..Inventory::default()
+    };
     let mut treatment = BTreeMap::new();
     let mut namespace_objects = BTreeMap::new();
     for ns in cluster.list(find("", "Namespace")?, None)? {
@@ -126,6 +228,13 @@ pub fn collect(cluster: &Cluster, settings: &BackupSettings) -> Result<Inventory
         let how = match select::choose_namespace(&ns, &settings.platform_namespaces, &settings.only)
         {
             NamespaceChoice::NotAsked => continue,
+            _ if filters.excludes_namespace(&name) => {
+                inv.left_out.push(LeftOut {
+                    namespace: name,
+                    reason: "excluded by --exclude-namespaces".into(),
+                });
+                continue;
+            }
             NamespaceChoice::OptedOut => {
                 inv.left_out.push(LeftOut {
                     namespace: name,
@@ -147,9 +256,13 @@ pub fn collect(cluster: &Cluster, settings: &BackupSettings) -> Result<Inventory
         .collect();
 
     let mut seen = HashSet::new();
-    let mut needs: BTreeMap<String, BTreeSet<(&str, String)>> = BTreeMap::new();
-    for resource in resources.iter().filter(|r| r.namespaced) {
-        let objects = match cluster.list(resource, None) {
+    let mut needs: BTreeMap<String, Needs> = BTreeMap::new();
+    let mut accounts: BTreeSet<(String, String)> = BTreeSet::new();
+    for resource in resources
+        .iter()
+        .filter(|r| r.namespaced && filters.takes(r))
+    {
+        let objects = match cluster.list_selected(resource, None, selector) {
             Ok(o) => o,
             Err(e) => {
                 inv.errors.push(e.to_string());
@@ -181,35 +294,67 @@ pub fn collect(cluster: &Cluster, settings: &BackupSettings) -> Result<Inventory
                 continue;
             }
             let need = needs.entry(ns.clone()).or_default();
-            if resource.api.group.is_empty() && resource.api.kind == "PersistentVolumeClaim" {
-                if let Some(pv) = object["spec"]["volumeName"].as_str() {
-                    need.insert(("PersistentVolume", pv.to_string()));
-                }
-                let annotated = &object["metadata"]["annotations"][clean::BETA_STORAGE_CLASS];
-                for sc in [&object["spec"]["storageClassName"], annotated] {
-                    if let Some(sc) = sc.as_str() {
-                        need.insert(("StorageClass", sc.to_string()));
-                    }
-                }
+            referenced((&resource.api.group, &resource.api.kind), &object, need);
+            if resource.api.group.is_empty() && resource.api.kind == "ServiceAccount" {
+                accounts.insert((ns.clone(), name.clone()));
             }
             let crd = format!("{}.{}", resource.api.plural, resource.api.group);
             if custom.contains_key(&crd) {
-                need.insert(("CustomResourceDefinition", crd));
+                need.insert(
+                    ("CustomResourceDefinition", crd),
+                    format!("{} {name}", resource.api.kind),
+                );
             }
             let path = format!("resources/{}/{name}.json", resource.qualified_name());
             add(&mut inv, &ns, path, &mut object);
         }
     }
 
-    let volumes = find("", "PersistentVolume")
-        .and_then(|r| Ok((r, cluster.list(r, None)?)))
-        .ok();
-    let classes = find("storage.k8s.io", "StorageClass")
-        .and_then(|r| Ok((r, cluster.list(r, None)?)))
-        .ok();
-    let crds = find("apiextensions.k8s.io", "CustomResourceDefinition").ok();
+    // the cluster-scoped kinds some namespace needs, each listed once: `None` when left out
+    // by --exclude-resources or unreadable (reported), absent when the cluster serves none
+    let mut wanted: BTreeSet<&str> = needs
+        .values()
+        .flat_map(|n| n.keys().map(|(k, _)| *k))
+        .collect();
+    if !accounts.is_empty() {
+        wanted.insert("ClusterRoleBinding");
+    }
+    for (kind, then) in [
+        ("PersistentVolume", "StorageClass"),
+        ("ClusterRoleBinding", "ClusterRole"),
+    ] {
+        if wanted.contains(kind) {
+            wanted.insert(then);
+        }
+    }
+    let mut listed: BTreeMap<&str, Option<(&Resource, Vec<Value>)>> = BTreeMap::new();
+    for (group, kind) in REFERENCED_CLUSTER_KINDS {
+        let served = resources
+            .iter()
+            .find(|r| r.api.group == group && r.api.kind == kind);
+        let Some(resource) = served.filter(|_| wanted.contains(kind)) else {
+            continue;
+        };
+        let all = match filters.excludes(resource) {
+            true => Ok(None),
+            false => cluster
+                .list(resource, None)
+                .map(|all| Some((resource, all))),
+        };
+        let all = match all {
+            Ok(all) => all,
+            Err(e) => {
+                inv.errors.push(e.to_string());
+                None
+            }
+        };
+        listed.insert(kind, all);
+    }
+    let crds = find("apiextensions.k8s.io", "CustomResourceDefinition")
+        .ok()
+        .filter(|r| !filters.excludes(r));
     for (ns, how) in &treatment {
-        let need = needs.remove(ns).unwrap_or_default();
+        let mut need = needs.remove(ns).unwrap_or_default();
         if *how == Treatment::KeptOnly && need.is_empty() && !inv.namespaces.contains_key(ns) {
             continue;
         }
@@ -220,31 +365,73 @@ pub fn collect(cluster: &Cluster, settings: &BackupSettings) -> Result<Inventory
             format!("cluster/namespaces/{ns}.json"),
             &mut ns_object,
         );
-        // a class used by a bound volume is needed too
-        let mut need = need;
-        if let Some((_, pvs)) = &volumes {
-            let classes: Vec<String> = pvs
-                .iter()
-                .filter(|pv| need.contains(&("PersistentVolume", name_of(pv).into())))
-                .filter_map(|pv| pv["spec"]["storageClassName"].as_str().map(str::to_string))
-                .collect();
-            need.extend(classes.into_iter().map(|c| ("StorageClass", c)));
+        // the ClusterRoleBindings naming its backed-up service accounts
+        let subject_of = |crb: &Value| {
+            crb["subjects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|s| {
+                    let account = (
+                        s["namespace"].as_str()?.to_string(),
+                        s["name"].as_str()?.to_string(),
+                    );
+                    (s["kind"] == "ServiceAccount"
+                        && account.0 == *ns
+                        && accounts.contains(&account))
+                    .then(|| format!("ServiceAccount {}", account.1))
+                })
+        };
+        if accounts.iter().any(|(n, _)| n == ns)
+            && let Some(Some((_, crbs))) = listed.get("ClusterRoleBinding")
+        {
+            for crb in crbs {
+                if let Some(by) = subject_of(crb) {
+                    need.insert(("ClusterRoleBinding", name_of(crb).to_string()), by);
+                }
+            }
         }
-        for (kind, name) in need {
-            let (resource, object) = match kind {
-                "PersistentVolume" => volumes
-                    .as_ref()
-                    .and_then(|(r, all)| Some((*r, find_named(all, &name)?))),
-                "StorageClass" => classes
-                    .as_ref()
-                    .and_then(|(r, all)| Some((*r, find_named(all, &name)?))),
-                _ => crds.and_then(|r| Some((r, custom.get(&name)?.clone()))),
+        // what the cluster-scoped objects need in turn: the class of a bound volume, the role
+        // of a binding
+        let mut found: BTreeMap<(&str, String), (&Resource, Value)> = BTreeMap::new();
+        let mut pending: Vec<((&'static str, String), String)> = need.into_iter().collect();
+        while let Some(((kind, name), by)) = pending.pop() {
+            if found.contains_key(&(kind, name.clone())) {
+                continue;
             }
-            .unzip();
-            if let (Some(resource), Some(mut object)) = (resource, object) {
-                let path = format!("cluster/{}/{name}.json", resource.qualified_name());
-                add(&mut inv, ns, path, &mut object);
+            let object = if kind == "CustomResourceDefinition" {
+                crds.and_then(|r| Some((r, custom.get(&name)?.clone())))
+            } else {
+                let (resource, object) = match listed.get(kind) {
+                    Some(Some((resource, all))) => (Some(*resource), find_named(all, &name)),
+                    Some(None) => continue, // excluded, or reported as unreadable
+                    None => (None, None),
+                };
+                if object.is_none() {
+                    inv.missing.push(format!(
+                        "namespace {ns}: {kind} {name}, named by {by}, is not in the cluster"
+                    ));
+                }
+                resource.zip(object)
+            };
+            let Some((resource, object)) = object else {
+                continue;
+            };
+            let then = match kind {
+                "PersistentVolume" => Some(("StorageClass", &object["spec"]["storageClassName"])),
+                "ClusterRoleBinding" if object["roleRef"]["kind"] == "ClusterRole" => {
+                    Some(("ClusterRole", &object["roleRef"]["name"]))
+                }
+                _ => None,
+            };
+            if let Some((next, Some(next_name))) = then.map(|(k, v)| (k, v.as_str())) {
+                pending.push(((next, next_name.to_string()), format!("{kind} {name}")));
             }
+            found.insert((kind, name), (resource, object));
+        }
+        for ((_, name), (resource, mut object)) in found {
+            let path = format!("cluster/{}/{name}.json", resource.qualified_name());
+            add(&mut inv, ns, path, &mut object);
         }
     }
     for ns in treatment.keys() {
@@ -266,6 +453,11 @@ pub fn backup(
     progress: &Progress,
 ) -> Result<BackupReport> {
     let inventory = collect(cluster, settings)?;
+    let filter_tags: Vec<(&str, &str)> = inventory
+        .filter_tags
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
     let mut snapshots = Vec::new();
     for (ns, objects) in &inventory.namespaces {
         let mut root = BTreeMap::new();
@@ -282,7 +474,7 @@ pub fn backup(
         }
         let options = BackupOptions {
             host: settings.cluster.clone(),
-            tags: tags(&settings.cluster, ns, "resources", &[]),
+            tags: tags(&settings.cluster, ns, "resources", &filter_tags),
             parent: Parent::Auto,
             time: settings.time,
             allow_future_time: settings.allow_future_time,
@@ -306,6 +498,7 @@ pub fn backup(
         left_out: inventory.left_out,
         opted_out: inventory.opted_out,
         errors: inventory.errors,
+        missing: inventory.missing,
     })
 }
 

@@ -161,8 +161,22 @@ impl Cluster {
     /// Every object of `resource` (in `namespace`, or everywhere), as JSON with `apiVersion`
     /// and `kind` set, read in pages of 500.
     pub fn list(&self, resource: &Resource, namespace: Option<&str>) -> Result<Vec<Value>> {
+        self.list_selected(resource, namespace, None)
+    }
+
+    /// [`Cluster::list`], only the objects whose labels match `selector` (Kubernetes label
+    /// selector syntax, evaluated by the API server).
+    pub fn list_selected(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+    ) -> Result<Vec<Value>> {
         let api = self.api(resource, namespace);
         let mut params = ListParams::default().limit(500);
+        if let Some(selector) = selector {
+            params = params.labels(selector);
+        }
         let mut out = Vec::new();
         loop {
             let page = self
@@ -179,6 +193,22 @@ impl Cluster {
                 Some(token) if !token.is_empty() => params = params.continue_token(&token),
                 _ => return Ok(out),
             }
+        }
+    }
+
+    /// Whether the API server accepts `selector` as a label selector: `Err` holds its answer
+    /// (asked by listing at most one Namespace with it).
+    pub fn check_selector(&self, selector: &str) -> Result<std::result::Result<(), String>> {
+        let namespaces = self.resolve("v1", "Namespace").ok_or_else(|| {
+            Error::Invalid(
+                "the cluster serves no Namespaces: is this a Kubernetes API server?".into(),
+            )
+        })?;
+        let params = ListParams::default().limit(1).labels(selector);
+        match self.block_on(self.api(&namespaces, None).list(&params)) {
+            Ok(_) => Ok(Ok(())),
+            Err(kube::Error::Api(s)) if s.code == 400 => Ok(Err(s.message)),
+            Err(e) => Err(Error::kube("checking the label selector", e)),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod backup;
 pub mod clean;
 mod cluster;
 pub mod hooks;
+pub mod modifiers;
 pub mod rbac;
 pub mod restore;
 pub mod select;

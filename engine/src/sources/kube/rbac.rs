@@ -19,6 +19,17 @@ pub const STORED_CLUSTER_RESOURCES: [(&str, &str); 4] = [
     ("apiextensions.k8s.io", "customresourcedefinitions"),
 ];
 
+/// The cluster-scoped kinds a namespace's snapshot holds when its objects name them, as
+/// (group, plural): the backup reads them; the restore only reads them (whether one exists, what
+/// a ClusterRole grants), so only a restore with an administrator's rights creates them.
+pub const REFERENCED_CLUSTER_RESOURCES: [(&str, &str); 5] = [
+    ("rbac.authorization.k8s.io", "clusterroles"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("scheduling.k8s.io", "priorityclasses"),
+    ("networking.k8s.io", "ingressclasses"),
+    ("node.k8s.io", "runtimeclasses"),
+];
+
 /// One rule of a ClusterRole: these resources of these groups, these verbs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -30,13 +41,17 @@ pub struct Rule {
     pub verbs: Vec<&'static str>,
 }
 
-/// The resources a backup reads and a restore creates, by group: every listable namespaced
-/// kind it does not leave out, and [`STORED_CLUSTER_RESOURCES`].
-fn stored(resources: &[Resource]) -> BTreeMap<String, Vec<String>> {
+/// The served resources named in `cluster` (as (group, plural)), and every listable
+/// namespaced kind a backup does not leave out if `namespaced`, by group.
+fn stored(
+    resources: &[Resource],
+    namespaced: bool,
+    cluster: &[(&str, &str)],
+) -> BTreeMap<String, Vec<String>> {
     let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in resources {
-        let kept = r.namespaced
-            || STORED_CLUSTER_RESOURCES
+        let kept = (namespaced && r.namespaced)
+            || cluster
                 .iter()
                 .any(|(g, p)| r.api.group == *g && r.api.plural == *p);
         if kept && r.listable && !select::never_backed_up(&r.api.group, &r.api.plural) {
@@ -53,10 +68,14 @@ fn stored(resources: &[Resource]) -> BTreeMap<String, Vec<String>> {
     by_group
 }
 
-/// The backup's rules: `get` and `list` on every resource it backs up (namespaced kinds and
-/// [`STORED_CLUSTER_RESOURCES`]), by name.
+/// The backup's rules: `get` and `list` on every resource it backs up (namespaced kinds,
+/// [`STORED_CLUSTER_RESOURCES`] and [`REFERENCED_CLUSTER_RESOURCES`]), by name.
 pub fn backup_rules(resources: &[Resource]) -> Vec<Rule> {
-    stored(resources)
+    let cluster: Vec<(&str, &str)> = STORED_CLUSTER_RESOURCES
+        .into_iter()
+        .chain(REFERENCED_CLUSTER_RESOURCES)
+        .collect();
+    stored(resources, true, &cluster)
         .into_iter()
         .map(|(group, plurals)| Rule {
             groups: vec![group],
@@ -67,16 +86,25 @@ pub fn backup_rules(resources: &[Resource]) -> Vec<Rule> {
 }
 
 /// The restore's rules: `get` and `create` on the resources a backup stores, never on a
-/// subresource; and `bind` on roles, so that RoleBindings to roles holding rights the restore
-/// lacks (such as the built-in `admin` and `edit`) can be restored.
+/// subresource; `get` on [`REFERENCED_CLUSTER_RESOURCES`]; and `bind` on roles, so that
+/// RoleBindings to roles holding rights the restore lacks (such as the built-in `admin` and
+/// `edit`) can be restored.
 pub fn restore_rules(resources: &[Resource]) -> Vec<Rule> {
-    let mut rules: Vec<Rule> = stored(resources)
-        .into_iter()
-        .map(|(group, plurals)| Rule {
+    let rule = |verbs: Vec<&'static str>| {
+        move |(group, plurals): (String, Vec<String>)| Rule {
             groups: vec![group],
             resources: plurals,
-            verbs: vec!["get", "create"],
-        })
+            verbs: verbs.clone(),
+        }
+    };
+    let mut rules: Vec<Rule> = stored(resources, true, &STORED_CLUSTER_RESOURCES)
+        .into_iter()
+        .map(rule(vec!["get", "create"]))
+        .chain(
+            stored(resources, false, &REFERENCED_CLUSTER_RESOURCES)
+                .into_iter()
+                .map(rule(vec!["get"])),
+        )
         .collect();
     rules.push(Rule {
         groups: vec!["rbac.authorization.k8s.io".into()],
@@ -162,7 +190,8 @@ mod tests {
                 verbs: vec!["get", "list"],
             }
         );
-        assert_eq!(backup.len(), 2, "{backup:?}"); // no cluster role bindings, no nodes
+        assert_eq!(backup.len(), 3, "{backup:?}"); // no nodes
+        assert_eq!(backup[2].resources, ["clusterrolebindings"]);
         let restore = restore_rules(&all);
         let creatable: Vec<&String> = restore
             .iter()
@@ -170,6 +199,12 @@ mod tests {
             .flat_map(|r| &r.resources)
             .collect();
         assert_eq!(creatable, ["namespaces", "pods", "secrets", "widgets"]);
+        // cluster role bindings are only read: never created with this role
+        assert!(restore.contains(&Rule {
+            groups: vec!["rbac.authorization.k8s.io".into()],
+            resources: vec!["clusterrolebindings".into()],
+            verbs: vec!["get"],
+        }));
         for rule in backup.iter().chain(&restore) {
             assert!(rule.resources.iter().all(|r| r != "*" && !r.contains('/')));
         }

@@ -8,9 +8,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::backup::{self, Needs, REFERENCED_CLUSTER_KINDS};
 use super::clean;
 use super::cluster::{Cluster, Created};
-use super::select::Selector;
+use super::modifiers::Modifiers;
+use super::select::{Selector, names_resource};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
@@ -32,6 +34,11 @@ pub struct RestoreSettings {
     pub dry_run: bool,
     /// Keep the node ports of Services (default: dropped, so the new cluster allocates them).
     pub preserve_nodeports: bool,
+    /// Also create the ClusterRoleBindings of the snapshots' service accounts (they grant rights
+    /// in the whole cluster; default: listed as left out).
+    pub cluster_role_bindings: bool,
+    /// Changes made to the objects before they are created (`--resource-modifiers`).
+    pub modifiers: Option<Modifiers>,
 }
 
 /// Names one object.
@@ -78,6 +85,19 @@ pub struct NotCreated {
     pub reason: String,
 }
 
+/// An object resource modifier rules changed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Modified {
+    /// The object.
+    #[serde(flatten)]
+    pub object: ObjectRef,
+    /// The rules that matched it, numbered from 1 in the file's order.
+    pub rules: Vec<usize>,
+    /// In a dry run: the object as it would be created (Secrets' values hidden).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Value>,
+}
+
 /// What a restore did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RestoreReport {
@@ -93,6 +113,8 @@ pub struct RestoreReport {
     /// one of a kind a backup does not store or that its objects do not reference), with why;
     /// never created. Listed where the snapshot claims they are.
     pub refused: Vec<NotCreated>,
+    /// Objects resource modifiers changed (those whose modifiers failed are in `failed`).
+    pub modified: Vec<Modified>,
 }
 
 /// The objects stored in a namespace snapshot, as JSON.
@@ -129,7 +151,7 @@ fn rank(kind: &str) -> u8 {
     match kind {
         "CustomResourceDefinition" => 0,
         "Namespace" => 1,
-        "StorageClass" => 2,
+        "StorageClass" | "PriorityClass" | "RuntimeClass" | "IngressClass" => 2,
         "PersistentVolume" => 3,
         "PersistentVolumeClaim" => 4,
         "Secret" => 5,
@@ -174,14 +196,6 @@ fn policy(object: &Value) -> Option<String> {
     }
 }
 
-/// The cluster-scoped kinds a namespace's snapshot holds, as (group, kind).
-const CLUSTER_KINDS: [(&str, &str); 4] = [
-    ("", "Namespace"),
-    ("", "PersistentVolume"),
-    ("storage.k8s.io", "StorageClass"),
-    ("apiextensions.k8s.io", "CustomResourceDefinition"),
-];
-
 fn group_of(object: &Value) -> &str {
     match object["apiVersion"]
         .as_str()
@@ -196,42 +210,100 @@ fn group_of(object: &Value) -> &str {
 /// Why `object`, stored in the snapshot of namespace `ns` with `objects`, may not be created,
 /// if it may not: a namespaced object must be in `ns`; a cluster-scoped one must be of a kind a
 /// backup stores for a namespace and be referenced by the snapshot's objects (its Namespace,
-/// the volumes and classes of its claims, the definitions of its custom objects). A snapshot is
-/// treated as hostile: whoever can write to the repository could have made it.
+/// the volumes and classes of its claims, the definitions of its custom objects, the
+/// ClusterRoles of its RoleBindings, the classes its pods and Ingresses name, the
+/// ClusterRoleBindings whose subjects are all its service accounts and their ClusterRoles). A
+/// snapshot is treated as hostile: whoever can write to the repository could have made it.
 fn refusal(cluster: &Cluster, object: &Value, ns: &str, objects: &[Value]) -> Option<String> {
     let kind = object["kind"].as_str().unwrap_or_default();
     let group = group_of(object);
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    let claims = || {
-        objects
-            .iter()
-            .filter(|o| o["kind"] == "PersistentVolumeClaim" && group_of(o).is_empty())
-            .filter(|o| o["metadata"]["namespace"] == ns)
+    let own = || objects.iter().filter(|o| o["metadata"]["namespace"] == ns);
+    // named by one of the namespace's objects, as a backup finds what it needs
+    let named = |kind: &str| {
+        own().any(|o| {
+            let mut need = Needs::new();
+            let o_kind = o["kind"].as_str().unwrap_or_default();
+            backup::referenced((group_of(o), o_kind), o, &mut need);
+            need.keys().any(|(k, n)| *k == kind && n == name)
+        })
     };
+    let accepted_binding = |o: &&Value| {
+        o["kind"] == "ClusterRoleBinding"
+            && group_of(o) == "rbac.authorization.k8s.io"
+            && refusal(cluster, o, ns, objects).is_none()
+    };
+    let cluster_scoped = matches!(kind, "Namespace" | "CustomResourceDefinition")
+        || REFERENCED_CLUSTER_KINDS.contains(&(group, kind));
+    if cluster_scoped && !object["metadata"]["namespace"].is_null() {
+        return Some(format!(
+            "{kind} is cluster-scoped but this one claims namespace {}",
+            object["metadata"]["namespace"]
+        ));
+    }
     let referenced = match (group, kind) {
         ("", "Namespace") => name == ns,
         ("", "PersistentVolume") => {
-            object["spec"]["claimRef"]["namespace"] == ns
-                && claims().any(|c| c["spec"]["volumeName"] == name)
+            object["spec"]["claimRef"]["namespace"] == ns && named("PersistentVolume")
         }
         ("storage.k8s.io", "StorageClass") => {
-            claims().any(|c| {
-                c["spec"]["storageClassName"] == name
-                    || c["metadata"]["annotations"][clean::BETA_STORAGE_CLASS] == name
-            }) || objects.iter().any(|pv| {
-                pv["kind"] == "PersistentVolume"
-                    && pv["spec"]["storageClassName"] == name
-                    && refusal(cluster, pv, ns, objects).is_none()
-            })
+            named("StorageClass")
+                || objects.iter().any(|pv| {
+                    pv["kind"] == "PersistentVolume"
+                        && pv["spec"]["storageClassName"] == name
+                        && refusal(cluster, pv, ns, objects).is_none()
+                })
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             object["spec"]["scope"] == "Namespaced"
-                && objects.iter().any(|o| {
-                    o["metadata"]["namespace"] == ns
-                        && group_of(o) == object["spec"]["group"]
+                && own().any(|o| {
+                    group_of(o) == object["spec"]["group"]
                         && o["kind"] == object["spec"]["names"]["kind"]
                 })
         }
+        ("rbac.authorization.k8s.io", "ClusterRole") => {
+            named("ClusterRole")
+                || objects
+                    .iter()
+                    .filter(accepted_binding)
+                    .any(|b| b["roleRef"]["kind"] == "ClusterRole" && b["roleRef"]["name"] == name)
+        }
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            let subjects = object["subjects"].as_array().map(Vec::as_slice);
+            let others: Vec<String> = subjects
+                .unwrap_or_default()
+                .iter()
+                .filter(|s| s["kind"] != "ServiceAccount" || s["namespace"] != ns)
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        s["kind"].as_str().unwrap_or("?"),
+                        s["name"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            if !others.is_empty() {
+                return Some(format!(
+                    "ClusterRoleBinding {name} also binds {} (only service accounts of namespace {ns} may be bound by its snapshot): create it by hand if it is right",
+                    others.join(", ")
+                ));
+            }
+            let stored = |kind: &str, name: &Value| {
+                objects
+                    .iter()
+                    .any(|o| o["kind"] == kind && o["metadata"]["name"] == *name)
+            };
+            object["roleRef"]["kind"] == "ClusterRole"
+                && stored("ClusterRole", &object["roleRef"]["name"])
+                && subjects.unwrap_or_default().iter().any(|s| {
+                    own().any(|o| {
+                        o["kind"] == "ServiceAccount" && o["metadata"]["name"] == s["name"]
+                    })
+                })
+        }
+        ("scheduling.k8s.io", "PriorityClass") => named("PriorityClass"),
+        ("networking.k8s.io", "IngressClass") => named("IngressClass"),
+        ("node.k8s.io", "RuntimeClass") => named("RuntimeClass"),
         _ => {
             let namespaced = cluster
                 .resolve(object["apiVersion"].as_str().unwrap_or_default(), kind)
@@ -245,8 +317,8 @@ fn refusal(cluster: &Cluster, object: &Value, ns: &str, objects: &[Value]) -> Op
                     "in namespace {theirs}, not in the snapshot's namespace {ns}"
                 )),
                 None => Some(format!(
-                    "no namespace: a namespace's snapshot holds only objects of namespace {ns} and the cluster-scoped {}",
-                    CLUSTER_KINDS.map(|(_, k)| k).join(", ")
+                    "no namespace: a namespace's snapshot holds only objects of namespace {ns} and the cluster-scoped Namespace, CustomResourceDefinition, {}",
+                    REFERENCED_CLUSTER_KINDS.map(|(_, k)| k).join(", ")
                 )),
             };
         }
@@ -260,10 +332,7 @@ fn kind_matches(cluster: &Cluster, filters: &[String], object: &Value) -> bool {
     let kind = object["kind"].as_str().unwrap_or_default();
     let resource = cluster.resolve(object["apiVersion"].as_str().unwrap_or_default(), kind);
     filters.iter().any(|f| {
-        f.eq_ignore_ascii_case(kind)
-            || resource.as_ref().is_some_and(|r| {
-                f.eq_ignore_ascii_case(&r.api.plural) || f.eq_ignore_ascii_case(&r.qualified_name())
-            })
+        f.eq_ignore_ascii_case(kind) || resource.as_ref().is_some_and(|r| names_resource(f, r))
     })
 }
 
@@ -331,7 +400,12 @@ pub fn restore(
                     .as_str()
                     .unwrap_or_default(),
             ),
-            "StorageClass" | "CustomResourceDefinition" => true,
+            "ClusterRoleBinding" => object["subjects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| ns_wanted(s["namespace"].as_str().unwrap_or_default())),
+            _ if ns.is_empty() => true, // classes, roles, definitions
             _ => ns_wanted(&ns),
         };
         let filtered = matches!(kind.as_str(), "Namespace" | "CustomResourceDefinition")
@@ -341,7 +415,12 @@ pub fn restore(
         if !wanted || !filtered {
             continue;
         }
-        if let Some(reason) = policy(&object) {
+        let reason = policy(&object).or_else(|| {
+            (kind == "ClusterRoleBinding" && !settings.cluster_role_bindings).then(|| {
+                "grants rights in the whole cluster: restored only with --restore-cluster-role-bindings (check it with --dry-run first)".to_string()
+            })
+        });
+        if let Some(reason) = reason {
             if kind == "PersistentVolume" {
                 let claim = &object["spec"]["claimRef"];
                 changes.unbind_claims.push(format!(
@@ -390,6 +469,33 @@ pub fn restore(
     for object in &mut chosen {
         clean::for_restore(object, &changes);
     }
+    if let Some(modifiers) = &settings.modifiers {
+        chosen.retain_mut(|object| {
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let resource = cluster
+                .resolve(object["apiVersion"].as_str().unwrap_or_default(), kind)
+                .map(|r| r.qualified_name())
+                .unwrap_or_else(|| kind.to_ascii_lowercase());
+            match modifiers.apply(&resource, object) {
+                Ok(rules) if rules.is_empty() => true,
+                Ok(rules) => {
+                    report.modified.push(Modified {
+                        object: ObjectRef::of(object),
+                        rules,
+                        manifest: settings.dry_run.then(|| shown(object)),
+                    });
+                    true
+                }
+                Err(reason) => {
+                    report.failed.push(NotCreated {
+                        object: ObjectRef::of(object),
+                        reason,
+                    });
+                    false
+                }
+            }
+        });
+    }
     chosen.sort_by_key(|o| {
         (
             rank(o["kind"].as_str().unwrap_or_default()),
@@ -417,9 +523,62 @@ pub fn restore(
         .iter()
         .filter(|o| o["kind"] != "CustomResourceDefinition")
     {
+        if object["kind"] == "ClusterRoleBinding"
+            && let Some(reason) = grants_otherwise(cluster, object, &chosen)?
+        {
+            report.failed.push(NotCreated {
+                object: ObjectRef::of(object),
+                reason,
+            });
+            continue;
+        }
         create(cluster, object, settings.dry_run, &mut report)?;
     }
     Ok(report)
+}
+
+/// `object` to be shown: a Secret's values are replaced by `(hidden)`.
+fn shown(object: &Value) -> Value {
+    let mut shown = object.clone();
+    if object["kind"] == "Secret" {
+        for field in ["data", "stringData"] {
+            if let Some(values) = shown[field].as_object_mut() {
+                values
+                    .values_mut()
+                    .for_each(|v| *v = Value::from("(hidden)"));
+            }
+        }
+    }
+    shown
+}
+
+/// Why ClusterRoleBinding `binding` would grant other rights than it did when backed up, if it
+/// would: its ClusterRole must be among the restored objects (`chosen`) and, if the cluster
+/// holds one of that name, with the same rules.
+fn grants_otherwise(
+    cluster: &Cluster,
+    binding: &Value,
+    chosen: &[Value],
+) -> Result<Option<String>> {
+    let role = binding["roleRef"]["name"].as_str().unwrap_or_default();
+    let Some(stored) = chosen
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == role)
+    else {
+        return Ok(Some(format!(
+            "its ClusterRole {role} is not restored with it (not in the snapshot, or filtered out): bind it by hand if it is right"
+        )));
+    };
+    let Some(resource) = cluster.resolve("rbac.authorization.k8s.io/v1", "ClusterRole") else {
+        return Ok(Some("this cluster serves no ClusterRoles".into()));
+    };
+    let rights = |o: &Value| (o["rules"].clone(), o["aggregationRule"].clone());
+    Ok(match cluster.get(&resource, None, role)? {
+        Some(existing) if rights(&existing) != rights(stored) => Some(format!(
+            "ClusterRole {role} in this cluster grants other rules than the one in the snapshot: the binding would grant what the backup did not have; compare them and bind by hand"
+        )),
+        _ => None,
+    })
 }
 
 /// Creates one object (or, in a dry run, checks whether it exists), recording the outcome.

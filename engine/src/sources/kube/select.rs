@@ -1,9 +1,12 @@
 //! What a Kubernetes backup takes and leaves out: platform namespaces, the opt-out label,
 //! resources that can never be restored meaningfully, and label selectors.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde_json::Value;
+
+use super::cluster::Resource;
 
 /// Namespaces and objects with this label (any value) are never backed up.
 pub const NOBACKUP_LABEL: &str = "compliantkubernetes.io/nobackup";
@@ -41,6 +44,128 @@ pub fn never_backed_up(group: &str, plural: &str) -> bool {
 /// Whether an object (or namespace) carries the opt-out label.
 pub fn opted_out(object: &Value) -> bool {
     object["metadata"]["labels"].get(NOBACKUP_LABEL).is_some()
+}
+
+/// Which resources, namespaces and labels a resource backup takes, as Velero's
+/// `--include-resources`, `--exclude-resources`, `--exclude-namespaces` and `--selector` do;
+/// empty: everything.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    /// Only these resources (kind, plural or `plural.group`, any case; `*`: all).
+    pub include_resources: Vec<String>,
+    /// Never these resources (same names).
+    pub exclude_resources: Vec<String>,
+    /// Namespaces never backed up (glob patterns: `*`, `?`, `[…]`).
+    pub exclude_namespaces: Vec<String>,
+    /// Only objects whose labels match this Kubernetes label selector, evaluated by the API
+    /// server (`a=b,c!=d,e in (x,y),!f`).
+    pub selector: Option<String>,
+}
+
+/// [`Filters`] resolved against the cluster's discovery.
+#[derive(Clone, Debug, Default)]
+pub struct ResolvedFilters {
+    /// Resources asked for, as `(group, plural)`; `None`: all.
+    pub include: Option<BTreeSet<(String, String)>>,
+    /// Resources left out, as `(group, plural)`.
+    pub exclude: BTreeSet<(String, String)>,
+    /// Namespaces left out.
+    pub exclude_namespaces: Vec<glob::Pattern>,
+}
+
+impl ResolvedFilters {
+    /// Whether objects of `resource` are taken.
+    pub fn takes(&self, resource: &Resource) -> bool {
+        let key = (resource.api.group.clone(), resource.api.plural.clone());
+        self.include.as_ref().is_none_or(|i| i.contains(&key)) && !self.excludes(resource)
+    }
+
+    /// Whether objects of `resource` are left out by `--exclude-resources`.
+    pub fn excludes(&self, resource: &Resource) -> bool {
+        self.exclude
+            .contains(&(resource.api.group.clone(), resource.api.plural.clone()))
+    }
+
+    /// Whether namespace `name` is left out by `--exclude-namespaces`.
+    pub fn excludes_namespace(&self, name: &str) -> bool {
+        self.exclude_namespaces.iter().any(|p| p.matches(name))
+    }
+}
+
+impl Filters {
+    /// Resolves the resource names through `resources` (the cluster's discovery) and the
+    /// namespace patterns; `Err` names an entry that matches nothing or a bad pattern.
+    pub fn resolve(&self, resources: &[Resource]) -> Result<ResolvedFilters, String> {
+        let resolve = |flag: &str, entries: &[String]| {
+            let mut out = BTreeSet::new();
+            for entry in entries {
+                let found: Vec<&Resource> = resources
+                    .iter()
+                    .filter(|r| entry == "*" || names_resource(entry, r))
+                    .collect();
+                if found.is_empty() {
+                    return Err(format!(
+                        "{flag} {entry:?}: the cluster serves no such resource; give a kind (ConfigMap), a resource (configmaps) or resource.group (deployments.apps) as `kubectl api-resources` lists them"
+                    ));
+                }
+                out.extend(
+                    found
+                        .into_iter()
+                        .map(|r| (r.api.group.clone(), r.api.plural.clone())),
+                );
+            }
+            Ok(out)
+        };
+        let include = resolve("--include-resources", &self.include_resources)?;
+        let exclude = resolve("--exclude-resources", &self.exclude_resources)?;
+        let exclude_namespaces = self
+            .exclude_namespaces
+            .iter()
+            .map(|p| {
+                glob::Pattern::new(p)
+                    .map_err(|e| format!("--exclude-namespaces {p:?} is not a pattern: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ResolvedFilters {
+            include: (!self.include_resources.is_empty()).then_some(include),
+            exclude,
+            exclude_namespaces,
+        })
+    }
+
+    /// The tags that record these filters in a snapshot: `include-resource=<resource>` and
+    /// `exclude-resource=<resource>` per entry (as `kubectl` names the resource), and
+    /// `selector=<selector>`.
+    pub fn tags(&self, resolved: &ResolvedFilters) -> Vec<(&'static str, String)> {
+        let named = |set: &BTreeSet<(String, String)>| -> Vec<String> {
+            set.iter()
+                .map(|(g, p)| match g.as_str() {
+                    "" => p.clone(),
+                    g => format!("{p}.{g}"),
+                })
+                .collect()
+        };
+        let mut tags = Vec::new();
+        if let Some(include) = &resolved.include {
+            tags.extend(named(include).into_iter().map(|r| ("include-resource", r)));
+        }
+        tags.extend(
+            named(&resolved.exclude)
+                .into_iter()
+                .map(|r| ("exclude-resource", r)),
+        );
+        if let Some(selector) = self.selector.as_ref().filter(|s| !s.trim().is_empty()) {
+            tags.push(("selector", selector.clone()));
+        }
+        tags
+    }
+}
+
+/// Whether `name` (a kind, a plural or `plural.group`, any case) names `resource`.
+pub fn names_resource(name: &str, resource: &Resource) -> bool {
+    name.eq_ignore_ascii_case(&resource.api.kind)
+        || name.eq_ignore_ascii_case(&resource.api.plural)
+        || name.eq_ignore_ascii_case(&resource.qualified_name())
 }
 
 /// What a backup (of resources or of volumes) makes of a namespace.
