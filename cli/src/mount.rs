@@ -88,13 +88,24 @@ pub fn mount(g: &Global, a: MountArgs) -> Result<u8> {
         )
     })?;
     let mut unmounter = session.unmount_callable();
-    let shown = a.mountpoint.display().to_string();
+    let at = a.mountpoint.canonicalize()?;
     std::thread::spawn(move || {
         if let Ok(signal) = signals.wait() {
             tracing::info!("{signal}: unmounting");
         }
-        if let Err(e) = unmounter.unmount() {
-            eprintln!("cairn: error: cannot unmount {shown}: {e}; run `umount {shown}`");
+        match unmounter.unmount() {
+            // the session ends and `mount` returns
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                detach(&at);
+                // the kernel keeps a busy mount until its files are closed: end the session
+                // now, and with it their reads
+                std::process::exit(0);
+            }
+            Err(e) => eprintln!(
+                "cairn: error: cannot unmount {0}: {e}; run `umount {0}`",
+                at.display()
+            ),
         }
     });
     if !g.quiet {
@@ -108,6 +119,32 @@ pub fn mount(g: &Global, a: MountArgs) -> Result<u8> {
         eprintln!("unmounted {}", a.mountpoint.display());
     }
     Ok(0)
+}
+
+/// Unmounts `at` although files are open in it (lazily: it leaves the file system tree now).
+fn detach(at: &Path) {
+    let detached = match nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH) {
+        // not root: through the setuid helper
+        Err(nix::errno::Errno::EPERM) => ["fusermount3", "fusermount"].iter().any(|helper| {
+            std::process::Command::new(helper)
+                .args(["-u", "-z", "--"])
+                .arg(at)
+                .status()
+                .is_ok_and(|s| s.success())
+        }),
+        done => done.is_ok(),
+    };
+    if detached {
+        eprintln!(
+            "unmounted {}, although files were still open in it (their reads fail from now on)",
+            at.display()
+        );
+    } else {
+        eprintln!(
+            "cairn: error: cannot unmount {0}; close the files open in it and run `umount {0}`",
+            at.display()
+        );
+    }
 }
 
 /// The FUSE side of [`SnapshotFs`].
