@@ -265,12 +265,22 @@ fn every_snapshot_is_browsable_with_its_bytes_and_metadata_as_backed_up() {
         );
     }
 
-    // writing is refused
+    // read-only, devices and setuid bits inert, the stored permissions checked by the kernel
     let refused = std::fs::OpenOptions::new()
         .write(true)
         .open(root.join("snapshots/latest/src/private"));
-    assert!(refused.is_err(), "a file opened for writing");
-    assert!(std::fs::write(root.join("snapshots/new"), b"x").is_err());
+    assert_eq!(refused.unwrap_err().raw_os_error(), Some(nix::libc::EROFS));
+    let created = std::fs::write(root.join("snapshots/new"), b"x");
+    assert_eq!(created.unwrap_err().raw_os_error(), Some(nix::libc::EROFS));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == root.to_str())
+        .unwrap();
+    let options: Vec<&str> = line.split(' ').nth(3).unwrap().split(',').collect();
+    for option in ["ro", "nosuid", "nodev", "default_permissions"] {
+        assert!(options.contains(&option), "{option} missing: {line}");
+    }
 
     // a snapshot made while mounted shows up on a later listing, its new data readable
     std::fs::write(src.join("added later"), noise(12, 300_000)).unwrap();
@@ -287,10 +297,31 @@ fn every_snapshot_is_browsable_with_its_bytes_and_metadata_as_backed_up() {
     );
 
     // filters select the snapshots shown, in a second mount beside the first
-    let tagged = Mounted::start(&env, &env.path("mnt-tagged"), &["--tag", "first"]);
+    let tagged = Mounted::start(
+        &env,
+        &env.path("mnt-tagged"),
+        &["--tag", "first", "--allow-other"],
+    );
     let mut only = vec![older.clone(), "latest".into()];
     only.sort();
     assert_eq!(names(&tagged.at.join("snapshots")), only);
+    // only the user who mounted reads a mount, unless it is mounted with --allow-other
+    if is_root() {
+        std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let list_as_nobody = |dir: &Path| {
+            std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg("ls")
+                .arg(dir.join("snapshots"))
+                .output()
+                .unwrap()
+        };
+        let denied = list_as_nobody(&root);
+        assert!(!denied.status.success(), "another user read the mount");
+        let allowed = list_as_nobody(&tagged.at);
+        assert!(allowed.status.success(), "{}", stderr(&allowed));
+        assert!(String::from_utf8_lossy(&allowed.stdout).contains(&older));
+    }
     let (code, err) = tagged.stop();
     assert_eq!(code, Some(0), "{err}");
 

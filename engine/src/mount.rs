@@ -30,6 +30,9 @@ const TREE_CACHE_ENTRIES: usize = 256;
 /// Most entries one [`SnapshotFs::list`] call returns.
 const LIST_BATCH: usize = 512;
 
+/// An extended attribute: its name and value.
+pub type NamedValue = (Vec<u8>, Vec<u8>);
+
 /// Why an operation has no answer (the FUSE glue turns it into an errno).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -593,7 +596,7 @@ impl SnapshotFs {
     }
 
     /// The user extended attributes of `ino` stored in its snapshot: names and values.
-    pub fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Refusal> {
+    pub fn xattrs(&self, ino: u64) -> Result<Vec<NamedValue>, Refusal> {
         Ok(match self.what(ino)?.0 {
             What::Entry { node, .. } => node
                 .xattrs
