@@ -7,6 +7,7 @@ mod excludes;
 mod inspect;
 mod k8s;
 mod metrics;
+mod mount;
 mod password;
 mod progress;
 mod report_html;
@@ -118,6 +119,8 @@ enum Command {
     Diff(inspect::DiffArgs),
     /// Find files by name pattern in the snapshots
     Find(inspect::FindArgs),
+    /// Browse the snapshots as a read-only file system (FUSE), until Ctrl-C or `umount`
+    Mount(mount::MountArgs),
     /// Test restores: restore a sample into a scratch folder, verify every byte, keep a record
     Drill(evidence::DrillArgs),
     /// Audit report: protections, snapshots per namespace, last check and drill (text, JSON, HTML)
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => inspect::stats(g, a),
         Command::Diff(a) => inspect::diff(g, a),
         Command::Find(a) => inspect::find(g, a),
+        Command::Mount(a) => mount::mount(g, a),
         Command::Drill(a) => evidence::drill(g, a),
         Command::Report(a) => evidence::report(g, a),
         Command::Key(k) => commands::key(g, k),

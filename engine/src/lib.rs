@@ -6,7 +6,7 @@
 //! [`repository`] holds the objects, [`session`] announces running writers to gc, [`tree`] and
 //! [`snapshot`] describe what was backed up, [`archiver`] and [`restorer`] run backup and
 //! restore ([`filler`] writes restored files, [`partial`] puts them in place) on folders held open
-//! ([`dirfd`]), and [`fsmeta`] reads and applies file metadata; [`sources`] holds what is backed up besides
+//! ([`dirfd`]), [`mount`] shows the snapshots as a read-only file system, and [`fsmeta`] reads and applies file metadata; [`sources`] holds what is backed up besides
 //! folders (Kubernetes). The on-disk format is specified in
 //! `format-spec/`.
 
@@ -32,6 +32,7 @@ pub mod fsmeta;
 pub mod gc;
 pub mod id;
 pub mod index;
+pub mod mount;
 pub mod object_lock;
 pub mod pack;
 pub mod pack_cache;

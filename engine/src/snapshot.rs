@@ -151,8 +151,20 @@ impl Snapshot {
     /// bad object does not stop listings, parent choice and `forget`; `gc` reads the snapshots
     /// itself and stops at such a one, and `check` reports it.
     pub fn load_all(repo: &Repository) -> Result<Vec<(Id, Snapshot)>> {
+        let ids = repo.store().list(ObjectKind::Snapshot)?;
+        let mut all = Snapshot::load_some(repo, ids.into_iter().map(|(id, _)| id))?;
+        all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(all)
+    }
+
+    /// Loads the snapshots `ids` that can be read, as [`Snapshot::load_all`] does (in no
+    /// particular order).
+    pub fn load_some(
+        repo: &Repository,
+        ids: impl IntoIterator<Item = Id>,
+    ) -> Result<Vec<(Id, Snapshot)>> {
         let mut all = vec![];
-        for (id, _) in repo.store().list(ObjectKind::Snapshot)? {
+        for id in ids {
             match Snapshot::load(repo, &id) {
                 Ok(s) => all.push((id, s)),
                 // forgotten by another process since the listing
@@ -165,7 +177,6 @@ impl Snapshot {
                 Err(e) => return Err(e),
             }
         }
-        all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(all)
     }
 
