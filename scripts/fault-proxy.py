@@ -97,13 +97,13 @@ async def read_body(reader, headers, bodiless=False):
         body = b""
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            chunk = await reader.readexactly(size + 2)
-            body += chunk[:-2]
             if size == 0:
-                # trailers end with an empty line
+                # trailers (if any) end with an empty line
                 while (await reader.readuntil(b"\r\n")) != b"\r\n":
                     pass
                 return body
+            chunk = await reader.readexactly(size + 2)
+            body += chunk[:-2]
     length = header(headers, "content-length")
     if length is not None:
         return await reader.readexactly(int(length))
