@@ -2,9 +2,9 @@
 //! (the variables `object_store` reads, the Azure CLI's names, and a connection string), and the
 //! one request `object_store` does not make: creating a missing container at `init`.
 
+use object_store::ClientOptions;
 use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
-use object_store::ClientOptions;
 
 use crate::error::{Error, Result};
 
@@ -42,7 +42,10 @@ fn connection_string(s: &str) -> Result<Vec<(AzureConfigKey, String)>> {
     let endpoint = get("blobendpoint").or_else(|| {
         let suffix = get("endpointsuffix")?;
         let protocol = get("defaultendpointsprotocol").unwrap_or_else(|| "https".into());
-        Some(format!("{protocol}://{}.blob.{suffix}", get("accountname")?))
+        Some(format!(
+            "{protocol}://{}.blob.{suffix}",
+            get("accountname")?
+        ))
     });
     if let Some(endpoint) = endpoint {
         out.push((AzureConfigKey::Endpoint, endpoint));

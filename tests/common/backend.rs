@@ -37,7 +37,7 @@ pub fn on_azure() -> bool {
 
 /// A name no other bucket or container of this run has (valid for both: lower case, digits
 /// and hyphens, at most 63 characters).
-fn fresh_name() -> String {
+pub fn fresh_name() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
         "t{}-{}-{}",
@@ -72,13 +72,18 @@ pub fn create_bucket(lock: bool) -> String {
 
 impl Backend {
     /// A new, empty place for a repository: `folder` (not created), a new bucket on S3 when
-    /// the run is on S3 (with Object Lock enabled if `lock`), or a container of Azurite that does
-    /// not exist yet (`cairn init` creates it) when the run is on Azure.
+    /// the run is on S3 (with Object Lock enabled if `lock`), or a new container of Azurite
+    /// (created as `cairn init` does) when the run is on Azure.
     pub fn fresh(folder: &Path, lock: bool) -> Backend {
         if on_s3() || lock {
             Backend::s3(&create_bucket(lock), "repo")
         } else if on_azure() {
-            Backend::azure(&fresh_name(), "repo")
+            let azure = Backend::azure(&fresh_name(), "repo");
+            cairn_engine::store::Location::parse(&azure.location)
+                .unwrap()
+                .open(true, None)
+                .unwrap();
+            azure
         } else {
             Backend::local(folder)
         }
@@ -113,7 +118,7 @@ impl Backend {
         }
     }
 
-    /// A prefix in a container of the test Azurite (`cairn init` creates the container).
+    /// A prefix in a container of the test Azurite (which need not exist yet).
     pub fn azure(container: &str, prefix: &str) -> Backend {
         let azure = MicrosoftAzureBuilder::from_env()
             .with_container_name(container)
@@ -143,7 +148,11 @@ impl Backend {
     /// Settings a `cairn` process needs to reach this repository.
     pub fn env_vars(&self) -> Vec<(String, String)> {
         std::env::vars()
-            .filter(|(k, _)| ["AWS_", "AZURE_", "AZURITE_"].iter().any(|p| k.starts_with(p)))
+            .filter(|(k, _)| {
+                ["AWS_", "AZURE_", "AZURITE_"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
             .collect()
     }
 
