@@ -3,7 +3,7 @@
 # coverage-guided smoke run of every fuzz target, then the integration tests again with every
 # repository in a bucket of a real S3 server (moto, started here on 127.0.0.1 and stopped at the
 # end, with scripts/fault-proxy.py in front of it for the fault tests), and last the tests of the
-# store (backup_restore, copy, gc, check, crash, bad_objects, and the random-fault trial) with
+# store (backup_restore, copy, gc, check, bad_objects, and the random-fault trial) with
 # every repository in a container of Azurite (Microsoft's Azure Storage emulator, also on
 # 127.0.0.1, with its own fault proxy). The Kubernetes tests run
 # against a real etcd + kube-apiserver + kube-controller-manager started here on 127.0.0.1
@@ -68,5 +68,5 @@ echo "== the store's tests again, every repository in an Azure container at $azu
 export CAIRN_TEST_AZURE=1 AZURE_STORAGE_USE_EMULATOR=true AZURITE_BLOB_STORAGE_URL=$azure_endpoint \
   CAIRN_TEST_FAULT_PROXY=http://127.0.0.1:$AZURE_FAULT_PORT
 cargo test --release --workspace --locked --test backup_restore --test copy --test gc \
-  --test check --test crash --test bad_objects
+  --test check --test bad_objects
 cargo test --release --workspace --locked --test faults -- every_command_survives_a_faulty_store

@@ -945,7 +945,24 @@ mod tests {
             parse("s3:https://s3.example.net/b/p").to_string(),
             "s3:https://s3.example.net/b/p"
         );
-        for bad in ["", "s3:", "s3://", "s3:https://host/"] {
+        let azure = |container: &str, prefix: &str| Location::Azure {
+            container: container.into(),
+            prefix: prefix.into(),
+        };
+        assert_eq!(parse("azure:backups"), azure("backups", ""));
+        assert_eq!(parse("azure:backups/a/b/"), azure("backups", "a/b"));
+        assert_eq!(parse("azure://backups/a"), azure("backups", "a"));
+        assert_eq!(parse("azure:backups/a").to_string(), "azure:backups/a");
+        assert!(parse("azure:backups").is_remote());
+        for bad in [
+            "",
+            "s3:",
+            "s3://",
+            "s3:https://host/",
+            "azure:",
+            "azure://",
+            "azure:https://host/c",
+        ] {
             assert!(Location::parse(bad).is_err(), "{bad:?}");
         }
     }
