@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""A fault-injecting HTTP proxy in front of an S3 server (the tests' moto), for the test suite.
+"""A fault-injecting HTTP proxy in front of an S3 server (the tests' moto) or Azurite, for the
+test suite.
 
 Plain Python asyncio, no packages beyond the standard library (moto already needs Python).
 Usage: scripts/fault-proxy.py LISTEN_PORT UPSTREAM_URL   — prints "http://127.0.0.1:PORT" once
 listening (LISTEN_PORT 0 picks a free port).
 
-Requests pass through unchanged (path-style: /BUCKET/KEY) unless the bucket has faults set.
+Requests pass through unchanged (path-style: /BUCKET/KEY; Azurite's /devstoreaccount1/CONTAINER/BLOB
+counts its container as the bucket) unless the bucket has faults set.
 Faults are configured per bucket through a control endpoint, so that tests running in
 parallel each fault only their own bucket:
 
@@ -35,6 +37,7 @@ import struct
 import sys
 import urllib.parse
 
+AZURITE_ACCOUNT = "devstoreaccount1"  # the emulator's account, the first segment of its paths
 FAULTS = {}  # bucket -> {"seed", "rules", "seen": {key: n}, "matched": [n per rule], ...}
 
 
@@ -94,13 +97,13 @@ async def read_body(reader, headers, bodiless=False):
         body = b""
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            chunk = await reader.readexactly(size + 2)
-            body += chunk[:-2]
             if size == 0:
-                # trailers end with an empty line
+                # trailers (if any) end with an empty line
                 while (await reader.readuntil(b"\r\n")) != b"\r\n":
                     pass
                 return body
+            chunk = await reader.readexactly(size + 2)
+            body += chunk[:-2]
     length = header(headers, "content-length")
     if length is not None:
         return await reader.readexactly(int(length))
@@ -172,7 +175,8 @@ async def serve(reader, writer, upstream):
                 writer.write(head_bytes("HTTP/1.1 200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))]) + answer)
                 await writer.drain()
                 continue
-            bucket = path.lstrip("/").split("/", 1)[0]
+            segments = path.lstrip("/").split("/")
+            bucket = segments[1] if segments[0] == AZURITE_ACCOUNT and len(segments) > 1 else segments[0]
             state = FAULTS.get(bucket)
             rules = decide(state, method, target) if state else []
             actions = {r["action"]: r for r in rules}

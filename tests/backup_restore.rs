@@ -620,3 +620,28 @@ fn standard_input_and_a_commands_output_are_backed_up_as_one_file() {
     }
     assert_eq!(env.snapshot_ids(), before);
 }
+
+/// `cairn init` on Azure creates the container when it does not exist yet (as restic does);
+/// before it, the location is reported as holding no repository.
+#[test]
+fn init_creates_a_missing_azure_container() {
+    if !backend::on_azure() {
+        eprintln!("not the Azure run (CAIRN_TEST_AZURE unset): run scripts/test.sh");
+        return;
+    }
+    let mut env = Env::empty();
+    env.objects = Backend::azure(&backend::fresh_name(), "repo");
+    env.repo = env.objects.location.clone();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no Cairn repository"),
+        "{}",
+        stderr(&out)
+    );
+    env.ok(&["init"]);
+    let src = dir_with(&env, "src", 100_000, &[("a", 1)]);
+    let id = env.backup(&[&src]);
+    assert_eq!(env.snapshot_ids(), vec![id]);
+    assert!(env.objects.exists("config"));
+}

@@ -2,14 +2,16 @@
 //! fault proxy (`scripts/fault-proxy.py`, which `scripts/test.sh` starts and names in
 //! `CAIRN_TEST_FAULT_PROXY`), which answers 500 or 503 SlowDown, resets connections mid-body,
 //! cuts bodies short, delays, or drops headers, for the test's own bucket only. Without
-//! `AWS_ENDPOINT_URL` (outside `scripts/test.sh`) these tests cannot run and say so.
+//! `AWS_ENDPOINT_URL` (outside `scripts/test.sh`) these tests cannot run and say so. In the
+//! Azure run (`CAIRN_TEST_AZURE`), repositories without a lock are containers of Azurite and
+//! the proxy stands in front of Azurite instead.
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::backend::create_bucket;
+use common::backend::{self, create_bucket};
 use common::*;
 
 /// The fault proxy's address.
@@ -35,9 +37,11 @@ fn uninitialised(lock: bool) -> Option<Proxied> {
         return None;
     }
     let mut env = Env::empty();
-    let bucket = create_bucket(lock);
-    env.objects = Backend::s3(&bucket, "repo");
-    env.repo = env.objects.location.clone();
+    if lock || !backend::on_azure() {
+        env.objects = Backend::s3(&create_bucket(lock), "repo");
+        env.repo = env.objects.location.clone();
+    }
+    let bucket = env.objects.bucket.clone().unwrap();
     Some(Proxied { env, bucket })
 }
 
@@ -50,7 +54,11 @@ struct Proxied {
 impl Proxied {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = self.env.cmd(args);
-        c.env("AWS_ENDPOINT_URL", proxy())
+        let endpoint = match self.env.repo.starts_with("azure:") {
+            true => "AZURITE_BLOB_STORAGE_URL",
+            false => "AWS_ENDPOINT_URL",
+        };
+        c.env(endpoint, proxy())
             // short waits between retries keep the tests fast; the budget stays 8 retries
             .env("CAIRN_S3_BACKOFF_MS", "20")
             // packs over 5 MiB are uploaded in parts

@@ -39,8 +39,9 @@ struct Cli {
 /// Options every command takes.
 #[derive(Args, Clone)]
 pub struct Global {
-    /// Repository location: a folder, or s3:BUCKET/PREFIX (endpoint and credentials from the
-    /// AWS_* environment or AWS_PROFILE)
+    /// Repository location: a folder, s3:BUCKET/PREFIX (endpoint and credentials from the
+    /// AWS_* environment or AWS_PROFILE), or azure:CONTAINER/PREFIX (account and credentials
+    /// from the AZURE_STORAGE_* environment)
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// File whose first line is the repository password

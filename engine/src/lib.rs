@@ -13,6 +13,7 @@
 pub mod archiver;
 pub mod audit;
 mod aws_profile;
+mod azure;
 pub mod bandwidth;
 pub mod blob;
 pub mod checker;

@@ -1,6 +1,7 @@
-//! Where a repository's objects live: a local folder or an S3 bucket, behind one synchronous
-//! [`Store`] (the engine's threads are not async; requests run on a small tokio runtime). Every
-//! object's bytes pass the process's bandwidth limits ([`crate::bandwidth`]).
+//! Where a repository's objects live: a local folder, an S3 bucket or an Azure Blob Storage
+//! container, behind one synchronous [`Store`] (the engine's threads are not async; requests
+//! run on a small tokio runtime). Every object's bytes pass the process's bandwidth limits
+//! ([`crate::bandwidth`]).
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -133,17 +134,38 @@ pub enum Location {
         /// of the environment's (for the other side of a `copy`).
         profile: Option<String>,
     },
+    /// A container (and a prefix in it) of Azure Blob Storage; the account, credentials and
+    /// endpoint come from the Azure environment (see [`crate::azure`]).
+    Azure {
+        /// The container.
+        container: String,
+        /// Blob name prefix inside the container ("" for the container's root).
+        prefix: String,
+    },
 }
 
 impl Location {
     /// Parses a repository location: `s3:BUCKET[/PREFIX]`, `s3://BUCKET[/PREFIX]`,
-    /// `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]` (restic's form), or a folder path, optionally
-    /// prefixed `local:`.
+    /// `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]` (restic's form), `azure:CONTAINER[/PREFIX]`
+    /// (or `azure://…`), or a folder path, optionally prefixed `local:`.
     pub fn parse(s: &str) -> Result<Location> {
         if s.is_empty() {
             return Err(Error::Invalid(
                 "no repository given: pass --repo or set CAIRN_REPOSITORY".into(),
             ));
+        }
+        if let Some(rest) = s.strip_prefix("azure:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest).trim_matches('/');
+            let (container, prefix) = path.split_once('/').unwrap_or((path, ""));
+            if container.is_empty() || container.contains(':') {
+                return Err(Error::Invalid(format!(
+                    "{s:?} names no container: write azure:CONTAINER/PREFIX (the account and endpoint come from AZURE_STORAGE_ACCOUNT_NAME or AZURE_STORAGE_CONNECTION_STRING)"
+                )));
+            }
+            return Ok(Location::Azure {
+                container: container.into(),
+                prefix: prefix.trim_matches('/').into(),
+            });
         }
         let Some(rest) = s.strip_prefix("s3:") else {
             return Ok(Location::Local(PathBuf::from(
@@ -191,13 +213,13 @@ impl Location {
                 prefix,
                 profile: name.or(profile),
             },
-            local => local,
+            other => other,
         }
     }
 
     /// Whether objects travel over the network (so caching them locally pays).
     pub fn is_remote(&self) -> bool {
-        matches!(self, Location::S3 { .. })
+        !matches!(self, Location::Local(_))
     }
 
     /// Opens the store; `create` makes a missing local folder. With `lock`, every object is
@@ -205,6 +227,9 @@ impl Location {
     pub fn open(&self, create: bool, lock: Option<&ObjectLock>) -> Result<Store> {
         let (endpoint, bucket, prefix, profile) = match self {
             Location::Local(path) => return open_folder(path, create, lock),
+            Location::Azure { container, prefix } => {
+                return open_azure(container, prefix, create, lock);
+            }
             Location::S3 {
                 endpoint,
                 bucket,
@@ -229,8 +254,39 @@ impl Location {
             ),
             None => plain.clone(),
         };
-        Store::new(inner, plain, lock.copied(), Some(Arc::new(api)))
+        Store::new(inner, plain, lock.copied(), Some(Arc::new(api)), true)
     }
+}
+
+/// Opens a container of Azure Blob Storage as a store; `create` makes the container if
+/// missing. Azure's counterpart of Object Lock (version-level immutability policies) is not
+/// supported, so a repository that asks for locks is refused rather than written unlocked.
+fn open_azure(
+    container: &str,
+    prefix: &str,
+    create: bool,
+    lock: Option<&ObjectLock>,
+) -> Result<Store> {
+    if lock.is_some() {
+        return Err(Error::Invalid(
+            "object lock is not supported on Azure Blob Storage: Cairn cannot lock objects there (Azure's immutability policies), so it refuses to write a repository that asks for locks; use an S3 repository with Object Lock, or one without --object-lock".into(),
+        ));
+    }
+    let builder = crate::azure::builder(container, client_options(), retry_config())?;
+    let azure = builder.clone().build()?;
+    if create {
+        let options = client_options().with_allow_http(true);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?
+            .block_on(crate::azure::create_container(&builder, &azure, &options))?;
+    }
+    let objects: Arc<dyn ObjectStore> = match prefix.is_empty() {
+        true => Arc::new(azure),
+        false => Arc::new(object_store::prefix::PrefixStore::new(azure, prefix)),
+    };
+    Store::new(objects.clone(), objects, None, None, true)
 }
 
 /// Opens a folder as a store; `create` makes it if missing.
@@ -248,7 +304,7 @@ fn open_folder(path: &std::path::Path, create: bool, lock: Option<&ObjectLock>) 
         });
     }
     let folder: Arc<dyn ObjectStore> = Arc::new(crate::folder::Folder::new(path)?);
-    let mut store = Store::new(folder.clone(), folder, None, None)?;
+    let mut store = Store::new(folder.clone(), folder, None, None, false)?;
     store.folder = Some(path.to_owned());
     Ok(store)
 }
@@ -282,6 +338,10 @@ impl std::fmt::Display for Location {
                 }
                 Ok(())
             }
+            Location::Azure { container, prefix } => match prefix.is_empty() {
+                true => write!(f, "azure:{container}"),
+                false => write!(f, "azure:{container}/{prefix}"),
+            },
         }
     }
 }
@@ -378,13 +438,27 @@ fn s3_builder(
             HeaderValue::from_str(&until).expect("a date is a valid header"),
         );
     }
-    let options = ClientOptions::new()
+    let options = client_options()
         .with_allow_http(allow_http(endpoint_url.as_deref()))
-        .with_default_headers(headers)
+        .with_default_headers(headers);
+    Ok(builder
+        .with_virtual_hosted_style_request(false)
+        .with_checksum_algorithm(Checksum::SHA256)
+        .with_client_options(options)
+        .with_retry(retry_config()))
+}
+
+/// The timeouts of a remote store's client.
+fn client_options() -> ClientOptions {
+    ClientOptions::new()
         .with_timeout(Duration::from_secs(300))
-        .with_connect_timeout(Duration::from_secs(20));
+        .with_connect_timeout(Duration::from_secs(20))
+}
+
+/// `object_store`'s retries of one request, from the store's [`Retries`].
+fn retry_config() -> RetryConfig {
     let retries = Retries::from_env();
-    let retry = RetryConfig {
+    RetryConfig {
         backoff: BackoffConfig {
             init_backoff: retries.init_backoff,
             max_backoff: retries.max_backoff,
@@ -392,12 +466,7 @@ fn s3_builder(
         },
         max_retries: retries.max_retries,
         retry_timeout: retries.timeout,
-    };
-    Ok(builder
-        .with_virtual_hosted_style_request(false)
-        .with_checksum_algorithm(Checksum::SHA256)
-        .with_client_options(options)
-        .with_retry(retry))
+    }
 }
 
 /// Whether plain HTTP may be used: for an `http://` endpoint, or with `AWS_ALLOW_HTTP=true`.
@@ -416,6 +485,8 @@ pub struct Store {
     lock: Option<ObjectLock>,
     /// The calls `object_store` does not make (S3 only).
     s3: Option<Arc<S3Api>>,
+    /// Whether objects travel over the network.
+    remote: bool,
     connections: usize,
     retries: Retries,
     /// The folder of a folder repository.
@@ -428,6 +499,7 @@ impl Store {
         plain: Arc<dyn ObjectStore>,
         lock: Option<ObjectLock>,
         s3: Option<Arc<S3Api>>,
+        remote: bool,
     ) -> Result<Store> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -435,7 +507,6 @@ impl Store {
             .enable_all()
             .build()
             .map_err(|e| Error::io("tokio runtime", e))?;
-        let remote = s3.is_some();
         let connections =
             crate::env_number("CAIRN_CONNECTIONS", 1..=256, if remote { 8 } else { 2 });
         Ok(Store {
@@ -444,6 +515,7 @@ impl Store {
             rt: Arc::new(rt),
             lock,
             s3,
+            remote,
             connections,
             retries: Retries::from_env(),
             folder: None,
@@ -452,7 +524,7 @@ impl Store {
 
     /// Whether objects travel over the network.
     pub fn is_remote(&self) -> bool {
-        self.s3.is_some()
+        self.remote
     }
 
     /// How many requests to keep in flight (pack uploads; pack downloads of a restore from a
@@ -886,7 +958,24 @@ mod tests {
             parse("s3:https://s3.example.net/b/p").to_string(),
             "s3:https://s3.example.net/b/p"
         );
-        for bad in ["", "s3:", "s3://", "s3:https://host/"] {
+        let azure = |container: &str, prefix: &str| Location::Azure {
+            container: container.into(),
+            prefix: prefix.into(),
+        };
+        assert_eq!(parse("azure:backups"), azure("backups", ""));
+        assert_eq!(parse("azure:backups/a/b/"), azure("backups", "a/b"));
+        assert_eq!(parse("azure://backups/a"), azure("backups", "a"));
+        assert_eq!(parse("azure:backups/a").to_string(), "azure:backups/a");
+        assert!(parse("azure:backups").is_remote());
+        for bad in [
+            "",
+            "s3:",
+            "s3://",
+            "s3:https://host/",
+            "azure:",
+            "azure://",
+            "azure:https://host/c",
+        ] {
             assert!(Location::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -1,6 +1,8 @@
-//! Raw access to a test repository's objects, wherever it lives: a local folder, or a fresh
+//! Raw access to a test repository's objects, wherever it lives: a local folder, a fresh
 //! bucket on the S3 server the test script started (when `CAIRN_TEST_S3` is set, with the
-//! `AWS_*` variables that reach it). Tests use it to damage, plant and count objects.
+//! `AWS_*` variables that reach it), or a fresh container of the Azurite emulator it started
+//! (when `CAIRN_TEST_AZURE` is set, with `AZURE_STORAGE_USE_EMULATOR` and
+//! `AZURITE_BLOB_STORAGE_URL`). Tests use it to damage, plant and count objects.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -16,7 +19,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 pub struct Backend {
     /// The location, as `--repo` takes it.
     pub location: String,
-    /// The bucket, for S3.
+    /// The bucket (S3) or container (Azure).
     pub bucket: Option<String>,
     store: Arc<dyn ObjectStore>,
     rt: Arc<tokio::runtime::Runtime>,
@@ -27,6 +30,23 @@ pub fn on_s3() -> bool {
     std::env::var_os("CAIRN_TEST_S3").is_some()
 }
 
+/// Whether this test run puts repositories in containers of Azurite.
+pub fn on_azure() -> bool {
+    std::env::var_os("CAIRN_TEST_AZURE").is_some()
+}
+
+/// A name no other bucket or container of this run has (valid for both: lower case, digits
+/// and hyphens, at most 63 characters).
+pub fn fresh_name() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp_micros()
+    )
+}
+
 /// The S3 server's endpoint (from `AWS_ENDPOINT_URL`).
 pub fn s3_endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL").expect("CAIRN_TEST_S3 runs set AWS_ENDPOINT_URL")
@@ -35,13 +55,7 @@ pub fn s3_endpoint() -> String {
 /// Creates a bucket on the test server (moto does not check signatures, so a plain request
 /// does); with `lock`, the bucket has S3 Object Lock enabled (and so versioning).
 pub fn create_bucket(lock: bool) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "t{}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        chrono::Utc::now().timestamp_micros()
-    );
+    let name = fresh_name();
     let mut curl = std::process::Command::new("curl");
     curl.args(["-sf", "-X", "PUT"]);
     if lock {
@@ -57,11 +71,19 @@ pub fn create_bucket(lock: bool) -> String {
 }
 
 impl Backend {
-    /// A new, empty place for a repository: `folder` (not created), or a new bucket on S3 when
-    /// the run is on S3 (with Object Lock enabled if `lock`).
+    /// A new, empty place for a repository: `folder` (not created), a new bucket on S3 when
+    /// the run is on S3 (with Object Lock enabled if `lock`), or a new container of Azurite
+    /// (created as `cairn init` does) when the run is on Azure.
     pub fn fresh(folder: &Path, lock: bool) -> Backend {
         if on_s3() || lock {
             Backend::s3(&create_bucket(lock), "repo")
+        } else if on_azure() {
+            let azure = Backend::azure(&fresh_name(), "repo");
+            cairn_engine::store::Location::parse(&azure.location)
+                .unwrap()
+                .open(true, None)
+                .unwrap();
+            azure
         } else {
             Backend::local(folder)
         }
@@ -96,6 +118,20 @@ impl Backend {
         }
     }
 
+    /// A prefix in a container of the test Azurite (which need not exist yet).
+    pub fn azure(container: &str, prefix: &str) -> Backend {
+        let azure = MicrosoftAzureBuilder::from_env()
+            .with_container_name(container)
+            .build()
+            .unwrap();
+        Backend {
+            location: format!("azure:{container}/{prefix}"),
+            bucket: Some(container.to_owned()),
+            store: Arc::new(object_store::prefix::PrefixStore::new(azure, prefix)),
+            rt: runtime(),
+        }
+    }
+
     /// Begins a multipart upload of `name` with one part, and leaves it open, as a writer
     /// killed mid-upload does.
     pub fn leave_upload_open(&self, name: &str) {
@@ -112,7 +148,11 @@ impl Backend {
     /// Settings a `cairn` process needs to reach this repository.
     pub fn env_vars(&self) -> Vec<(String, String)> {
         std::env::vars()
-            .filter(|(k, _)| k.starts_with("AWS_"))
+            .filter(|(k, _)| {
+                ["AWS_", "AZURE_", "AZURITE_"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
             .collect()
     }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: run the real `cairn` binary against a repository in
-//! a temporary folder, or in a fresh bucket of the S3 server at `CAIRN_TEST_S3` (the test
-//! script runs every test on both), build source trees with every kind of entry, and compare
+//! a temporary folder, in a fresh bucket of the S3 server at `CAIRN_TEST_S3` (the test
+//! script runs every test on both), or in a fresh container of Azurite at `CAIRN_TEST_AZURE`
+//! (the test script runs the store's tests there too), build source trees with every kind of entry, and compare
 //! trees field by field.
 #![allow(dead_code)]
 
@@ -183,9 +184,10 @@ impl Env {
     }
 
     /// Lets the store's clock pass the marks just written: gc dates them in the store's clock,
-    /// which S3 gives in whole seconds, so a sweep right after a mark waits a second there.
+    /// which S3 and Azure give in whole seconds, so a sweep right after a mark waits a second
+    /// there.
     pub fn let_marks_fall_due(&self) {
-        if self.repo.starts_with("s3:") {
+        if self.objects.bucket.is_some() {
             std::thread::sleep(std::time::Duration::from_millis(1100));
         }
     }
