@@ -120,7 +120,7 @@ pub fn for_kept_snapshots(
         .filter_map(|d| d.kept_until.map(|b| (*d, b)))
         .filter(|(_, b)| *b > now)
         .collect();
-    bounded.sort_by(|a, b| b.1.cmp(&a.1));
+    bounded.sort_by_key(|d| std::cmp::Reverse(d.1));
     let trees: HashMap<Id, Id> = snapshots.iter().map(|(id, s)| (*id, s.tree)).collect();
     let mut pack_bound: HashMap<Id, DateTime<Utc>> = HashMap::new();
     if !bounded.is_empty() {
