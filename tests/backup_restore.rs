@@ -508,8 +508,12 @@ fn bandwidth_limits_hold_backup_and_restore_to_their_rate() {
         .unwrap()
         .to_owned();
     assert!(
-        logs.contains("bandwidth limited") && logs.contains("\"upload_kib_per_s\":256"),
+        logs.contains("bandwidth limited") && logs.contains("upload_kib_per_s=256"),
         "{logs}"
+    );
+    assert!(
+        !logs.contains('\x1b'),
+        "colour codes in logs that go to no terminal: {logs}"
     );
     assert!(
         elapsed >= std::time::Duration::from_secs(3),
