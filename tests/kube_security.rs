@@ -783,3 +783,225 @@ fn a_claim_is_restored_on_its_node_with_no_repository_credentials_in_its_namespa
         );
     }
 }
+
+/// A tenant may set an unbound claim's `spec.volumeName` to anything (the API server checks it
+/// only when a volume binds it): a path such as the kubelet's own folder must never point the
+/// node's volume backup, nor a volume restore, outside the volumes of the tenant's own pod.
+/// (No kubelet runs here: the folders under `--kubelet-root` stand for its mounts.)
+#[test]
+fn a_claim_naming_a_path_as_its_volume_reads_and_writes_nothing_outside_its_pods_volumes() {
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let ns = format!("sneaky-{s}");
+    let kubelet = env.path("kubelet");
+    std::fs::create_dir_all(kubelet.join("pki")).unwrap();
+    std::fs::write(kubelet.join("pki/kubelet-client.key"), "THE NODE'S KEY").unwrap();
+    kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    for (claim, volume) in [
+        ("abs", kubelet.to_str().unwrap().to_string()),
+        ("up", "../../../..".to_string()),
+    ] {
+        kube.create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": ns},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}}}}));
+    }
+    // the tenant's pod, placed on the node by name, with an emptyDir so that its volumes
+    // folder exists there
+    let pod = kube.create(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "e", "emptyDir": {}},
+                {"name": "a", "persistentVolumeClaim": {"claimName": "abs"}},
+                {"name": "u", "persistentVolumeClaim": {"claimName": "up"}}]}}),
+    );
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    std::fs::create_dir_all(kubelet.join(format!("pods/{uid}/volumes/kubernetes.io~empty-dir/e")))
+        .unwrap();
+
+    let kubelet_root = kubelet.to_str().unwrap();
+    let out = env.run(&[
+        "--json",
+        "k8s",
+        "backup-volumes",
+        "--kubeconfig",
+        kube.kubeconfig.to_str().unwrap(),
+        "-n",
+        &ns,
+        "--node",
+        "node-a",
+        "--kubelet-root",
+        kubelet_root,
+    ]);
+    let report = json_result(&out.stdout);
+    assert_eq!(report["snapshots"], json!([]), "{report}");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not the name of a volume"),
+        "{}",
+        stderr(&out)
+    );
+    // and a restore never writes where such a claim points (a snapshot of a claim of that
+    // name, as the tenant's earlier claim would have left)
+    let saved = env.path("saved");
+    std::fs::create_dir_all(saved.join("volumes/abs")).unwrap();
+    std::fs::write(saved.join("volumes/abs/planted"), "written by root").unwrap();
+    let tags = format!("namespace={ns},content=volumes,claim=abs");
+    env.ok(&[
+        "backup",
+        saved.join("volumes").to_str().unwrap(),
+        "--tag",
+        &tags,
+    ]);
+    let restore = env.run(&[
+        "k8s",
+        "restore-volume",
+        "latest",
+        "-n",
+        &ns,
+        "--pvc",
+        "abs",
+        "--pod",
+        "p",
+        "--kubelet-root",
+        kubelet_root,
+        "--kubeconfig",
+        kube.kubeconfig.to_str().unwrap(),
+    ]);
+    assert_ne!(restore.status.code(), Some(0), "{}", stderr(&restore));
+    assert!(
+        stderr(&restore).contains("not the name of a volume"),
+        "{}",
+        stderr(&restore)
+    );
+    assert!(
+        !kubelet.join("planted").exists(),
+        "the restore wrote into the kubelet's folder"
+    );
+}
+
+/// A cluster-scoped object a namespace names is restored only if it cannot reach beyond the
+/// namespace: a forged snapshot (written with the repository's key) must not make the restore
+/// merge rules into the built-in roles, give pods a node's folders, or change the cluster's
+/// defaults for every namespace.
+#[test]
+fn cluster_objects_that_would_reach_beyond_their_namespace_are_refused() {
+    let kube = Kube::connect();
+    let env = Env::new();
+    let s = suffix();
+    let ns = format!("forged-{s}");
+    let meta = |name: &str| json!({"name": name, "namespace": ns});
+    let rbac = "rbac.authorization.k8s.io";
+    let id = crafted_snapshot(
+        &env,
+        &ns,
+        &[
+            (
+                "cluster/namespaces/ns.json",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            ),
+            (
+                "resources/rolebindings/helper.json",
+                json!({"apiVersion": format!("{rbac}/v1"), "kind": "RoleBinding", "metadata": meta("helper"),
+                "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": format!("helper-{s}")},
+                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]}),
+            ),
+            (
+                "cluster/clusterroles/helper.json",
+                json!({"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRole",
+                "metadata": {"name": format!("helper-{s}"),
+                    "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+                "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}),
+            ),
+            (
+                "resources/persistentvolumeclaims/data.json",
+                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta("data"),
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": format!("fast-{s}"),
+                    "volumeName": format!("root-{s}"), "resources": {"requests": {"storage": "1Gi"}}}}),
+            ),
+            (
+                "cluster/persistentvolumes/root.json",
+                json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": format!("root-{s}")},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": format!("fast-{s}"), "hostPath": {"path": "/"},
+                    "claimRef": {"kind": "PersistentVolumeClaim", "namespace": ns, "name": "data"}}}),
+            ),
+            (
+                "cluster/storageclasses/fast.json",
+                json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": format!("fast-{s}"),
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                "provisioner": "nfs.csi.k8s.io", "parameters": {"server": "attacker.example.com"}}),
+            ),
+            (
+                "resources/pods/p.json",
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta("p"),
+                "spec": {"priorityClassName": format!("boss-{s}"),
+                    "containers": [{"name": "c", "image": "busybox"}]}}),
+            ),
+            (
+                "cluster/priorityclasses/boss.json",
+                json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": format!("boss-{s}")}, "value": 1000, "globalDefault": true}),
+            ),
+        ],
+    );
+    let out = env.run(&[
+        "k8s",
+        "restore",
+        &id,
+        "--kubeconfig",
+        kube.kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    for (refused, why) in [
+        (format!("ClusterRole helper-{s}"), "aggregate-to-view"),
+        (format!("PersistentVolume root-{s}"), "hostPath"),
+        (format!("StorageClass fast-{s}"), "default"),
+        (format!("PriorityClass boss-{s}"), "globalDefault"),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("refused: {refused}:")))
+            .unwrap_or_else(|| panic!("{refused} was not refused: {err}"));
+        assert!(line.contains(why), "{line}");
+    }
+    assert!(
+        kube.get(
+            &format!("{rbac}/v1"),
+            "ClusterRole",
+            None,
+            &format!("helper-{s}")
+        )
+        .is_none()
+    );
+    assert!(
+        kube.get("v1", "PersistentVolume", None, &format!("root-{s}"))
+            .is_none()
+    );
+    assert!(
+        kube.get(
+            "storage.k8s.io/v1",
+            "StorageClass",
+            None,
+            &format!("fast-{s}")
+        )
+        .is_none()
+    );
+    assert!(
+        kube.get(
+            "scheduling.k8s.io/v1",
+            "PriorityClass",
+            None,
+            &format!("boss-{s}")
+        )
+        .is_none()
+    );
+    // the namespace's own objects are restored
+    assert!(
+        kube.get("v1", "PersistentVolumeClaim", Some(&ns), "data")
+            .is_some()
+    );
+}

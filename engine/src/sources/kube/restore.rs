@@ -196,6 +196,48 @@ fn policy(object: &Value) -> Option<String> {
     }
 }
 
+/// What a cluster-scoped object a namespace refers to would do to the rest of the cluster, if
+/// anything: a ClusterRole that aggregates or is aggregated merges rules into other roles (the
+/// built-in `view`, `edit`, `admin` are bound in every namespace); a PersistentVolume on a
+/// node's folder (`hostPath`, `local`) gives pods that node's files; a default StorageClass or
+/// IngressClass, or a PriorityClass with `globalDefault`, applies to every namespace's new
+/// objects. Such objects are never created from a snapshot, whoever may have written it.
+fn reach_beyond_namespace(group: &str, kind: &str, object: &Value) -> Option<String> {
+    let labels = object["metadata"]["labels"].as_object();
+    let annotation = |key: &str| object["metadata"]["annotations"][key] == "true";
+    match (group, kind) {
+        ("rbac.authorization.k8s.io", "ClusterRole") => {
+            if !object["aggregationRule"].is_null() {
+                return Some("has an aggregationRule (it takes in other roles' rules)".into());
+            }
+            labels
+                .into_iter()
+                .flatten()
+                .find(|(key, _)| key.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+                .map(|(key, _)| format!("has label {key} (its rules would join that role)"))
+        }
+        ("", "PersistentVolume") => ["hostPath", "local"]
+            .into_iter()
+            .find(|source| !object["spec"][source].is_null())
+            .map(|source| format!("is a node's folder ({source})")),
+        ("storage.k8s.io", "StorageClass")
+            if annotation("storageclass.kubernetes.io/is-default-class")
+                || annotation("storageclass.beta.kubernetes.io/is-default-class") =>
+        {
+            Some("is marked the default class".into())
+        }
+        ("networking.k8s.io", "IngressClass")
+            if annotation("ingressclass.kubernetes.io/is-default-class") =>
+        {
+            Some("is marked the default class".into())
+        }
+        ("scheduling.k8s.io", "PriorityClass") if object["globalDefault"] == true => {
+            Some("has globalDefault set (it would apply to every new pod)".into())
+        }
+        _ => None,
+    }
+}
+
 fn group_of(object: &Value) -> &str {
     match object["apiVersion"]
         .as_str()
@@ -233,6 +275,11 @@ fn refusal(cluster: &Cluster, object: &Value, ns: &str, objects: &[Value]) -> Op
             && group_of(o) == "rbac.authorization.k8s.io"
             && refusal(cluster, o, ns, objects).is_none()
     };
+    if let Some(why) = reach_beyond_namespace(group, kind, object) {
+        return Some(format!(
+            "{kind} {name} {why}, which reaches beyond namespace {ns}: create it by hand if it is right"
+        ));
+    }
     let cluster_scoped = matches!(kind, "Namespace" | "CustomResourceDefinition")
         || REFERENCED_CLUSTER_KINDS.contains(&(group, kind));
     if cluster_scoped && !object["metadata"]["namespace"].is_null() {

@@ -104,7 +104,8 @@ pub struct VolumeReport {
     /// Claims left out because a pod mounting them lists the volume in [`EXCLUDE_VOLUMES`],
     /// with which pod and volume.
     pub excluded: Vec<String>,
-    /// Claims mounted here whose folder was not found under the kubelet root.
+    /// Claims mounted here whose folder was not found under the kubelet root, or whose volume
+    /// name is not one (see `volume_name`).
     pub missing: Vec<String>,
     /// Hooks that failed, with why.
     pub hook_errors: Vec<String>,
@@ -231,7 +232,14 @@ pub fn backup_volumes(
                 .push(format!("{key} on {}", mounts[0].node));
             continue;
         };
-        let volume = claim["spec"]["volumeName"].as_str().unwrap_or_default();
+        let volume = match volume_name(&claim) {
+            Ok(volume) => volume,
+            Err(why) => {
+                tracing::warn!("claim {key}: {why}");
+                report.missing.push(key);
+                continue;
+            }
+        };
         match mounted_folder(&settings.kubelet_root, mount.uid(), volume) {
             Some(dir) => {
                 let plan = plans.entry(ns.to_string()).or_default();
@@ -383,6 +391,30 @@ fn run_hooks(
     ok
 }
 
+/// The name of the volume claim `claim` is bound to ("" if none), checked to be a name a
+/// PersistentVolume can have (a DNS subdomain: lowercase letters, digits, `-` and `.`). The
+/// API server does not check an unbound claim's `spec.volumeName`, and a tenant who sets it to
+/// a path (`/var/lib/kubelet`, `../..`) must not point the node's backup, or a restore, at
+/// anything but the volumes of their own pod.
+fn volume_name(claim: &Value) -> std::result::Result<&str, String> {
+    let name = claim["spec"]["volumeName"].as_str().unwrap_or_default();
+    let label = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if name.is_empty() || (name.len() <= 253 && name.split('.').all(label)) {
+        Ok(name)
+    } else {
+        Err(format!(
+            "its spec.volumeName {name:?} is not the name of a volume, so it is not read: ask \
+             the namespace's owner to recreate the claim bound to its PersistentVolume"
+        ))
+    }
+}
+
 /// The folder where the kubelet mounts volume `volume` of pod `pod_uid`:
 /// `<root>/pods/<uid>/volumes/<plugin>/<volume>`, and its `mount` folder for CSI volumes.
 fn mounted_folder(root: &Path, pod_uid: &str, volume: &str) -> Option<PathBuf> {
@@ -427,12 +459,11 @@ pub fn claim_folder(
             "pod {ns}/{pod} does not mount claim {claim}: start a pod that mounts it (and stays idle), then restore again"
         )));
     }
-    let volume = get("PersistentVolumeClaim", claim)?["spec"]["volumeName"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let claim_object = get("PersistentVolumeClaim", claim)?;
+    let volume = volume_name(&claim_object)
+        .map_err(|why| Error::Invalid(format!("claim {ns}/{claim}: {why}")))?;
     let uid = pod_object["metadata"]["uid"].as_str().unwrap_or_default();
-    mounted_folder(kubelet_root, uid, &volume).ok_or_else(|| {
+    mounted_folder(kubelet_root, uid, volume).ok_or_else(|| {
         Error::Invalid(format!(
             "claim {claim} of pod {ns}/{pod} is not mounted under {}: run on the pod's node ({}) with the kubelet's folder at --kubelet-root",
             kubelet_root.display(),
@@ -499,5 +530,28 @@ mod tests {
         assert_eq!(mounted_folder(root.path(), "u1", "pv-b"), None);
         assert_eq!(mounted_folder(root.path(), "u3", "pv-a"), None);
         assert_eq!(mounted_folder(root.path(), "u1", ""), None);
+    }
+
+    #[test]
+    fn only_names_a_volume_can_have_are_taken_as_a_claims_volume() {
+        let claim = |v: &str| serde_json::json!({"spec": {"volumeName": v}});
+        for good in ["pv-a", "pvc-0b1c.x", "a", ""] {
+            assert_eq!(volume_name(&claim(good)), Ok(good));
+        }
+        let long = "a".repeat(254);
+        for bad in [
+            "/",
+            "..",
+            ".",
+            "../x",
+            "a/b",
+            "/var/lib/kubelet",
+            "-a",
+            "a.",
+            "A",
+            &long,
+        ] {
+            assert!(volume_name(&claim(bad)).is_err(), "{bad:?}");
+        }
     }
 }
