@@ -6,22 +6,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use cairn_engine::archiver::{self, BackupOptions, Parent};
-use cairn_engine::checker::{self, CheckRecord, DataSubset};
-use cairn_engine::chunker::ChunkerParams;
-use cairn_engine::copier;
-use cairn_engine::crypto::keys::KdfParams;
-use cairn_engine::gc::{self, GcOptions, GcReport};
-use cairn_engine::object_lock;
+use cairn_engine::Id;
+use cairn_engine::format::chunker::ChunkerParams;
+use cairn_engine::format::config::{LockMode, ObjectLock};
+use cairn_engine::format::crypto::keys::KdfParams;
+use cairn_engine::format::snapshot::{Snapshot, SnapshotFilter};
+use cairn_engine::format::tree::{self, Node, NodeKind, RawBytes};
+use cairn_engine::ops::backup::{self, BackupOptions, Parent};
+use cairn_engine::ops::check::{self, CheckRecord, DataSubset};
+use cairn_engine::ops::copy;
+use cairn_engine::ops::forget::{self, GroupBy, Policy};
+use cairn_engine::ops::gc::{self, GcOptions, GcReport};
+use cairn_engine::ops::repair;
+use cairn_engine::ops::restore::{self, Overwrite, RestoreOptions};
 use cairn_engine::progress::Progress;
-use cairn_engine::records;
-use cairn_engine::repository::{InitOptions, ObjectKind, Repository};
-use cairn_engine::restorer::{self, Overwrite, RestoreOptions};
-use cairn_engine::retention::{self, GroupBy, Policy};
-use cairn_engine::snapshot::{Snapshot, SnapshotFilter};
-use cairn_engine::store::{Location, LockMode, ObjectLock};
-use cairn_engine::tree::{self, Node, NodeKind, RawBytes};
-use cairn_engine::{Id, repair};
+use cairn_engine::repository::object_lock;
+use cairn_engine::repository::records;
+use cairn_engine::repository::store::Location;
+use cairn_engine::repository::store::ObjectKind;
+use cairn_engine::repository::{InitOptions, Repository, trees};
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 use serde_json::json;
@@ -215,9 +218,9 @@ impl std::io::Read for CommandOutput {
 }
 
 /// The stream `--stdin` or `--stdin-from-command` backs up.
-fn stdin_source(a: &BackupArgs) -> Result<archiver::StreamReader> {
+fn stdin_source(a: &BackupArgs) -> Result<backup::StreamReader> {
     if !a.stdin_from_command {
-        return Ok(archiver::StreamReader::new(std::io::stdin()));
+        return Ok(backup::StreamReader::new(std::io::stdin()));
     }
     let (program, args) = a
         .paths
@@ -235,7 +238,7 @@ fn stdin_source(a: &BackupArgs) -> Result<archiver::StreamReader> {
         .spawn()
         .with_context(|| format!("cannot run {command:?}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    Ok(archiver::StreamReader::new(CommandOutput {
+    Ok(backup::StreamReader::new(CommandOutput {
         command,
         child,
         stdout,
@@ -612,14 +615,12 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     let out = if let Some(reader) = stream {
         let name = RawBytes(a.stdin_filename.clone().into_bytes());
         let mtime_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-        let root = std::collections::BTreeMap::from([(
-            name,
-            archiver::Source::Stream { reader, mtime_ns },
-        )]);
+        let root =
+            std::collections::BTreeMap::from([(name, backup::Source::Stream { reader, mtime_ns })]);
         let paths = vec![RawBytes(format!("/{}", a.stdin_filename).into_bytes())];
-        archiver::backup_sources(&repo, root, paths, &options, &progress)?
+        backup::backup_sources(&repo, root, paths, &options, &progress)?
     } else {
-        archiver::backup(&repo, &a.paths, &options, &progress)?
+        backup::backup(&repo, &a.paths, &options, &progress)?
     };
     drop(display);
     let s = &out.snapshot.summary;
@@ -736,7 +737,7 @@ pub fn ls(g: &Global, a: LsArgs) -> Result<u8> {
     let below = tree::parse_snapshot_path(a.path.as_deref().unwrap_or("").as_bytes());
     let mut rows = Vec::new();
     let mut found = below.is_empty();
-    tree::walk(
+    trees::walk(
         &repo,
         &snap.tree,
         &mut Vec::new(),
@@ -820,7 +821,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         progress.set_totals(s.files + s.dirs + s.others, s.bytes);
     }
     let display = Display::start(progress.clone(), "restore", "restored", g);
-    let out = restorer::restore(&repo, &snap, &options, &progress)?;
+    let out = restore::restore(&repo, &snap, &options, &progress)?;
     drop(display);
     if g.json {
         print_summary(&json!({"snapshot_id": id, "target": a.target, "outcome": out}));
@@ -866,7 +867,7 @@ pub fn copy(g: &Global, a: CopyArgs) -> Result<u8> {
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "copy", "copied", g);
     let started = std::time::Instant::now();
-    let report = copier::copy(&source, &target, &snapshots, &progress)?;
+    let report = copy::copy(&source, &target, &snapshots, &progress)?;
     drop(display);
     let mut m = Metrics::new("copy");
     m.gauges(
@@ -947,10 +948,10 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     }
     let store_now = repo.store().now()?;
     let snapshots = find_snapshots(&repo, &[], &a.filter)?;
-    let decisions = retention::apply(&policy, group_by(&a.group_by)?, &snapshots, store_now);
+    let decisions = forget::apply(&policy, group_by(&a.group_by)?, &snapshots, store_now);
     // kept snapshots, and what they need, stay locked as long as the policy can keep them
     let extensions = match (repo.store().lock(), extend_locks_within(&repo, &a.gc)) {
-        (Some(lock), Some(within)) => object_lock::for_kept_snapshots(
+        (Some(lock), Some(within)) => forget::for_kept_snapshots(
             &repo,
             lock,
             &decisions,
@@ -1019,7 +1020,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
                 } else {
                     "extended"
                 },
-                cairn_engine::audit::when(e.until)
+                cairn_engine::repository::clock::when(e.until)
             ),
             None => String::new(),
         };
@@ -1039,7 +1040,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         println!(
             "ignored {} snapshots dated in the future of the repository's clock ({}): {}; kept, and not counted by the policy (check the clock or --time of the backups that made them)",
             future.len(),
-            cairn_engine::audit::when(store_now),
+            cairn_engine::repository::clock::when(store_now),
             ids.join(", ")
         );
     }
@@ -1203,7 +1204,7 @@ pub fn check(g: &Global, a: CheckArgs) -> Result<u8> {
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "check", "checked", g);
     let started = chrono::Utc::now();
-    let report = checker::check(&repo, subset, &progress)?;
+    let report = check::check(&repo, subset, &progress)?;
     drop(display);
     let record = CheckRecord::new(started, subset, report);
     let record_id = match a.no_record {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn_engine::audit::{self, AuditOptions, AuditReport, Status};
-use cairn_engine::drill::{self, DrillOptions};
+use cairn_engine::evidence::audit::{self, AuditOptions, AuditReport, Status};
+use cairn_engine::ops::drill::{self, DrillOptions};
 use cairn_engine::progress::Progress;
 use clap::Args;
 use indicatif::HumanBytes;

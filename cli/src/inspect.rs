@@ -1,10 +1,10 @@
 //! `cairn stats`, `cairn diff` and `cairn find`: looking into snapshots without restoring them.
 
 use anyhow::Result;
-use cairn_engine::diff;
-use cairn_engine::find::{self, Patterns};
-use cairn_engine::snapshot::Snapshot;
-use cairn_engine::stats;
+use cairn_engine::format::snapshot::Snapshot;
+use cairn_engine::ops::diff;
+use cairn_engine::ops::find::{self, Patterns};
+use cairn_engine::ops::stats;
 use clap::Args;
 use indicatif::HumanBytes;
 use serde_json::json;

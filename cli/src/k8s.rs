@@ -5,16 +5,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use cairn_engine::format::snapshot::Snapshot;
+use cairn_engine::ops::kube::backup::BackupSettings;
+use cairn_engine::ops::kube::restore::{RestoreReport, RestoreSettings};
+use cairn_engine::ops::kube::volumes::VolumeSettings;
+use cairn_engine::ops::kube::{self as k8s, backup, volumes};
+use cairn_engine::ops::restore::{self, Overwrite, RestoreOptions};
 use cairn_engine::progress::Progress;
-use cairn_engine::restorer::{self, Overwrite, RestoreOptions};
-use cairn_engine::snapshot::Snapshot;
-use cairn_engine::sources::kube::backup::{self, BackupSettings};
 use cairn_engine::sources::kube::modifiers::Modifiers;
-use cairn_engine::sources::kube::restore::{self, RestoreReport, RestoreSettings};
 use cairn_engine::sources::kube::select::{
     DEFAULT_PLATFORM_NAMESPACES, Filters, KeepRule, Selector,
 };
-use cairn_engine::sources::kube::volumes::{self, VolumeSettings};
 use cairn_engine::sources::kube::{self as kube, Cluster, Connect};
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
@@ -498,7 +499,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     let mut snapshots = Vec::new();
     for spec in &a.snapshots {
         if spec == "latest" {
-            let found = kube::latest_resources(&repo, a.cluster.cluster.as_deref())?;
+            let found = k8s::latest_resources(&repo, a.cluster.cluster.as_deref())?;
             if found.is_empty() {
                 bail!(
                     "no Kubernetes resource snapshot in this repository (of that --cluster): list them with `cairn snapshots`"
@@ -526,7 +527,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         cluster_role_bindings: a.restore_cluster_role_bindings,
         modifiers,
     };
-    let report = restore::restore(&repo, &mut cluster, &snapshots, &settings)?;
+    let report = k8s::restore::restore(&repo, &mut cluster, &snapshots, &settings)?;
     if g.json {
         print_json(&json!({"dry_run": a.dry_run, "report": report}));
     } else {
@@ -593,7 +594,7 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
             .namespace
             .as_deref()
             .context("give --namespace with `latest`")?;
-        kube::latest_claim(&repo, ns, &a.pvc)?
+        k8s::latest_claim(&repo, ns, &a.pvc)?
             .with_context(|| format!("no volume snapshot of namespace {ns} holds claim {}: list them with `cairn snapshots`", a.pvc))?
     } else {
         Snapshot::find(&repo, &a.snapshot)?
@@ -632,7 +633,7 @@ fn restore_volume(g: &Global, a: RestoreVolumeArgs) -> Result<u8> {
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "k8s-restore-volume", "restored", g);
     let claim = Snapshot { tree, ..snap };
-    let out = restorer::restore(&repo, &claim, &options, &progress)?;
+    let out = restore::restore(&repo, &claim, &options, &progress)?;
     drop(display);
     if g.json {
         print_summary(&json!({"snapshot_id": id, "pvc": a.pvc, "target": target, "outcome": out}));

@@ -162,7 +162,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.log_format);
     let g = &cli.global;
-    cairn_engine::bandwidth::set_limits(g.limit_upload, g.limit_download);
+    cairn_engine::repository::store::bandwidth::set_limits(g.limit_upload, g.limit_download);
     let result = match cli.command {
         Command::Init(a) => commands::init(g, a),
         Command::Backup(a) => commands::backup(g, a),

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use cairn_engine::mount::{Attr, Refusal, SnapshotFs};
-use cairn_engine::tree::NodeKind;
+use cairn_engine::format::tree::NodeKind;
+use cairn_engine::ops::mount::{Attr, Refusal, SnapshotFs};
 use clap::Args;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
