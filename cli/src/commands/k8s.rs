@@ -21,7 +21,7 @@ use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 use serde_json::json;
 
-use crate::commands::{open, print_json, print_summary};
+use super::{open, print_json, print_summary};
 use crate::metrics::{Metrics, MetricsArgs};
 use crate::progress::Display;
 use crate::{EXIT_PARTIAL, Global};

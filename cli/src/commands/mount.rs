@@ -18,8 +18,8 @@ use fuser::{
 };
 use nix::sys::signal::{SigSet, Signal};
 
+use super::{FilterArgs, open};
 use crate::Global;
-use crate::commands::{FilterArgs, open};
 
 /// `cairn mount` options.
 #[derive(Args)]

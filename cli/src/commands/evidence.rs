@@ -10,7 +10,7 @@ use cairn_engine::progress::Progress;
 use clap::Args;
 use indicatif::HumanBytes;
 
-use crate::commands::{
+use super::{
     FilterArgs, find_snapshots, open, open_target, parse_percent, print_json, print_summary,
 };
 use crate::metrics::{Metrics, MetricsArgs};

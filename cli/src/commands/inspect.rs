@@ -9,8 +9,8 @@ use clap::Args;
 use indicatif::HumanBytes;
 use serde_json::json;
 
+use super::{FilterArgs, find_snapshots, open, print_json};
 use crate::Global;
-use crate::commands::{FilterArgs, find_snapshots, open, print_json};
 
 /// `cairn stats` options.
 #[derive(Args)]
