@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cairn_engine::format::snapshot::Snapshot;
-use cairn_engine::format::tree::{self, RawBytes};
+use cairn_engine::format::tree::{self};
 use cairn_engine::ops::backup::{self, BackupOptions, Parent};
 use cairn_engine::progress::Progress;
 use clap::Args;
@@ -143,12 +143,7 @@ pub fn run(g: &Global, a: BackupArgs) -> Result<u8> {
     let progress = Arc::new(Progress::default());
     let display = Display::start(progress.clone(), "backup", "backed up", g);
     let out = if let Some(reader) = stream {
-        let name = RawBytes(a.stdin_filename.clone().into_bytes());
-        let mtime_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-        let root =
-            std::collections::BTreeMap::from([(name, backup::Source::Stream { reader, mtime_ns })]);
-        let paths = vec![RawBytes(format!("/{}", a.stdin_filename).into_bytes())];
-        backup::backup_sources(&repo, root, paths, &options, &progress)?
+        backup::backup_stream(&repo, &a.stdin_filename, reader, &options, &progress)?
     } else {
         backup::backup(&repo, &a.paths, &options, &progress)?
     };

@@ -1,18 +1,14 @@
 //! `cairn forget`: removes the snapshots that a retention policy no longer keeps.
 
-use std::collections::HashSet;
-
-use anyhow::{Result, bail};
+use anyhow::Result;
 use cairn_engine::Id;
-use cairn_engine::format::snapshot::Snapshot;
-use cairn_engine::ops::forget::{self, GroupBy, Policy};
-use cairn_engine::repository::object_lock;
+use cairn_engine::ops::forget::{self, ForgetOptions, ForgetOutcome, GroupBy, Policy};
 use cairn_engine::repository::store::ObjectKind;
 use clap::Args;
 use serde_json::json;
 
 use super::gc::{GcArgs, extend_locks_within, print_gc, run_gc};
-use super::{FilterArgs, find_snapshots, open, print_json};
+use super::{FilterArgs, open, print_json};
 use crate::Global;
 
 /// `cairn forget` options. Without any --keep option the repository's default retention
@@ -41,8 +37,9 @@ pub struct ForgetArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     keep_within: Option<std::time::Duration>,
     /// Group snapshots by these fields (comma-separated: host, paths, tags; empty for one group)
-    #[arg(long, default_value = "host,paths")]
-    group_by: String,
+    /// [default: host,paths]
+    #[arg(long)]
+    group_by: Option<String>,
     /// Only show what would be removed and why the rest is kept
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -55,28 +52,11 @@ pub struct ForgetArgs {
     gc: GcArgs,
 }
 
-fn group_by(spec: &str) -> Result<GroupBy> {
-    let mut by = GroupBy {
-        host: false,
-        paths: false,
-        tags: false,
-    };
-    for field in spec.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-        match field {
-            "host" => by.host = true,
-            "paths" => by.paths = true,
-            "tags" => by.tags = true,
-            other => bail!("cannot group by {other:?}: use host, paths and/or tags"),
-        }
-    }
-    Ok(by)
-}
-
 /// `cairn forget`
 pub fn run(g: &Global, a: ForgetArgs) -> Result<u8> {
     let repo = open(g)?;
     let hours = |d: std::time::Duration| chrono::Duration::seconds(d.as_secs() as i64);
-    let mut policy = Policy {
+    let policy = Policy {
         last: a.keep_last,
         hourly: a.keep_hourly,
         daily: a.keep_daily,
@@ -85,48 +65,25 @@ pub fn run(g: &Global, a: ForgetArgs) -> Result<u8> {
         yearly: a.keep_yearly,
         within: a.keep_within.map(hours),
     };
-    if policy.is_empty() {
-        policy.within = Some(chrono::Duration::seconds(
-            repo.config().keep_within_secs as i64,
-        ));
-    }
-    let store_now = repo.store().now()?;
-    let snapshots = find_snapshots(&repo, &[], &a.filter)?;
-    let decisions = forget::apply(&policy, group_by(&a.group_by)?, &snapshots, store_now);
-    // kept snapshots, and what they need, stay locked as long as the policy can keep them
-    let extensions = match (repo.store().lock(), extend_locks_within(&repo, &a.gc)) {
-        (Some(lock), Some(within)) => forget::for_kept_snapshots(
-            &repo,
-            lock,
-            &decisions,
-            &snapshots,
-            within,
-            chrono::Utc::now(),
-        )?,
-        _ => vec![],
+    let group_by = match &a.group_by {
+        Some(spec) => spec.parse().map_err(anyhow::Error::msg)?,
+        None => GroupBy::default(),
     };
-    if !a.dry_run {
-        object_lock::extend(&repo, &extensions)?;
-    }
-    let future: Vec<Id> = decisions
-        .iter()
-        .filter(|d| d.future)
-        .map(|d| d.id)
-        .collect();
-    let mut removed = 0;
-    // snapshots the policy lets go but whose object lock has not passed: kept for now
-    let mut locked = HashSet::new();
-    if !a.dry_run {
-        for d in decisions.iter().filter(|d| !d.keep) {
-            match Snapshot::remove(&repo, &d.id) {
-                Ok(()) => removed += 1,
-                Err(cairn_engine::Error::Locked { .. }) => {
-                    locked.insert(d.id);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
+    let options = ForgetOptions {
+        policy,
+        group_by,
+        filter: a.filter.filter()?,
+        extend_locks_within: extend_locks_within(&repo, &a.gc),
+        dry_run: a.dry_run,
+    };
+    let ForgetOutcome {
+        store_now,
+        decisions,
+        extensions,
+        future,
+        removed,
+        locked,
+    } = forget::forget(&repo, &options)?;
     let gc_report = if a.prune {
         Some(run_gc(g, &repo, &a.gc)?)
     } else {

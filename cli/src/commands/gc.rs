@@ -36,14 +36,10 @@ pub struct GcArgs {
 
 /// With object lock: how soon a lock must end to be extended (`None`: extend none).
 pub(super) fn extend_locks_within(repo: &Repository, a: &GcArgs) -> Option<chrono::Duration> {
-    let half_lock = repo
-        .config()
-        .object_lock
-        .map(|l| chrono::Duration::hours(i64::from(l.days) * 12));
     match (a.no_extend_locks, a.extend_locks_within) {
         (true, _) => None,
         (false, Some(d)) => Some(chrono::Duration::seconds(d.as_secs() as i64)),
-        (false, None) => half_lock,
+        (false, None) => repo.config().object_lock.map(|l| l.extend_within()),
     }
 }
 

@@ -60,7 +60,7 @@ pub fn run(g: &Global, a: InitArgs) -> Result<u8> {
         mode,
         days: a
             .lock_days
-            .unwrap_or((keep_within_secs.div_ceil(86_400) + 1) as u32),
+            .unwrap_or(ObjectLock::days_covering(keep_within_secs)),
     });
     let (chunker, keys) = match &a.copy_chunker_params_from {
         Some(from) => {

@@ -1,7 +1,7 @@
 //! The commands: one module per command or group of commands, each holding its arguments,
-//! how it calls the engine, and how it prints the result (as text or, with `--json`, as JSON).
-//! Every decision about the repository is the engine's. This module holds what they share:
-//! opening repositories, choosing snapshots, printing JSON.
+//! the engine call they make, and how it prints the result (as text or, with `--json`, as
+//! JSON); what to do is the engine's to decide. This module holds what they share: snapshot
+//! filters, opening repositories, finding snapshots, printing JSON.
 
 pub mod backup;
 pub mod cat;
@@ -138,19 +138,7 @@ pub(crate) fn find_snapshots(
     specs: &[String],
     filter: &FilterArgs,
 ) -> Result<Vec<(Id, Snapshot)>> {
-    let filter = filter.filter()?;
-    let mut found = if specs.is_empty() {
-        Snapshot::load_all(repo)?
-    } else {
-        specs
-            .iter()
-            .map(|spec| Snapshot::find(repo, spec))
-            .collect::<std::result::Result<Vec<_>, _>>()?
-    };
-    found.retain(|(_, s)| filter.matches(s));
-    found.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-    found.dedup_by_key(|(id, _)| *id);
-    Ok(found)
+    Ok(Snapshot::select(repo, specs, &filter.filter()?)?)
 }
 
 /// Prints a `--json` result: one line.

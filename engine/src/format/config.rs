@@ -80,6 +80,18 @@ impl std::str::FromStr for LockMode {
 }
 
 impl ObjectLock {
+    /// The lock days that cover a retention of `keep_within_secs` (the default of
+    /// `init --object-lock`): the retention in whole days, plus one.
+    pub fn days_covering(keep_within_secs: u64) -> u32 {
+        (keep_within_secs.div_ceil(86_400) + 1) as u32
+    }
+
+    /// How soon a lock must end for `gc` and `forget` to extend it, unless told otherwise: within
+    /// half the lock days.
+    pub fn extend_within(&self) -> chrono::Duration {
+        chrono::Duration::hours(i64::from(self.days) * 12)
+    }
+
     /// When an object written now will unlock.
     pub fn retain_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now + chrono::Duration::days(self.days.into())

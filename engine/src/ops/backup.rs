@@ -189,6 +189,24 @@ pub fn backup(
     backup_sources(repo, root, root_paths, options, progress)
 }
 
+/// Backs up what `reader` gives (standard input, a command's output) as one file `name` at the
+/// snapshot's root, dated now, and writes a snapshot recording `/<name>` as what was backed up.
+pub fn backup_stream(
+    repo: &Repository,
+    name: &str,
+    reader: StreamReader,
+    options: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
+    let mtime_ns = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let root = BTreeMap::from([(
+        RawBytes(name.as_bytes().to_vec()),
+        Source::Stream { reader, mtime_ns },
+    )]);
+    let paths = vec![RawBytes(format!("/{name}").into_bytes())];
+    backup_sources(repo, root, paths, options, progress)
+}
+
 /// Backs up the entries of `root` (the snapshot's root tree) and writes a snapshot recording
 /// `paths` as what was backed up; the parent snapshot is looked up by host and `paths`. Before
 /// reading anything it refuses a snapshot time ahead of the store's clock

@@ -16,14 +16,14 @@ use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, Timelike, Utc};
 use object_store::path::Path as ObjectPath;
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::config::ObjectLock;
 use crate::format::id::Id;
-use crate::format::snapshot::Snapshot;
+use crate::format::snapshot::{Snapshot, SnapshotFilter};
 use crate::format::tree::Tree;
 use crate::repository::Repository;
 use crate::repository::clock;
-use crate::repository::object_lock::{Extension, Wanted, plan};
+use crate::repository::object_lock::{self, Extension, Wanted, plan};
 use crate::repository::store::ObjectKind;
 use crate::sources::kube;
 
@@ -121,6 +121,32 @@ impl GroupBy {
             parts.push(format!("tags={}", t.join(",")));
         }
         parts.join(" ")
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = String;
+
+    /// Fields to group by, comma-separated: `host`, `paths`, `tags` (none: one group).
+    fn from_str(spec: &str) -> std::result::Result<GroupBy, String> {
+        let mut by = GroupBy {
+            host: false,
+            paths: false,
+            tags: false,
+        };
+        for field in spec.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            match field {
+                "host" => by.host = true,
+                "paths" => by.paths = true,
+                "tags" => by.tags = true,
+                other => {
+                    return Err(format!(
+                        "cannot group by {other:?}: use host, paths and/or tags"
+                    ));
+                }
+            }
+        }
+        Ok(by)
     }
 }
 
@@ -381,6 +407,91 @@ pub fn for_kept_snapshots(
         });
     }
     plan(repo, wanted)
+}
+
+/// Settings of one `forget` run.
+#[derive(Clone, Debug, Default)]
+pub struct ForgetOptions {
+    /// Which snapshots to keep; one that keeps nothing stands for the repository's default
+    /// retention (`keep_within_secs` of its config).
+    pub policy: Policy,
+    /// How snapshots are grouped.
+    pub group_by: GroupBy,
+    /// Which snapshots the policy is applied to (the others are left alone).
+    pub filter: SnapshotFilter,
+    /// With object lock: extend the locks of what the policy keeps that end within this long
+    /// (`None`: extend none).
+    pub extend_locks_within: Option<Duration>,
+    /// Decide and report only: remove nothing, extend no lock.
+    pub dry_run: bool,
+}
+
+/// What a `forget` run decided and did.
+#[derive(Debug)]
+pub struct ForgetOutcome {
+    /// The store's clock, which the policy was applied against.
+    pub store_now: DateTime<Utc>,
+    /// One decision per snapshot the filter selected, group by group ([`apply`]).
+    pub decisions: Vec<Decision>,
+    /// The object-lock extensions made (in a dry run: that would be made).
+    pub extensions: Vec<Extension>,
+    /// Snapshots dated in the future of the store's clock: kept, and not counted.
+    pub future: Vec<Id>,
+    /// How many snapshots were removed.
+    pub removed: usize,
+    /// Snapshots the policy lets go whose object lock has not passed: kept for now (a later
+    /// `forget` removes them).
+    pub locked: HashSet<Id>,
+}
+
+/// `forget`: applies the policy to the snapshots the filter selects, extends the object locks
+/// of what it keeps ([`for_kept_snapshots`]) and removes the snapshots it lets go, unless
+/// their lock has not passed. Their data stays until garbage collection.
+pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetOutcome> {
+    let mut policy = options.policy.clone();
+    if policy.is_empty() {
+        policy.within = Some(Duration::seconds(repo.config().keep_within_secs as i64));
+    }
+    let store_now = repo.store().now()?;
+    let snapshots = Snapshot::select(repo, &[], &options.filter)?;
+    let decisions = apply(&policy, options.group_by, &snapshots, store_now);
+    // kept snapshots, and what they need, stay locked as long as the policy can keep them
+    let extensions = match (repo.store().lock(), options.extend_locks_within) {
+        (Some(lock), Some(within)) => {
+            for_kept_snapshots(repo, lock, &decisions, &snapshots, within, Utc::now())?
+        }
+        _ => vec![],
+    };
+    if !options.dry_run {
+        object_lock::extend(repo, &extensions)?;
+    }
+    let future: Vec<Id> = decisions
+        .iter()
+        .filter(|d| d.future)
+        .map(|d| d.id)
+        .collect();
+    let mut removed = 0;
+    // snapshots the policy lets go but whose object lock has not passed: kept for now
+    let mut locked = HashSet::new();
+    if !options.dry_run {
+        for d in decisions.iter().filter(|d| !d.keep) {
+            match Snapshot::remove(repo, &d.id) {
+                Ok(()) => removed += 1,
+                Err(Error::Locked { .. }) => {
+                    locked.insert(d.id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(ForgetOutcome {
+        store_now,
+        decisions,
+        extensions,
+        future,
+        removed,
+        locked,
+    })
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-//! Snapshots in a repository (`snapshots/<id>`): saving, removing, loading, listing and finding
-//! them by id prefix or `latest`.
+//! Snapshots in a repository (`snapshots/<id>`): saving, removing, loading, listing, finding
+//! them by id prefix or `latest`, and selecting them with a filter.
 
 use crate::error::{Error, Result};
 use crate::format::crypto::Domain;
 use crate::format::id::Id;
-use crate::format::snapshot::{SNAPSHOT_VERSION, Snapshot};
+use crate::format::snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotFilter};
 use crate::repository::Repository;
 use crate::repository::store::ObjectKind;
 
@@ -88,5 +88,26 @@ impl Snapshot {
             return Err(Error::AmbiguousSnapshot(spec.into()));
         }
         Ok((id, Snapshot::load(repo, &id)?))
+    }
+
+    /// The snapshots `specs` names (id prefixes or `latest`; every snapshot if none) that
+    /// `filter` selects, oldest first, each once.
+    pub fn select(
+        repo: &Repository,
+        specs: &[String],
+        filter: &SnapshotFilter,
+    ) -> Result<Vec<(Id, Snapshot)>> {
+        let mut found = if specs.is_empty() {
+            Snapshot::load_all(repo)?
+        } else {
+            specs
+                .iter()
+                .map(|spec| Snapshot::find(repo, spec))
+                .collect::<Result<Vec<_>>>()?
+        };
+        found.retain(|(_, s)| filter.matches(s));
+        found.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        found.dedup_by_key(|(id, _)| *id);
+        Ok(found)
     }
 }
