@@ -258,7 +258,7 @@ fn snapshots_ls_and_cat_show_what_was_stored() {
     );
 
     let cfg = env.json(&["cat", "config"]);
-    assert_eq!(cfg["version"], cairn_engine::repository::FORMAT_VERSION);
+    assert_eq!(cfg["version"], cairn_engine::format::config::FORMAT_VERSION);
     assert_eq!(cfg["chunker"]["avg_size"], 1 << 20);
     assert_eq!(
         cfg["keep_within_secs"],

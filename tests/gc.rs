@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use cairn_engine::snapshot::Snapshot;
+use cairn_engine::format::snapshot::Snapshot;
 use common::*;
 
 fn gc(env: &Env, safety: &str) -> serde_json::Value {
@@ -131,7 +131,8 @@ fn backups_do_not_reuse_marked_packs_and_refuse_to_commit_into_a_due_mark() {
         "every blob stored anew: {again}"
     );
     // a backup that started before a mark that is already due must not commit
-    let err = cairn_engine::gc::check_backup_may_commit(&env.open_repo(), started).unwrap_err();
+    let err = cairn_engine::repository::marks::check_backup_may_commit(&env.open_repo(), started)
+        .unwrap_err();
     assert!(err.to_string().contains("run the backup again"), "{err}");
     gc(&env, "0s");
     env.assert_intact();

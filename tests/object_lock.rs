@@ -176,19 +176,26 @@ fn forget_and_gc_keep_what_is_locked_and_report_it() {
     // a pack no index lists (as an interrupted backup leaves), locked like everything else
     let leftover = {
         let repo = env.open_repo();
-        let mut pack = cairn_engine::pack::PackWriter::default();
+        let mut pack = cairn_engine::format::pack::PackWriter::default();
         let plain = noise(4, 100_000);
-        let sealed =
-            cairn_engine::blob::seal(repo.keys(), cairn_engine::crypto::Domain::Blob, 0, &plain);
+        let sealed = cairn_engine::format::blob::seal(
+            repo.keys(),
+            cairn_engine::format::crypto::Domain::Blob,
+            0,
+            &plain,
+        );
         pack.add(
-            cairn_engine::blob::BlobKind::Data,
+            cairn_engine::format::blob::BlobKind::Data,
             repo.keys().blob_id(&plain),
             &sealed,
             plain.len() as u32,
         );
         let (id, bytes, _) = pack.finish(repo.keys());
         repo.store()
-            .put(&cairn_engine::repository::ObjectKind::Pack.path(&id), bytes)
+            .put(
+                &cairn_engine::repository::store::ObjectKind::Pack.path(&id),
+                bytes,
+            )
             .unwrap();
         format!("data/{}/{}", &id.to_hex()[..2], id.to_hex())
     };

@@ -375,9 +375,9 @@ fn a_pack_that_comes_back_short_names_its_files_and_the_rest_is_restored() {
     // the files with a blob in that pack, and those with one past the cut
     let (touching, beyond) = {
         let repo = env.open_repo();
-        let (_, snap) = cairn_engine::snapshot::Snapshot::find(&repo, &id).unwrap();
+        let (_, snap) = cairn_engine::format::snapshot::Snapshot::find(&repo, &id).unwrap();
         let (mut touching, mut beyond) = (BTreeSet::new(), BTreeSet::new());
-        cairn_engine::tree::walk(
+        cairn_engine::repository::trees::walk(
             &repo,
             &snap.tree,
             &mut vec![],
@@ -394,7 +394,7 @@ fn a_pack_that_comes_back_short_names_its_files_and_the_rest_is_restored() {
                 }
                 Ok(true)
             },
-            &mut cairn_engine::tree::stop_at_damage,
+            &mut cairn_engine::format::tree::stop_at_damage,
         )
         .unwrap();
         (touching, beyond)

@@ -6,10 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use cairn_engine::blob::BlobKind;
-use cairn_engine::packer::Packer;
-use cairn_engine::repository::ObjectKind;
-use cairn_engine::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
+use cairn_engine::format::blob::BlobKind;
+use cairn_engine::format::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
+use cairn_engine::repository::packer::Packer;
+use cairn_engine::repository::store::ObjectKind;
 use common::*;
 
 fn small_backup(env: &Env) -> (PathBuf, String) {
@@ -136,7 +136,7 @@ fn damaged_or_truncated_snapshot_index_key_and_config_are_refused() {
 fn unknown_format_version_is_refused_with_advice() {
     let env = Env::new();
     let mut b = env.objects.read("config");
-    let newer = cairn_engine::repository::FORMAT_VERSION + 1;
+    let newer = cairn_engine::format::config::FORMAT_VERSION + 1;
     b[8..12].copy_from_slice(&newer.to_le_bytes());
     env.objects.write("config", b);
     let err = fails_with(
@@ -171,7 +171,7 @@ fn tampered_local_index_is_detected_and_healed() {
 }
 
 /// Writes a snapshot whose root tree holds a crafted entry named `name`, using the engine
-/// directly (the archiver itself never writes such names).
+/// directly (a backup itself never writes such names).
 fn plant_unsafe_snapshot(env: &Env, name: &str) -> String {
     let repo = env.open_repo();
     let packer = Packer::new(&repo);

@@ -6,11 +6,12 @@
 use std::hint::black_box;
 
 use cairn_engine::Id;
-use cairn_engine::blob::{self, BlobKind};
-use cairn_engine::chunker::ChunkerParams;
-use cairn_engine::crypto::{Domain, MasterKeys};
-use cairn_engine::index::{IndexSegment, LocalIndex};
-use cairn_engine::pack::{PackWriter, PackedBlob};
+use cairn_engine::format::blob::{self, BlobKind};
+use cairn_engine::format::chunker::ChunkerParams;
+use cairn_engine::format::crypto::{Domain, MasterKeys};
+use cairn_engine::format::index::IndexSegment;
+use cairn_engine::format::pack::{PackWriter, PackedBlob};
+use cairn_engine::repository::local_index::LocalIndex;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 const MIB: usize = 1024 * 1024;

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cairn_engine::blob;
-use cairn_engine::chunker::ChunkerParams;
-use cairn_engine::crypto::{Domain, MasterKeys};
+use cairn_engine::format::blob;
+use cairn_engine::format::chunker::ChunkerParams;
+use cairn_engine::format::crypto::{Domain, MasterKeys};
 use rayon::prelude::*;
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {

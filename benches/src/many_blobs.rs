@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
-use cairn_engine::blob::BlobKind;
-use cairn_engine::packer::Packer;
+use cairn_engine::format::blob::BlobKind;
+use cairn_engine::repository::packer::Packer;
+use cairn_engine::repository::store::Location;
 use cairn_engine::repository::{InitOptions, Repository};
-use cairn_engine::store::Location;
 use rayon::prelude::*;
 
 fn main() {

@@ -1,10 +1,10 @@
 //! The exclude options of `cairn backup` (restic's names and rules; see
-//! `cairn_engine::exclude`). Bad patterns, unreadable exclude files and bad sizes are refused
+//! `cairn_engine::sources::fs::exclude`). Bad patterns, unreadable exclude files and bad sizes are refused
 //! while the command line is parsed: a usage error (exit code 2) that names what to fix.
 
 use std::path::Path;
 
-use cairn_engine::exclude::{self, Excludes, Pattern, TagFile};
+use cairn_engine::sources::fs::exclude::{self, Excludes, Pattern, TagFile};
 use clap::Args;
 
 /// What `cairn backup` leaves out.

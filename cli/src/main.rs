@@ -2,12 +2,8 @@
 //! output only; the work is done by `cairn-engine`.
 
 mod commands;
-mod evidence;
 mod excludes;
-mod inspect;
-mod k8s;
 mod metrics;
-mod mount;
 mod password;
 mod progress;
 mod report_html;
@@ -98,47 +94,47 @@ pub enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new repository
-    Init(commands::InitArgs),
+    Init(commands::init::InitArgs),
     /// Back up files and folders into a new snapshot
-    Backup(commands::BackupArgs),
+    Backup(commands::backup::BackupArgs),
     /// List snapshots
-    Snapshots(commands::SnapshotsArgs),
+    Snapshots(commands::snapshots::SnapshotsArgs),
     /// List the files in a snapshot
-    Ls(commands::LsArgs),
+    Ls(commands::ls::LsArgs),
     /// Restore a snapshot (or part of it) into a folder
-    Restore(commands::RestoreArgs),
+    Restore(commands::restore::RestoreArgs),
     /// Remove snapshots that a retention policy no longer keeps
-    Forget(commands::ForgetArgs),
+    Forget(commands::forget::ForgetArgs),
     /// Verify the repository; list what is damaged and which snapshots and files it affects
-    Check(commands::CheckArgs),
+    Check(commands::check::CheckArgs),
     /// Free the space of data no snapshot needs (safe while backups run)
-    Gc(commands::GcArgs),
+    Gc(commands::gc::GcArgs),
     /// Copy snapshots into another repository (off-site replication); the source is only read
-    Copy(commands::CopyArgs),
+    Copy(commands::copy::CopyArgs),
     /// Show what the snapshots hold and what deduplication and compression save
-    Stats(inspect::StatsArgs),
+    Stats(commands::inspect::StatsArgs),
     /// Show what changed between two snapshots
-    Diff(inspect::DiffArgs),
+    Diff(commands::inspect::DiffArgs),
     /// Find files by name pattern in the snapshots
-    Find(inspect::FindArgs),
+    Find(commands::inspect::FindArgs),
     /// Browse the snapshots as a read-only file system (FUSE), until Ctrl-C or `umount`
-    Mount(mount::MountArgs),
+    Mount(commands::mount::MountArgs),
     /// Test restores: restore a sample into a scratch folder, verify every byte, keep a record
-    Drill(evidence::DrillArgs),
+    Drill(commands::evidence::DrillArgs),
     /// Audit report: protections, snapshots per namespace, last check and drill (text, JSON, HTML)
-    Report(evidence::ReportArgs),
+    Report(commands::evidence::ReportArgs),
     /// Manage the repository's passwords
     #[command(subcommand)]
-    Key(commands::KeyCommand),
+    Key(commands::key::KeyCommand),
     /// Repair repository metadata
     #[command(subcommand)]
-    Repair(commands::RepairCommand),
+    Repair(commands::repair::RepairCommand),
     /// Back up and restore Kubernetes namespaces and their volumes
     #[command(subcommand)]
-    K8s(k8s::K8sCommand),
+    K8s(commands::k8s::K8sCommand),
     /// Print a repository object as JSON, for debugging
     #[command(subcommand)]
-    Cat(commands::CatCommand),
+    Cat(commands::cat::CatCommand),
 }
 
 fn init_logging(verbose: u8, format: LogFormat) {
@@ -166,27 +162,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.log_format);
     let g = &cli.global;
-    cairn_engine::bandwidth::set_limits(g.limit_upload, g.limit_download);
+    cairn_engine::repository::store::bandwidth::set_limits(g.limit_upload, g.limit_download);
     let result = match cli.command {
-        Command::Init(a) => commands::init(g, a),
-        Command::Backup(a) => commands::backup(g, a),
-        Command::Snapshots(a) => commands::snapshots(g, a),
-        Command::Ls(a) => commands::ls(g, a),
-        Command::Restore(a) => commands::restore(g, a),
-        Command::Forget(a) => commands::forget(g, a),
-        Command::Check(a) => commands::check(g, a),
-        Command::Gc(a) => commands::gc(g, &a),
-        Command::Copy(a) => commands::copy(g, a),
-        Command::Stats(a) => inspect::stats(g, a),
-        Command::Diff(a) => inspect::diff(g, a),
-        Command::Find(a) => inspect::find(g, a),
-        Command::Mount(a) => mount::mount(g, a),
-        Command::Drill(a) => evidence::drill(g, a),
-        Command::Report(a) => evidence::report(g, a),
-        Command::Key(k) => commands::key(g, k),
-        Command::Repair(r) => commands::repair(g, r),
-        Command::Cat(c) => commands::cat(g, c),
-        Command::K8s(k) => k8s::run(g, k),
+        Command::Init(a) => commands::init::run(g, a),
+        Command::Backup(a) => commands::backup::run(g, a),
+        Command::Snapshots(a) => commands::snapshots::run(g, a),
+        Command::Ls(a) => commands::ls::run(g, a),
+        Command::Restore(a) => commands::restore::run(g, a),
+        Command::Forget(a) => commands::forget::run(g, a),
+        Command::Check(a) => commands::check::run(g, a),
+        Command::Gc(a) => commands::gc::run(g, &a),
+        Command::Copy(a) => commands::copy::run(g, a),
+        Command::Stats(a) => commands::inspect::stats(g, a),
+        Command::Diff(a) => commands::inspect::diff(g, a),
+        Command::Find(a) => commands::inspect::find(g, a),
+        Command::Mount(a) => commands::mount::mount(g, a),
+        Command::Drill(a) => commands::evidence::drill(g, a),
+        Command::Report(a) => commands::evidence::report(g, a),
+        Command::Key(k) => commands::key::run(g, k),
+        Command::Repair(r) => commands::repair::run(g, r),
+        Command::Cat(c) => commands::cat::run(g, c),
+        Command::K8s(k) => commands::k8s::run(g, k),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use cairn_engine::repository::{ObjectKind, Repository};
+use cairn_engine::repository::Repository;
+use cairn_engine::repository::store::ObjectKind;
 use clap::Args;
 
 /// Where to send a run's metrics.

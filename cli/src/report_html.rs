@@ -1,7 +1,8 @@
 //! The audit report as one self-contained HTML page: inline style, no script, no outside
 //! resource, so that it can be archived and opened anywhere. Every value is escaped.
 
-use cairn_engine::audit::{AuditReport, Evidence, SnapshotEntry, Status, when};
+use cairn_engine::evidence::audit::{AuditReport, Evidence, SnapshotEntry, Status};
+use cairn_engine::repository::clock::when;
 
 /// Escapes text for HTML element content and quoted attribute values.
 fn esc(s: &str) -> String {

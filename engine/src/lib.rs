@@ -1,61 +1,53 @@
 //! Cairn's engine: a content-addressed, deduplicating, encrypted backup repository.
 //!
-//! The pipeline, module by module: [`chunker`] cuts data into chunks, [`crypto`] names and
-//! encrypts them, [`blob`] frames them, [`pack`] gathers them into packs that [`packer`] uploads,
-//! [`index`] records where each blob is, [`store`] reaches a folder or an S3 bucket,
-//! [`repository`] holds the objects, [`session`] announces running writers to gc, [`tree`] and
-//! [`snapshot`] describe what was backed up, [`archiver`] and [`restorer`] run backup and
-//! restore ([`filler`] writes restored files, [`partial`] puts them in place) on folders held open
-//! ([`dirfd`]), [`mount`] shows the snapshots as a read-only file system, and [`fsmeta`] reads and applies file metadata; [`sources`] holds what is backed up besides
-//! folders (Kubernetes). The on-disk format is specified in
-//! `format-spec/`.
+//! The engine is built in layers, lowest first; a module uses only its own layer and those
+//! below it (the `layers` unit test checks every import on the source):
+//!
+//! 1. [`format`](mod@format): what the bytes in a repository mean: ids, keys and the sealed box, the
+//!    chunker, blobs, packs, trees, snapshots, index segments and the config. Encoding and
+//!    decoding only; it reads and writes nothing.
+//! 2. [`repository`]: where those bytes live and how they are read and written: the store
+//!    back-ends (a folder, S3, Azure) that name every object by its kind, the
+//!    [`Repository`](repository::Repository) opened with a password, its local caches, the
+//!    packer, writer sessions and gc's marks, object-lock extensions, the store's clock, and
+//!    snapshots, trees and evidence records as stored objects.
+//! 3. [`sources`]: what is backed up and restored into: folders on this host, reached through
+//!    descriptors, and Kubernetes clusters.
+//! 4. [`ops`]: what a user runs: backup, restore, forget, gc, check, copy, repair, diff, find,
+//!    stats, drill, mount, and the Kubernetes backups and restore.
+//! 5. [`evidence`]: the audit report, built from the repository and its check and drill records.
+//!
+//! [`error`] and [`progress`] serve every layer.
+//!
+//! A backup ([`ops::backup`]) walks folders held open ([`sources::fs`]); [`format::chunker`]
+//! cuts file contents into chunks, [`format::crypto`] names and encrypts them, [`format::blob`]
+//! frames them, and [`repository::packer`] gathers them into packs ([`format::pack`]), uploads
+//! them through the [`repository::store`] and lists them in index segments
+//! ([`format::index`]); [`format::tree`]s describe the folders and a [`format::snapshot`] the
+//! whole backup. A restore ([`ops::restore`]) reads the snapshot's trees back, finds each blob
+//! through the local index cache ([`repository::local_index`]) and fills the files
+//! ([`ops::restore::fill`]) under temporary names until they are complete
+//! ([`ops::restore::partial`]). The on-disk format is specified in `format-spec/`.
 
-pub mod archiver;
-pub mod audit;
-mod aws_profile;
-mod azure;
-pub mod bandwidth;
-pub mod blob;
-pub mod checker;
-pub mod chunker;
-pub mod clock;
-pub mod copier;
-pub mod crypto;
-pub mod diff;
-pub mod dirfd;
-pub mod drill;
 pub mod error;
-pub mod exclude;
-pub mod filler;
-pub mod find;
-pub mod folder;
-pub mod fsmeta;
-pub mod gc;
-pub mod id;
-pub mod index;
-pub mod mount;
-pub mod object_lock;
-pub mod pack;
-pub mod pack_cache;
-pub mod packer;
-pub mod partial;
 pub mod progress;
-pub mod records;
-pub mod repair;
+
+// The layers, lowest first (one a group, so that rustfmt keeps their order).
+pub mod format;
+
 pub mod repository;
-pub mod restorer;
-pub mod retention;
-pub mod s3_api;
-pub mod segments;
-pub mod session;
-pub mod snapshot;
+
 pub mod sources;
-pub mod stats;
-pub mod store;
-pub mod tree;
+
+pub mod ops;
+
+pub mod evidence;
+
+#[cfg(test)]
+mod layers;
 
 pub use error::{Error, Result};
-pub use id::Id;
+pub use format::id::Id;
 
 /// This machine's host name (empty if unknown).
 pub fn host_name() -> String {

@@ -4,11 +4,11 @@
 use std::path::Path;
 
 use cairn_engine::Id;
-use cairn_engine::blob::{self, BlobKind};
-use cairn_engine::crypto::{Domain, MasterKeys};
-use cairn_engine::index::{IndexSegment, Lineage};
-use cairn_engine::pack::{PackWriter, PackedBlob};
-use cairn_engine::tree::{Node, NodeKind, RawBytes, Tree, Xattr};
+use cairn_engine::format::blob::{self, BlobKind};
+use cairn_engine::format::crypto::{Domain, MasterKeys};
+use cairn_engine::format::index::{IndexSegment, Lineage};
+use cairn_engine::format::pack::{PackWriter, PackedBlob};
+use cairn_engine::format::tree::{Node, NodeKind, RawBytes, Tree, Xattr};
 // the coverage callbacks the instrumented build calls (the example itself is not fuzzed)
 use libfuzzer_sys as _;
 

@@ -1,7 +1,7 @@
 //! The chunker: chunks concatenate to the input, respect the maximum size, and do not depend on
 //! the size hint (in-memory and streaming paths cut alike).
 #![no_main]
-use cairn_engine::chunker::ChunkerParams;
+use cairn_engine::format::chunker::ChunkerParams;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,6 @@
 //! The config object: the clear header is split and checked, and the body parsed as JSON.
 #![no_main]
-use cairn_engine::repository::{Config, FORMAT_VERSION, split_config};
+use cairn_engine::format::config::{Config, FORMAT_VERSION, split_config};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,8 +9,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cairn_engine::Id;
-use cairn_engine::blob::BlobKind;
-use cairn_engine::index::{BlobLocation, IndexSegment, LocalIndex};
+use cairn_engine::format::blob::BlobKind;
+use cairn_engine::format::index::IndexSegment;
+use cairn_engine::repository::local_index::{BlobLocation, LocalIndex};
 use libfuzzer_sys::fuzz_target;
 
 /// One cache for the whole run, emptied before each input (opening one costs milliseconds),

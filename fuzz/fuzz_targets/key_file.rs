@@ -1,7 +1,7 @@
 //! Key files: any bytes either parse or are refused; parsed ones with cheap Argon2 costs are
 //! unwrapped (and fail: no fuzzed file carries keys for this password).
 #![no_main]
-use cairn_engine::crypto::keys::KeyFile;
+use cairn_engine::format::crypto::keys::KeyFile;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,8 +2,8 @@
 //! gets past the name check) under fixed keys.
 #![no_main]
 use cairn_engine::Id;
-use cairn_engine::crypto::MasterKeys;
-use cairn_engine::pack::{decode_header, read_header};
+use cairn_engine::format::crypto::MasterKeys;
+use cairn_engine::format::pack::{decode_header, read_header};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,8 +7,8 @@
 //! (at most 15 of them: the error messages of many more would take most of the time).
 #![no_main]
 use cairn_engine::Id;
-use cairn_engine::crypto::MasterKeys;
-use cairn_engine::pack::{
+use cairn_engine::format::crypto::MasterKeys;
+use cairn_engine::format::pack::{
     PackedBlob, TRAILER_LEN, open_blob_in, read_header, read_header_of_damaged,
 };
 use libfuzzer_sys::fuzz_target;
@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         .map(|(i, e)| {
             let like = header.get(i % header.len().max(1)).copied();
             PackedBlob {
-                kind: like.map_or(cairn_engine::blob::BlobKind::Data, |b| b.kind),
+                kind: like.map_or(cairn_engine::format::blob::BlobKind::Data, |b| b.kind),
                 id: like.map_or(Id::default(), |b| b.id),
                 offset: u32_at(e, 0),
                 length: u32_at(e, 4),

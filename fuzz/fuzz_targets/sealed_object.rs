@@ -1,8 +1,8 @@
 //! Sealed boxes and their framing: opening arbitrary bytes never panics, and unframing respects
 //! the size bound it is given (no decompression bombs).
 #![no_main]
-use cairn_engine::blob::{open, unframe};
-use cairn_engine::crypto::{Domain, MasterKeys};
+use cairn_engine::format::blob::{open, unframe};
+use cairn_engine::format::crypto::{Domain, MasterKeys};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

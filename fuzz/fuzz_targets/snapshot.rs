@@ -1,6 +1,6 @@
 //! Snapshot documents: any bytes either parse into a snapshot that serializes back, or fail.
 #![no_main]
-use cairn_engine::snapshot::Snapshot;
+use cairn_engine::format::snapshot::Snapshot;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! Tree blobs: any bytes either parse into a tree of safe, sorted names or are refused.
 #![no_main]
 use cairn_engine::Id;
-use cairn_engine::tree::{Tree, is_safe_name};
+use cairn_engine::format::tree::{Tree, is_safe_name};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use cairn_engine::tree::{NodeKind, Tree, is_safe_name, parse_snapshot_path, walk_trees};
+use cairn_engine::format::tree::{NodeKind, Tree, is_safe_name, parse_snapshot_path, walk_trees};
 use cairn_engine::{Error, Id};
 use libfuzzer_sys::fuzz_target;
 

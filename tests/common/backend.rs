@@ -79,7 +79,7 @@ impl Backend {
             Backend::s3(&create_bucket(lock), "repo")
         } else if on_azure() {
             let azure = Backend::azure(&fresh_name(), "repo");
-            cairn_engine::store::Location::parse(&azure.location)
+            cairn_engine::repository::store::Location::parse(&azure.location)
                 .unwrap()
                 .open(true, None)
                 .unwrap();

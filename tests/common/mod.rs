@@ -165,7 +165,7 @@ impl Env {
     /// Opens the repository in this process through the engine (for tests that plant objects).
     pub fn open_repo(&self) -> cairn_engine::repository::Repository {
         cairn_engine::repository::Repository::open(
-            &cairn_engine::store::Location::parse(&self.repo).unwrap(),
+            &cairn_engine::repository::store::Location::parse(&self.repo).unwrap(),
             PASSWORD.as_bytes(),
             &self.cache,
         )
