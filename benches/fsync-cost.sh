@@ -1,5 +1,5 @@
 #!/bin/bash
-# How much the flushes of durable folder writes cost a backup (benches/RESULTS.md). Usage:
+# How much the flushes of durable folder writes cost a backup (benches/FSYNC_COST.md). Usage:
 # benches/fsync-cost.sh with /tmp/cairn-nofsync and /tmp/cairn-fsync the two builds to compare.
 # Initial backup of /usr/share/doc + /usr/lib/python3.11 (185 MB, 7000+ files) into a fresh
 # folder repository on ext4 (/var/tmp), alternating the binary without fsync (main at 01a8df5)

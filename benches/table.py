@@ -1,7 +1,9 @@
-"""Turns compare.sh's measurements (TSV: tool, run, measure, value, peak RSS KiB) into
-benches/RESULTS.md: medians over the runs, Cairn's ratio to each peer, and the targets.
+"""Turns compare.sh's measurements (TSV: data set, tool, run, measure, value, peak RSS KiB) into
+benches/RESULTS.md: medians over the runs, the best peer on each figure, Cairn's ratio to it and
+to the floors, and the targets of issue 17.
 `table.py --flush-seconds LOG` prints how long a Cairn restore waited for its flush (from its
-JSON log)."""
+JSON log).
+Usage: table.py RESULTS "SET:FILES:BYTES:FILES_AFTER:BYTES_AFTER ..." MIXED_DESCRIPTION VERSION..."""
 import json
 import platform
 import statistics
@@ -21,41 +23,88 @@ if sys.argv[1] == "--flush-seconds":
             print(fields["flush_seconds"])
     sys.exit(0)
 
-results, mb, files = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+results, set_specs, mixed_description = sys.argv[1], sys.argv[2].split(), sys.argv[3]
 versions = sys.argv[4:]
+sets = {}
+for spec in set_specs:
+    name, files, size, files_after, size_after = spec.split(":")
+    sets[name] = {
+        "files": int(files),
+        "mb": int(size) / 1e6,
+        "files_after": int(files_after),
+        "mb_after": int(size_after) / 1e6,
+    }
 values = defaultdict(list)
 rss = defaultdict(int)
 runs = set()
 for line in open(results):
-    tool, run, measure, value, peak = line.rstrip("\n").split("\t")
+    data_set, tool, run, measure, value, peak = line.rstrip("\n").split("\t")
     runs.add(run)
-    values[tool, measure].append(float(value))
-    rss[tool] = max(rss[tool], int(peak))
+    values[data_set, tool, measure].append(float(value))
+    rss[data_set, tool, measure] = max(rss[data_set, tool, measure], int(peak))
 
 
-def med(tool, measure):
-    return statistics.median(values[tool, measure])
+def med(data_set, tool, measure):
+    return statistics.median(values[data_set, tool, measure])
 
 
-tools = ["cairn", "restic", "borg"]
-limit = mb / med("limit", "limit")
-rows = [
-    # label, per-tool figure, unit, higher is better
-    ("initial backup", lambda t: mb / med(t, "initial"), "MB/s", True),
-    ("unchanged re-backup", lambda t: med(t, "unchanged"), "s", False),
-    ("re-backup after a day of changes", lambda t: med(t, "changed"), "s", False),
-    ("full restore", lambda t: mb / med(t, "restore"), "MB/s", True),
-    ("repository size after 3 backups", lambda t: med(t, "repo_bytes") / 1e6, "MB", False),
-    ("peak RSS (any command)", lambda t: rss[t] / 1024, "MB", False),
-]
-targets = {
-    "initial backup": ("≥ 2× restic", lambda r: r >= 2),
-    "unchanged re-backup": ("≤ 0.5× restic", lambda r: r <= 0.5),
-    "re-backup after a day of changes": ("≤ 0.5× restic", lambda r: r <= 0.5),
-    "full restore": ("≥ 2× restic", lambda r: r >= 2),
-    "repository size after 3 backups": ("≤ restic", lambda r: r <= 1),
-    "peak RSS (any command)": ("≤ 0.5× restic", lambda r: r <= 0.5),
-}
+TOOLS = ["cairn", "restic", "rustic", "borg"]
+PEERS = TOOLS[1:]
+NAMES = {"cairn": "Cairn", "restic": "restic", "rustic": "rustic", "borg": "Borg"}
+
+
+def rows(s):
+    """(label, unit, higher is better, figure per tool, floor or None, target or None) of a set.
+    A target is (text, test of Cairn ÷ best peer and Cairn ÷ floor)."""
+    mb, mb_after = sets[s]["mb"], sets[s]["mb_after"]
+    unchanged_target = (
+        "≤ 0.5× best peer, ≤ 2× `find`",
+        lambda peer, floor: peer <= 0.5 and floor <= 2,
+    )
+    if s == "small":
+        restore_target = (
+            "≥ 1.5× best peer, ≥ 0.9× `cp -a` + `sync`",
+            lambda peer, floor: peer >= 1.5 and floor >= 0.9,
+        )
+        initial_target = None
+    else:
+        restore_target = ("≥ 1.5× best peer", lambda peer, floor: peer >= 1.5)
+        initial_target = ("≥ 2× best peer", lambda peer, floor: peer >= 2)
+    backup_rss = lambda t: max(rss[s, t, m] for m in ("initial", "unchanged", "changed")) / 1024
+    return [
+        ("initial backup", "MB/s", True, lambda t: mb / med(s, t, "initial"), None, initial_target),
+        ("unchanged re-backup", "s", False, lambda t: med(s, t, "unchanged"),
+         med(s, "floor", "find"), unchanged_target),
+        ("re-backup after a day of changes", "s", False, lambda t: med(s, t, "changed"), None, None),
+        ("restore, to the data on disk", "MB/s", True, lambda t: mb_after / med(s, t, "restore"),
+         mb_after / med(s, "floor", "restore"), restore_target),
+        ("repository size after 3 backups", "MB", False, lambda t: med(s, t, "repo_bytes") / 1e6,
+         None, None),
+        ("peak RSS of the backups", "MB", False, backup_rss, None, None),
+        ("peak RSS of the restore", "MB", False, lambda t: rss[s, t, "restore"] / 1024, None, None),
+    ]
+
+
+def table(s):
+    out = [
+        "| measure | Cairn | restic | rustic | Borg | best peer | Cairn ÷ best peer | floor "
+        "| Cairn ÷ floor | target | met |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for label, unit, higher, fig, floor, target in rows(s):
+        f = {t: fig(t) for t in TOOLS}
+        best = (max if higher else min)(PEERS, key=lambda t: f[t])
+        to_peer = f["cairn"] / f[best]
+        to_floor = f["cairn"] / floor if floor else None
+        goal, met = (target[0], "yes" if target[1](to_peer, to_floor) else "no") if target else ("—", "")
+        out.append(
+            f"| {label} ({unit}) | "
+            + " | ".join(f"{f[t]:.2f}" for t in TOOLS)
+            + f" | {f[best]:.2f} ({NAMES[best]}) | {to_peer:.2f}× | "
+            + (f"{floor:.2f} | {to_floor:.2f}×" if floor else "— | —")
+            + f" | {goal} | {met} |"
+        )
+    return out
 
 
 def sh(cmd):
@@ -65,6 +114,13 @@ def sh(cmd):
 cpu = sh("lscpu | sed -n 's/^Model name: *//p'")
 mem = sh("free -g | awk '/Mem:/{print $2}'")
 fs = sh("df -T /var/tmp | awk 'NR==2{print $2}'")
+describe = {
+    "mixed": f"{mixed_description}; its day of changes also runs 6000 pgbench transactions",
+    "small": "small files made by `bench-data small` (deterministic: log-normal sizes, 70 % text, "
+    "30 % random bytes, 3 % copies of another file, about 40 files a folder in folders of varying "
+    "depth)",
+}
+title = {"mixed": "Mixed data", "small": "Small files"}
 out = [
     "# Benchmark results",
     "",
@@ -74,40 +130,49 @@ out = [
     f"- Machine: {sh('nproc')} cores ({cpu}), {mem} GiB RAM, Linux {platform.release()}; "
     f"data on {fs}, warm page cache",
     f"- Tools: {'; '.join(versions)}; every tool with its default settings "
-    "(restic: repository v2, auto compression; Borg: `-e repokey`, lz4; Cairn: zstd 3)",
-    f"- Data: {files} files, {mb:.0f} MB — /usr/share/doc, a Python standard library, 400 shared "
-    "libraries, and a PostgreSQL data directory (initdb + pgbench -i -s 20). A day of changes: 5 % "
-    "of the files touched, 2 % edited in the middle, 2 % appended, 1 % deleted, 20 MB of new "
-    "files plus a folder of licenses, and 6000 pgbench transactions.",
-    f"- Median of {len(runs)} runs; each run starts from an empty repository.",
-    "",
-    "| measure | Cairn | restic | Borg | Cairn ÷ restic | Cairn ÷ Borg | target | met |",
-    "|---|---:|---:|---:|---:|---:|---|---|",
+    "(restic and rustic: repository v2, auto compression; Borg: `-e repokey`, lz4; Cairn: zstd 3), "
+    "local repositories",
 ]
-for label, fig, unit, higher in rows:
-    f = {t: fig(t) for t in tools}
-    ratio_r, ratio_b = f["cairn"] / f["restic"], f["cairn"] / f["borg"]
-    goal, ok = targets[label]
+for s, d in sets.items():
     out.append(
-        f"| {label} ({unit}) | {f['cairn']:.2f} | {f['restic']:.2f} | {f['borg']:.2f} | "
-        f"{ratio_r:.2f}× | {ratio_b:.2f}× | {goal} | {'yes' if ok(ratio_r) else 'no'} |"
+        f"- {title[s]}: {d['files']} files, {d['mb']:.0f} MB — {describe[s]}. After the day of "
+        f"changes: {d['files_after']} files, {d['mb_after']:.0f} MB."
     )
-initial = mb / med("cairn", "initial")
-flush = med("cairn", "flush")
-unflushed = mb / statistics.median(
-    r - f for r, f in zip(values["cairn", "restore"], values["cairn", "flush"])
-)
 out += [
+    "- A day of changes (`bench-data change`, the same for every tool): of the files in path order, "
+    "every 20th touched, every 50th edited in the middle (4 KiB), every 50th appended (4 KiB), "
+    "every 100th deleted; new files: 1 % as many as there were, and 20 MiB of random bytes.",
+    f"- Median of {len(runs)} run{'s' if len(runs) > 1 else ''}; each run starts from an empty repository. Restores are timed "
+    "until `sync` returns, so that every tool is timed to the data on disk (Cairn's restore flushes "
+    "by itself; the others return with the data in the page cache). Sizes are apparent sizes "
+    "(`du -sb`: the sparse image counts whole).",
+    "- Floors, in the same runs: `find -printf '%s %T@ %i'` over the tree (single-threaded, warm "
+    "cache), for the unchanged re-backup; `cp -a` + `sync` of the changed tree, for the restore "
+    "(MB/s).",
     "",
-    f"Cairn's restore returns once the data is on disk: it ends with one flush of the file system "
-    f"(restic and Borg return with the data still in the page cache). That flush waited "
-    f"**{flush:.2f} s** (median). The restore without that wait, from the same runs: "
-    f"**{unflushed:.2f} MB/s**, {unflushed / (mb / med('restic', 'restore')):.2f}× restic's.",
-    "",
-    f"Machine limit (chunk + keyed hash + zstd 3 + AES-256-GCM over the data held in memory, all "
-    f"cores, no I/O): **{limit:.0f} MB/s**. Cairn's initial backup reaches "
-    f"**{100 * initial / limit:.0f} %** of it (target ≥ 70 %).",
-    "",
-    "Ratios: for MB/s higher is better; for seconds, MB and RSS lower is better.",
+]
+for s in sets:
+    out += [f"## {title[s]}", ""] + table(s) + [""]
+if "mixed" in sets:
+    s, mb = "mixed", sets["mixed"]["mb"]
+    limit = mb / med(s, "limit", "limit")
+    initial = mb / med(s, "cairn", "initial")
+    flush = med(s, "cairn", "flush")
+    unflushed = sets[s]["mb_after"] / statistics.median(
+        r - f for r, f in zip(values[s, "cairn", "restore"], values[s, "cairn", "flush"])
+    )
+    out += [
+        f"Cairn's restore of the mixed data ends with one flush of the file system, which waited "
+        f"**{flush:.2f} s** (median); without that wait and the `sync` after it: "
+        f"**{unflushed:.2f} MB/s**.",
+        "",
+        f"Machine limit (chunk + keyed hash + zstd 3 + AES-256-GCM over the mixed data held in "
+        f"memory, all cores, no I/O): **{limit:.0f} MB/s**. Cairn's initial backup reaches "
+        f"**{100 * initial / limit:.0f} %** of it (target ≥ 70 %).",
+        "",
+    ]
+out += [
+    "Ratios: for MB/s higher is better; for seconds, MB and RSS lower is better. Peak RSS across "
+    "numbers of files and blobs: `benches/SCALE.md`.",
 ]
 print("\n".join(out))
