@@ -33,26 +33,8 @@ fn blob(n: u64) -> [u8; BLOB_BYTES as usize] {
 }
 
 fn node(name: String, kind: NodeKind, mtime_ns: i64) -> Node {
-    Node {
-        name: RawBytes(name.into_bytes()),
-        kind,
-        mode: if kind == NodeKind::Dir { 0o755 } else { 0o644 },
-        uid: 0,
-        gid: 0,
-        user: String::new(),
-        group: String::new(),
-        mtime_ns,
-        ctime_ns: mtime_ns,
-        size: 0,
-        inode: 0,
-        device: 0,
-        links: 1,
-        rdev: 0,
-        content: vec![],
-        subtree: None,
-        target: None,
-        xattrs: vec![],
-    }
+    let mode = if kind == NodeKind::Dir { 0o755 } else { 0o644 };
+    Node::made(RawBytes(name.into_bytes()), kind, mode, mtime_ns)
 }
 
 /// Stores a snapshot of `/blobs` whose files refer to `ids` in order.

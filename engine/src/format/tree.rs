@@ -143,6 +143,32 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node of an entry made in memory rather than read from a file system (a stream
+    /// backed up as a file, the folders holding it): owned by root, with these permissions
+    /// and time, and nothing else set.
+    pub fn made(name: RawBytes, kind: NodeKind, mode: u32, mtime_ns: i64) -> Node {
+        Node {
+            name,
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            user: String::new(),
+            group: String::new(),
+            mtime_ns,
+            ctime_ns: mtime_ns,
+            size: 0,
+            inode: 0,
+            device: 0,
+            links: 1,
+            rdev: 0,
+            content: vec![],
+            subtree: None,
+            target: None,
+            xattrs: vec![],
+        }
+    }
+
     /// Whether this node is one of several hard links to the same file.
     pub fn is_hardlinked(&self) -> bool {
         self.kind == NodeKind::File && self.links > 1
@@ -268,24 +294,12 @@ mod tests {
 
     fn node(name: &[u8]) -> Node {
         Node {
-            name: RawBytes(name.to_vec()),
-            kind: NodeKind::File,
-            mode: 0o644,
             uid: 1,
             gid: 2,
-            user: String::new(),
-            group: String::new(),
-            mtime_ns: 1,
             ctime_ns: 2,
-            size: 0,
             inode: 3,
             device: 4,
-            links: 1,
-            rdev: 0,
-            content: vec![],
-            subtree: None,
-            target: None,
-            xattrs: vec![],
+            ..Node::made(RawBytes(name.to_vec()), NodeKind::File, 0o644, 1)
         }
     }
 

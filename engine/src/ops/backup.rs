@@ -460,7 +460,7 @@ impl Walk<'_, '_> {
                 }
             }
             Source::Bytes { data, mtime_ns } => {
-                let node = made_node(name, NodeKind::File, 0o600, *mtime_ns);
+                let node = Node::made(name, NodeKind::File, 0o600, *mtime_ns);
                 let size = data.len() as u64;
                 self.made_file(node, data.as_slice(), size, before)
                     .map(Some)
@@ -469,7 +469,7 @@ impl Walk<'_, '_> {
                 let data = reader
                     .take()
                     .ok_or_else(|| Error::Invalid("a stream can be backed up only once".into()))?;
-                let mut node = made_node(name, NodeKind::File, 0o644, *mtime_ns);
+                let mut node = Node::made(name, NodeKind::File, 0o644, *mtime_ns);
                 node.uid = nix::unistd::geteuid().as_raw();
                 node.gid = nix::unistd::getegid().as_raw();
                 self.made_file(node, data, 0, before).map(Some)
@@ -484,7 +484,7 @@ impl Walk<'_, '_> {
                     nodes.extend(self.source(child.clone(), source, old)?);
                 }
                 let mtime_ns = nodes.iter().map(|n| n.mtime_ns).max().unwrap_or(0);
-                let mut node = made_node(name, NodeKind::Dir, 0o700, mtime_ns);
+                let mut node = Node::made(name, NodeKind::Dir, 0o700, mtime_ns);
                 node.subtree = Some(self.packer.save(BlobKind::Tree, &Tree { nodes }.encode())?);
                 self.summary.dirs += 1;
                 Ok(Some(node))
@@ -796,30 +796,6 @@ fn open_listed(at: &Listed) -> std::io::Result<(File, FileStat)> {
     )
 }
 
-/// The node of an entry made in memory: owned by root, with these permissions and time.
-fn made_node(name: RawBytes, kind: NodeKind, mode: u32, mtime_ns: i64) -> Node {
-    Node {
-        name,
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        user: String::new(),
-        group: String::new(),
-        mtime_ns,
-        ctime_ns: mtime_ns,
-        size: 0,
-        inode: 0,
-        device: 0,
-        links: 1,
-        rdev: 0,
-        content: vec![],
-        subtree: None,
-        target: None,
-        xattrs: vec![],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -836,7 +812,7 @@ mod tests {
 
     #[test]
     fn a_file_that_changed_while_read_never_counts_as_unchanged() {
-        let mut before = made_node(RawBytes(b"f".to_vec()), NodeKind::File, 0o644, 5);
+        let mut before = Node::made(RawBytes(b"f".to_vec()), NodeKind::File, 0o644, 5);
         assert!(unchanged(&before.clone(), &before));
         before.ctime_ns = CHANGED_WHILE_READ;
         // not even against a file claiming that very stamp
