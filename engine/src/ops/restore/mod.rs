@@ -421,16 +421,23 @@ pub fn restore(
         .extend(metadata_errors.into_inner().expect("lock"));
     let firsts = firsts.into_inner().expect("lock");
     for link in &plan.links {
-        let first = firsts.get(&link.first.path);
-        if not_restored.contains(&link.first.path) || first.is_none() {
+        let restored = !not_restored.contains(&link.first.path);
+        let Some(first) = firsts.get(&link.first.path).filter(|_| restored) else {
+            let why = match restored {
+                false => "could not be restored",
+                // its descriptor could not be kept: no descriptors were left
+                true => {
+                    "could not be held open (more folders and hard-linked files than `ulimit -Hn` allows); raise the limit and run again"
+                }
+            };
             out.errors.push(format!(
-                "{}: not linked: {} could not be restored",
+                "{}: not linked: {} {why}",
                 link.at.path.display(),
                 link.first.path.display()
             ));
             continue;
-        }
-        match make_link(link, first.expect("checked above")) {
+        };
+        match make_link(link, first) {
             Ok(true) => out.files += 1,
             Ok(false) => out.unchanged += 1,
             Err(e) => out.errors.push(format!(
