@@ -425,9 +425,9 @@ pub fn restore(
         let Some(first) = firsts.get(&link.first.path).filter(|_| restored) else {
             let why = match restored {
                 false => "could not be restored",
-                // its descriptor could not be kept: no descriptors were left
+                // not made (its own error says why), or its descriptor could not be kept
                 true => {
-                    "could not be held open (more folders and hard-linked files than `ulimit -Hn` allows); raise the limit and run again"
+                    "was not made or could not be held open (see the errors above; beyond `ulimit -Hn` folders and hard-linked files, raise the limit and run again)"
                 }
             };
             out.errors.push(format!(
