@@ -89,6 +89,55 @@ fn socket_is_skipped_with_a_warning_and_unreadable_files_exit_3() {
     assert!(stderr(&out).contains("locked.txt"), "{}", stderr(&out));
 }
 
+/// Folders near the root are walked on several threads: what the backup reports (errors,
+/// entries left out, counts) must still be complete and in the order of the tree.
+#[test]
+fn a_walk_on_several_threads_reports_in_tree_order() {
+    let env = Env::new();
+    let src = env.path("src");
+    let mut sockets = vec![];
+    let mut locked = vec![];
+    for a in 0..6 {
+        for b in 0..5 {
+            let dir = src.join(format!("d{a}/e{b}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in 0..20 {
+                std::fs::write(dir.join(format!("f{f:02}")), format!("{a} {b} {f}")).unwrap();
+            }
+            let file = dir.join("locked");
+            std::fs::write(&file, b"no").unwrap();
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+                .unwrap();
+            locked.push(file);
+            sockets.push(std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap());
+        }
+    }
+    let mut backup = env.cmd_unprivileged(&["--json", "backup", src.to_str().unwrap()]);
+    let out = backup.output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap().split(": ").next().unwrap().to_owned())
+            .collect()
+    };
+    let expected: Vec<String> = locked.iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(paths("errors"), expected, "{report}");
+    let expected: Vec<String> = expected
+        .iter()
+        .map(|p| p.replace("/locked", "/sock"))
+        .collect();
+    assert_eq!(paths("skipped"), expected, "{report}");
+    let summary = &report["summary"];
+    assert_eq!(summary["files"], 6 * 5 * 20, "{report}");
+    assert_eq!(summary["dirs"], 1 + 6 + 6 * 5, "{report}");
+    assert_eq!(summary["errors"], 6 * 5, "{report}");
+    drop(sockets);
+}
+
 #[test]
 fn unchanged_data_adds_almost_nothing_and_dedups_across_paths() {
     let env = Env::new();

@@ -6,7 +6,7 @@ use anyhow::Result;
 use cairn_engine::format::chunker::ChunkerParams;
 use cairn_engine::format::config::{LockMode, ObjectLock};
 use cairn_engine::repository::store::Location;
-use cairn_engine::repository::{InitOptions, Repository};
+use cairn_engine::repository::{DEFAULT_COMPRESSION_LEVEL, InitOptions, Repository};
 use clap::Args;
 use serde_json::json;
 
@@ -16,8 +16,8 @@ use crate::{Global, password};
 /// `cairn init` options.
 #[derive(Args)]
 pub struct InitArgs {
-    /// zstd compression level for data (0 = off)
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=19))]
+    /// zstd compression level for data (0 = off, up to 19: smaller and slower)
+    #[arg(long, default_value_t = DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(0..=19))]
     compression: i32,
     /// Target pack size in MiB
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]

@@ -3,6 +3,8 @@
 //! framing seals every other encrypted object (config body, snapshots, index segments, pack
 //! headers), each under its own [`Domain`].
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -45,7 +47,7 @@ const ZSTD: u8 = 1;
 /// (level 0 means never compress).
 pub fn seal(keys: &MasterKeys, domain: Domain, level: i32, plaintext: &[u8]) -> Vec<u8> {
     let compressed = (level != 0)
-        .then(|| zstd::bulk::compress(plaintext, level).ok())
+        .then(|| compress(plaintext, level))
         .flatten()
         .filter(|c| c.len() < plaintext.len());
     let (tag, body) = match &compressed {
@@ -89,13 +91,47 @@ pub fn unframe(
         Some((&RAW, body)) => Ok(body.to_vec()),
         Some((&ZSTD, body)) => {
             let out = match size_hint {
-                Some(n) => zstd::bulk::decompress(body, n),
+                Some(n) => decompress(body, n),
                 None => zstd::stream::decode_all(body),
             };
             out.map_err(|e| Error::damaged(kind, id, format!("cannot decompress: {e}")))
         }
         _ => Err(Error::damaged(kind, id, "unknown compression tag")),
     }
+}
+
+thread_local! {
+    /// Each thread's zstd contexts, made on first use: making one costs more than compressing
+    /// or decompressing a small blob.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// `plaintext` compressed at `level`, or `None` if zstd fails.
+fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|context| {
+        if context.is_none() {
+            *context = zstd::bulk::Compressor::new(level).ok();
+        }
+        let compressor = context.as_mut()?;
+        compressor.set_compression_level(level).ok()?;
+        compressor.compress(plaintext).ok()
+    })
+}
+
+/// `body` decompressed, refused if it would be larger than `limit` bytes.
+fn decompress(body: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|context| {
+        if context.is_none() {
+            *context = Some(zstd::bulk::Decompressor::new()?);
+        }
+        context
+            .as_mut()
+            .expect("made above")
+            .decompress(body, limit)
+    })
 }
 
 /// Opens a stored blob and checks that its plaintext hashes to `id`, so that no wrong data can

@@ -57,14 +57,26 @@ impl FromStr for Id {
 
 impl Serialize for Id {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        let mut hex = [0u8; 2 * Id::LEN];
+        hex::encode_to_slice(self.0, &mut hex).expect("twice the length");
+        s.serialize_str(std::str::from_utf8(&hex).expect("hex digits"))
     }
 }
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        /// Parses the hex string in place (trees hold many ids: no copy of each).
+        struct HexId;
+        impl serde::de::Visitor<'_> for HexId {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an id of 64 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Id, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(HexId)
     }
 }
 
@@ -78,5 +90,22 @@ mod tests {
         assert_eq!(id.to_hex().parse::<Id>().unwrap(), id);
         assert_eq!(id.short().len(), 8);
         assert!("zz".parse::<Id>().is_err());
+    }
+
+    #[test]
+    fn serde_round_trip_as_hex_strings() {
+        let id = Id::of_stored(b"abc");
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{}\"", id.to_hex()));
+        assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), id);
+        // an escaped digit is the same string
+        let escaped = format!(
+            "\"\\u00{:x}{}\"",
+            id.to_hex().as_bytes()[0],
+            &id.to_hex()[1..]
+        );
+        assert_eq!(serde_json::from_str::<Id>(&escaped).unwrap(), id);
+        assert!(serde_json::from_str::<Id>("\"abc\"").is_err());
+        assert!(serde_json::from_str::<Id>("7").is_err());
     }
 }

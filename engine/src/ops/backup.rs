@@ -7,7 +7,7 @@
 //! background. Memory is bounded by the queue and pack sizes, never by file or data size.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -19,6 +19,7 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, SFlag, fstat};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::blob::BlobKind;
@@ -150,6 +151,44 @@ struct HardLinkRead {
     xattrs: Vec<Xattr>,
 }
 
+/// What a part of a walk found besides its nodes. Parts walked on different threads are added
+/// up in name order, so that messages come in the order of the tree.
+#[derive(Default)]
+struct Tally {
+    errors: Vec<String>,
+    skipped: Vec<String>,
+    /// Entries left out by the excludes.
+    excluded: u64,
+    summary: Summary,
+}
+
+impl Tally {
+    fn add(&mut self, part: Tally) {
+        self.errors.extend(part.errors);
+        self.skipped.extend(part.skipped);
+        self.excluded += part.excluded;
+        let (s, p) = (&mut self.summary, part.summary);
+        s.files += p.files;
+        s.files_new += p.files_new;
+        s.files_changed += p.files_changed;
+        s.files_unmodified += p.files_unmodified;
+        s.dirs += p.dirs;
+        s.others += p.others;
+        s.bytes += p.bytes;
+    }
+}
+
+/// Folders this deep or less have their entries walked in parallel; deeper ones on the thread
+/// that reached them (each thread then holds at most this many waits for other threads' work
+/// on its stack below a sequential walk of at most [`MAX_DEPTH`] folders).
+const PARALLEL_DEPTH: usize = 16;
+
+/// Stack of each walking thread: room for a sequential walk [`MAX_DEPTH`] folders deep under
+/// each of the waits [`PARALLEL_DEPTH`] allows (reserved address space; only what is used is
+/// memory).
+const WALK_STACK: usize = 256 << 20;
+
+/// What the threads of one walk share.
 struct Walk<'a, 'r> {
     repo: &'r Repository,
     packer: &'a Packer<'r>,
@@ -158,15 +197,8 @@ struct Walk<'a, 'r> {
     progress: &'a Progress,
     names: OwnerNames,
     /// Files with several links read so far, by (device, inode), if they read unchanged.
-    hardlinks: HashMap<(u64, u64), HardLinkRead>,
-    errors: Vec<String>,
-    skipped: Vec<String>,
+    hardlinks: Mutex<HashMap<(u64, u64), HardLinkRead>>,
     excludes: &'a Excludes,
-    /// Entries left out by `excludes`.
-    excluded: u64,
-    summary: Summary,
-    /// Folders open below the root being walked (each holds a descriptor and a stack frame).
-    depth: usize,
 }
 
 /// Backs up `paths` (each becomes one entry of the snapshot's root tree, named by its last
@@ -237,6 +269,12 @@ pub fn backup_sources(
     let failed = Mutex::new(None);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (tx, rx) = bounded::<Job>(workers * 2);
+    let walkers = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .stack_size(WALK_STACK)
+        .thread_name(|i| format!("cairn-walk-{i}"))
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start the walking threads: {e}")))?;
 
     let walked = std::thread::scope(|s| {
         for _ in 0..workers {
@@ -250,45 +288,46 @@ pub fn backup_sources(
                 }
             });
         }
-        let mut walk = Walk {
+        let walk = Walk {
             repo,
             packer: &packer,
             queue: tx,
             failed: &failed,
             progress,
             names: OwnerNames::default(),
-            hardlinks: HashMap::new(),
-            errors: vec![],
-            skipped: vec![],
+            hardlinks: Mutex::new(HashMap::new()),
             excludes: &options.excludes,
-            excluded: 0,
-            summary: Summary::default(),
-            depth: 0,
         };
-        let mut nodes = Vec::new();
-        for (name, source) in &root {
-            let before = parent_root.as_ref().and_then(|t| t.find(name));
-            match walk.source(name.clone(), source, before)? {
-                Some(node) => nodes.push(node),
-                None => {
-                    let why = walk
-                        .errors
-                        .iter()
-                        .chain(&walk.skipped)
-                        .cloned()
-                        .collect::<Vec<_>>();
-                    return Err(Error::Invalid(why.join("; ")));
+        let mut tally = Tally::default();
+        let nodes = walkers.install(|| {
+            let mut nodes = Vec::new();
+            for (name, source) in &root {
+                let before = parent_root.as_ref().and_then(|t| t.find(name));
+                match walk.source(&mut tally, name.clone(), source, before)? {
+                    Some(node) => nodes.push(node),
+                    None => {
+                        let why = tally.errors.iter().chain(&tally.skipped).cloned();
+                        return Err(Error::Invalid(why.collect::<Vec<_>>().join("; ")));
+                    }
                 }
             }
-        }
-        let root = walk.packer.save(BlobKind::Tree, &Tree { nodes }.encode())?;
-        drop(walk.queue);
-        Ok::<_, Error>((root, walk.errors, walk.skipped, walk.excluded, walk.summary))
+            Ok(nodes)
+        });
+        // the workers stop once the queue is closed and empty
+        drop(walk);
+        let root = packer.save(BlobKind::Tree, &Tree { nodes: nodes? }.encode())?;
+        Ok::<_, Error>((root, tally))
     });
     if let Some(e) = failed.into_inner().expect("lock") {
         return Err(e);
     }
-    let (root, errors, skipped, excluded, mut summary) = walked?;
+    let (root, tally) = walked?;
+    let Tally {
+        errors,
+        skipped,
+        excluded,
+        mut summary,
+    } = tally;
     let stats = packer.finish()?;
     summary.new_blobs = stats.blobs;
     summary.new_bytes = stats.raw_bytes;
@@ -419,17 +458,18 @@ fn normalize(p: &Path) -> PathBuf {
 }
 
 impl Walk<'_, '_> {
-    fn warn(&mut self, path: &Path, what: impl std::fmt::Display) {
+    fn warn(&self, t: &mut Tally, path: &Path, what: impl std::fmt::Display) {
         tracing::debug!(path = %path.display(), "{what}");
         self.progress
             .errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.errors.push(format!("{}: {what}", path.display()));
+        t.errors.push(format!("{}: {what}", path.display()));
     }
 
     /// The node of one entry of a [`Source`], or `None` (with a warning) if it is left out.
     fn source(
-        &mut self,
+        &self,
+        t: &mut Tally,
         name: RawBytes,
         source: &Source,
         before: Option<&Node>,
@@ -451,10 +491,10 @@ impl Walk<'_, '_> {
                             path,
                             st: &st,
                         };
-                        self.entry(name, &at, before, None)
+                        self.entry(t, name, &at, before, None, 0)
                     }
                     Err(e) => {
-                        self.warn(path, format!("cannot stat: {e}"));
+                        self.warn(t, path, format!("cannot stat: {e}"));
                         Ok(None)
                     }
                 }
@@ -462,7 +502,7 @@ impl Walk<'_, '_> {
             Source::Bytes { data, mtime_ns } => {
                 let node = Node::made(name, NodeKind::File, 0o600, *mtime_ns);
                 let size = data.len() as u64;
-                self.made_file(node, data.as_slice(), size, before)
+                self.made_file(t, node, data.as_slice(), size, before)
                     .map(Some)
             }
             Source::Stream { reader, mtime_ns } => {
@@ -472,36 +512,37 @@ impl Walk<'_, '_> {
                 let mut node = Node::made(name, NodeKind::File, 0o644, *mtime_ns);
                 node.uid = nix::unistd::geteuid().as_raw();
                 node.gid = nix::unistd::getegid().as_raw();
-                self.made_file(node, data, 0, before).map(Some)
+                self.made_file(t, node, data, 0, before).map(Some)
             }
             Source::Folder(entries) => {
                 let before = before
                     .and_then(|b| b.subtree.as_ref())
-                    .and_then(|id| load_parent_tree(self.repo, id));
+                    .and_then(|id| load_parent_tree(self.repo, id).map(|tree| (*id, tree)));
                 let mut nodes = Vec::with_capacity(entries.len());
                 for (child, source) in entries {
-                    let old = before.as_ref().and_then(|t| t.find(child));
-                    nodes.extend(self.source(child.clone(), source, old)?);
+                    let old = before.as_ref().and_then(|(_, tree)| tree.find(child));
+                    nodes.extend(self.source(t, child.clone(), source, old)?);
                 }
                 let mtime_ns = nodes.iter().map(|n| n.mtime_ns).max().unwrap_or(0);
                 let mut node = Node::made(name, NodeKind::Dir, 0o700, mtime_ns);
-                node.subtree = Some(self.packer.save(BlobKind::Tree, &Tree { nodes }.encode())?);
-                self.summary.dirs += 1;
+                node.subtree = Some(self.save_tree(Tree { nodes }, before.as_ref())?);
+                t.summary.dirs += 1;
                 Ok(Some(node))
             }
         }
     }
 
     /// Counts an entry left out by the excludes.
-    fn exclude(&mut self, path: &Path, why: &str) {
+    fn exclude(&self, t: &mut Tally, path: &Path, why: &str) {
         tracing::debug!(path = %path.display(), "excluded: {why}");
-        self.excluded += 1;
+        t.excluded += 1;
     }
 
     /// Stores `data` (about `size_hint` bytes) as the content of `node`, a file made in memory
     /// or read from a stream; `before` is its entry in the parent snapshot.
     fn made_file(
-        &mut self,
+        &self,
+        t: &mut Tally,
         mut node: Node,
         data: impl Read,
         size_hint: u64,
@@ -511,12 +552,12 @@ impl Walk<'_, '_> {
         let (content, size) = self.content(data, size_hint, Some(&name))?;
         node.content = content;
         node.size = size;
-        self.summary.files += 1;
-        self.summary.bytes += size;
+        t.summary.files += 1;
+        t.summary.bytes += size;
         match before {
-            Some(b) if b.content == node.content => self.summary.files_unmodified += 1,
-            Some(_) => self.summary.files_changed += 1,
-            None => self.summary.files_new += 1,
+            Some(b) if b.content == node.content => t.summary.files_unmodified += 1,
+            Some(_) => t.summary.files_changed += 1,
+            None => t.summary.files_new += 1,
         }
         Ok(node)
     }
@@ -528,26 +569,41 @@ impl Walk<'_, '_> {
         }
     }
 
+    /// Saves a folder's tree and returns its id. When the parent snapshot's tree of the same
+    /// folder (`before`: its id and content) holds the same nodes, its blob is used as it is,
+    /// without encoding the tree again.
+    fn save_tree(&self, tree: Tree, before: Option<&(Id, Tree)>) -> Result<Id> {
+        if let Some((id, old)) = before
+            && *old == tree
+            && self.packer.has(id)?
+        {
+            return Ok(*id);
+        }
+        self.packer.save(BlobKind::Tree, &tree.encode())
+    }
+
     /// The node of one entry, or `None` (with a warning) if it is left out. `before` is the
     /// entry of the same name in the parent snapshot, if any; `parent_device` the device of the
-    /// folder it is in (none for a root: a folder on another device below it is a mount point).
+    /// folder it is in (none for a root: a folder on another device below it is a mount point);
+    /// `depth` how many folders below the root being walked it is.
     fn entry(
-        &mut self,
+        &self,
+        t: &mut Tally,
         name: RawBytes,
         at: &Listed,
         before: Option<&Node>,
         parent_device: Option<u64>,
+        depth: usize,
     ) -> Result<Option<Node>> {
         let path = at.path;
-        self.progress.set_current(path.display());
         let Some(kind) = metadata::node_kind(at.st) else {
-            self.skipped.push(format!(
+            t.skipped.push(format!(
                 "{}: socket left out (sockets cannot be restored)",
                 path.display()
             ));
             return Ok(None);
         };
-        let mut node = metadata::node_from(name, kind, at.st, &mut self.names);
+        let mut node = metadata::node_from(name, kind, at.st, &self.names);
         match kind {
             NodeKind::File if let Some(b) = before.filter(|b| unchanged(&node, b)) => {
                 // setting an extended attribute changes the status-change time: unchanged
@@ -555,95 +611,100 @@ impl Walk<'_, '_> {
                 node.content = b.content.clone();
                 node.xattrs = b.xattrs.clone();
                 self.progress.add_bytes(node.size);
-                self.summary.files += 1;
-                self.summary.files_unmodified += 1;
-                self.summary.bytes += node.size;
+                t.summary.files += 1;
+                t.summary.files_unmodified += 1;
+                t.summary.bytes += node.size;
             }
-            NodeKind::File => match self.file_content(at, &mut node) {
-                Ok(FileRead { ids, size, changed }) => {
-                    if changed {
-                        node.ctime_ns = CHANGED_WHILE_READ;
-                        self.warn(
-                            path,
-                            "changed while being read: stored as read, which may mix old and new \
-                             data; the next backup reads it again",
-                        );
+            NodeKind::File => {
+                self.progress.set_current(path.display());
+                match self.file_content(at, &mut node) {
+                    Ok(FileRead { ids, size, changed }) => {
+                        if changed {
+                            node.ctime_ns = CHANGED_WHILE_READ;
+                            self.warn(
+                                t,
+                                path,
+                                "changed while being read: stored as read, which may mix old and \
+                                 new data; the next backup reads it again",
+                            );
+                        }
+                        node.content = ids;
+                        node.size = size;
+                        t.summary.files += 1;
+                        match before {
+                            Some(_) => t.summary.files_changed += 1,
+                            None => t.summary.files_new += 1,
+                        }
+                        t.summary.bytes += size;
                     }
-                    node.content = ids;
-                    node.size = size;
-                    self.summary.files += 1;
-                    match before {
-                        Some(_) => self.summary.files_changed += 1,
-                        None => self.summary.files_new += 1,
+                    Err(Error::Io { source, .. }) => {
+                        self.warn(t, path, format!("cannot read: {source}"));
+                        return Ok(None);
                     }
-                    self.summary.bytes += size;
+                    Err(e) => return Err(e),
                 }
-                Err(Error::Io { source, .. }) => {
-                    self.warn(path, format!("cannot read: {source}"));
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            },
+            }
             NodeKind::Dir if parent_device.is_some_and(|d| d != at.st.st_dev) => {
                 // like restic's --one-file-system: the mount point itself, empty
-                self.skipped.push(format!(
+                t.skipped.push(format!(
                     "{}: another file system is mounted here; stored as an empty folder (back it \
                      up by naming it)",
                     path.display()
                 ));
-                node.subtree = Some(
-                    self.packer
-                        .save(BlobKind::Tree, &Tree::default().encode())?,
-                );
+                node.subtree = Some(self.save_tree(Tree::default(), None)?);
                 node.size = 0;
-                self.summary.dirs += 1;
+                t.summary.dirs += 1;
             }
             NodeKind::Dir => {
-                let tree = match dirfd::open_dir_at(at.dir, at.name, Some(dirfd::identity(at.st))) {
-                    Ok(_) if self.depth >= MAX_DEPTH => {
-                        self.warn(
-                            path,
-                            format!(
-                                "more than {MAX_DEPTH} folders deep; stored as an empty folder \
+                self.progress.set_current(path.display());
+                let subtree =
+                    match dirfd::open_dir_at(at.dir, at.name, Some(dirfd::identity(at.st))) {
+                        Ok(_) if depth >= MAX_DEPTH => {
+                            self.warn(
+                                t,
+                                path,
+                                format!(
+                                    "more than {MAX_DEPTH} folders deep; stored as an empty folder \
                                  (back it up by naming a folder below it)"
-                            ),
-                        );
-                        Tree::default()
-                    }
-                    Ok(dir) => {
-                        node.xattrs = metadata::read_xattrs(&dir);
-                        let before = before.and_then(|b| b.subtree.as_ref());
-                        self.depth += 1;
-                        let tree = self.directory(&dir, path, before, at.st.st_dev);
-                        self.depth -= 1;
-                        tree?
-                    }
-                    // not a folder any more
-                    Err(e) if e.raw_os_error().is_none() => {
-                        self.warn(path, format!("cannot open: {e}"));
-                        return Ok(None);
-                    }
-                    Err(e) => {
-                        self.warn(path, format!("cannot list: {e}; stored as an empty folder"));
-                        Tree::default()
-                    }
-                };
-                node.subtree = Some(self.packer.save(BlobKind::Tree, &tree.encode())?);
+                                ),
+                            );
+                            self.save_tree(Tree::default(), None)?
+                        }
+                        Ok(dir) => {
+                            node.xattrs = metadata::read_xattrs(&dir);
+                            let before = before.and_then(|b| b.subtree.as_ref());
+                            self.directory(t, &dir, path, before, at.st.st_dev, depth + 1)?
+                        }
+                        // not a folder any more
+                        Err(e) if e.raw_os_error().is_none() => {
+                            self.warn(t, path, format!("cannot open: {e}"));
+                            return Ok(None);
+                        }
+                        Err(e) => {
+                            self.warn(
+                                t,
+                                path,
+                                format!("cannot list: {e}; stored as an empty folder"),
+                            );
+                            self.save_tree(Tree::default(), None)?
+                        }
+                    };
+                node.subtree = Some(subtree);
                 node.size = 0;
-                self.summary.dirs += 1;
+                t.summary.dirs += 1;
             }
             NodeKind::Symlink => match nix::fcntl::readlinkat(at.dir, at.name) {
-                Ok(t) => {
-                    node.target = Some(RawBytes::from_os(&t));
-                    self.summary.others += 1;
+                Ok(target) => {
+                    node.target = Some(RawBytes::from_os(&target));
+                    t.summary.others += 1;
                 }
                 Err(e) => {
-                    self.warn(path, format!("cannot read link: {e}"));
+                    self.warn(t, path, format!("cannot read link: {e}"));
                     return Ok(None);
                 }
             },
             // FIFOs and device nodes are recorded, never opened
-            _ => self.summary.others += 1,
+            _ => t.summary.others += 1,
         }
         self.progress
             .entries
@@ -651,77 +712,115 @@ impl Walk<'_, '_> {
         Ok(Some(node))
     }
 
-    /// The tree of the open folder `dir` (at `path`, on `device`); entries that cannot be read
-    /// are left out with a warning, and a folder that cannot be listed (completely) keeps the
-    /// entries listed, with a warning. `before` is the folder's tree in the parent snapshot.
+    /// Saves the tree of the open folder `dir` (at `path`, on `device`, `depth` folders below
+    /// the root being walked) and returns its id; entries that cannot be read are left out with
+    /// a warning, and a folder that cannot be listed (completely) keeps the entries listed,
+    /// with a warning. `before` is the folder's tree in the parent snapshot. Near the root,
+    /// entries are walked on several threads ([`PARALLEL_DEPTH`]).
     fn directory(
-        &mut self,
+        &self,
+        t: &mut Tally,
         dir: &File,
         path: &Path,
         before: Option<&Id>,
         device: u64,
-    ) -> Result<Tree> {
-        let before = before.and_then(|id| load_parent_tree(self.repo, id));
+        depth: usize,
+    ) -> Result<Id> {
+        let before = before.and_then(|id| load_parent_tree(self.repo, id).map(|tree| (*id, tree)));
         let (mut names, error) = dirfd::list(dir);
         match error {
-            Some(e) if names.is_empty() => {
-                self.warn(path, format!("cannot list: {e}; stored as an empty folder"))
-            }
+            Some(e) if names.is_empty() => self.warn(
+                t,
+                path,
+                format!("cannot list: {e}; stored as an empty folder"),
+            ),
             Some(e) => self.warn(
+                t,
                 path,
                 format!("cannot list all entries: {e}; stored with those listed"),
             ),
             None => {}
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let excludes = self.excludes;
-        let tags = excludes.marking_tags(dir, path, &names);
-        let mut nodes = Vec::with_capacity(names.len());
-        for name in &names {
-            let child = path.join(name);
-            // decided before the entry is opened (or, for patterns and tags, even looked at)
-            if tags.iter().any(|t| *t != name.as_os_str()) {
-                self.exclude(&child, "its folder holds a tag file");
-                continue;
+        let tags = self.excludes.marking_tags(dir, path, &names);
+        let walk_one = |name: &OsString| {
+            let mut part = Tally::default();
+            let at = Named { dir, path, name };
+            let old = before.as_ref().map(|(_, tree)| tree);
+            let node = self.named(&mut part, &at, &tags, old, device, depth)?;
+            Ok::<_, Error>((node, part))
+        };
+        let walked: Vec<(Option<Node>, Tally)> = if depth <= PARALLEL_DEPTH {
+            names.par_iter().map(walk_one).collect::<Result<_>>()?
+        } else {
+            names.iter().map(walk_one).collect::<Result<_>>()?
+        };
+        let mut nodes = Vec::with_capacity(walked.len());
+        for (node, part) in walked {
+            nodes.extend(node);
+            t.add(part);
+        }
+        self.save_tree(Tree { nodes }, before.as_ref())
+    }
+
+    /// The node of the entry `at` names, or `None` if the excludes or a warning leave it out;
+    /// `tags` are the exclude tags its folder holds, `before` that folder's tree in the parent
+    /// snapshot.
+    fn named(
+        &self,
+        t: &mut Tally,
+        at: &Named,
+        tags: &[&OsStr],
+        before: Option<&Tree>,
+        device: u64,
+        depth: usize,
+    ) -> Result<Option<Node>> {
+        let child = at.path.join(at.name);
+        // decided before the entry is opened (or, for patterns and tags, even looked at)
+        if tags.iter().any(|tag| *tag != at.name.as_os_str()) {
+            self.exclude(t, &child, "its folder holds a tag file");
+            return Ok(None);
+        }
+        if self.excludes.excludes_path(&child) {
+            self.exclude(t, &child, "matches an exclude pattern");
+            return Ok(None);
+        }
+        match dirfd::stat_at(at.dir, at.name) {
+            Ok(st)
+                if dirfd::kind(&st) == SFlag::S_IFREG
+                    && self.excludes.excludes_size(st.st_size as u64) =>
+            {
+                self.exclude(t, &child, "larger than --exclude-larger-than");
+                Ok(None)
             }
-            if excludes.excludes_path(&child) {
-                self.exclude(&child, "matches an exclude pattern");
-                continue;
+            Ok(st) => {
+                let listed = Listed {
+                    dir: at.dir,
+                    name: at.name,
+                    path: &child,
+                    st: &st,
+                };
+                let name = RawBytes::from_os(at.name);
+                let old = before.and_then(|tree| tree.find(&name));
+                self.entry(t, name, &listed, old, Some(device), depth)
             }
-            match dirfd::stat_at(dir, name) {
-                Ok(st)
-                    if dirfd::kind(&st) == SFlag::S_IFREG
-                        && excludes.excludes_size(st.st_size as u64) =>
-                {
-                    self.exclude(&child, "larger than --exclude-larger-than")
-                }
-                Ok(st) => {
-                    let at = Listed {
-                        dir,
-                        name,
-                        path: &child,
-                        st: &st,
-                    };
-                    let name = RawBytes::from_os(name);
-                    let old = before.as_ref().and_then(|t| t.find(&name));
-                    nodes.extend(self.entry(name, &at, old, Some(device))?)
-                }
-                Err(e) => self.warn(&child, format!("cannot stat: {e}")),
+            Err(e) => {
+                self.warn(t, &child, format!("cannot stat: {e}"));
+                Ok(None)
             }
         }
-        Ok(Tree { nodes })
     }
 
     /// Chunks the regular file `node` was listed from, queueing new chunks, and tells whether
     /// it changed from when it was listed to when it was read to the end (one `fstat` after
     /// reading); records its extended attributes in `node`. A file with several hard links is
     /// read once while it does not change.
-    fn file_content(&mut self, at: &Listed, node: &mut Node) -> Result<FileRead> {
+    fn file_content(&self, at: &Listed, node: &mut Node) -> Result<FileRead> {
         let path = at.path;
         let listed: ChangeStamp = (node.size, node.mtime_ns, node.ctime_ns);
         let link_key = (node.device, node.inode);
         if node.is_hardlinked()
-            && let Some(read) = self.hardlinks.get(&link_key)
+            && let Some(read) = self.hardlinks.lock().expect("lock").get(&link_key)
             && read.stamp == listed
         {
             node.xattrs = read.xattrs.clone();
@@ -742,7 +841,7 @@ impl Walk<'_, '_> {
                 ids: ids.clone(),
                 xattrs: node.xattrs.clone(),
             };
-            self.hardlinks.insert(link_key, read);
+            self.hardlinks.lock().expect("lock").insert(link_key, read);
         }
         Ok(FileRead { ids, size, changed })
     }
@@ -750,7 +849,7 @@ impl Walk<'_, '_> {
     /// Chunks `data` (about `size_hint` bytes), queueing new chunks; returns the blob ids and
     /// the bytes read. `path` names the source in read errors.
     fn content(
-        &mut self,
+        &self,
         data: impl Read,
         size_hint: u64,
         path: Option<&Path>,
@@ -772,6 +871,13 @@ impl Walk<'_, '_> {
         self.check_workers()?;
         Ok((ids, size))
     }
+}
+
+/// An entry by name in the open folder `dir` (at `path`), not yet looked at.
+struct Named<'a> {
+    dir: &'a File,
+    path: &'a Path,
+    name: &'a OsString,
 }
 
 /// An entry as listed: its name in the open folder `dir`, its path (for messages) and status.

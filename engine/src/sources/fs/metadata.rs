@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
+use std::sync::Mutex;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -19,16 +20,17 @@ use xattr::FileExt;
 use crate::format::tree::{Node, NodeKind, RawBytes, Xattr};
 use crate::sources::fs::dirfd;
 
-/// Caches uid → user name and gid → group name look-ups.
+/// Caches uid → user name and gid → group name look-ups (shared by the threads of a walk).
 #[derive(Default)]
 pub struct OwnerNames {
-    users: HashMap<u32, String>,
-    groups: HashMap<u32, String>,
+    users: Mutex<HashMap<u32, String>>,
+    groups: Mutex<HashMap<u32, String>>,
 }
 
 impl OwnerNames {
-    fn user(&mut self, uid: u32) -> String {
-        self.users
+    fn user(&self, uid: u32) -> String {
+        let mut users = self.users.lock().expect("lock");
+        users
             .entry(uid)
             .or_insert_with(|| {
                 User::from_uid(Uid::from_raw(uid))
@@ -40,8 +42,9 @@ impl OwnerNames {
             .clone()
     }
 
-    fn group(&mut self, gid: u32) -> String {
-        self.groups
+    fn group(&self, gid: u32) -> String {
+        let mut groups = self.groups.lock().expect("lock");
+        groups
             .entry(gid)
             .or_insert_with(|| {
                 Group::from_gid(Gid::from_raw(gid))
@@ -82,7 +85,7 @@ pub fn change_stamp(st: &FileStat) -> ChangeStamp {
 }
 
 /// The node for an entry, without contents, subtree, symlink target or extended attributes.
-pub fn node_from(name: RawBytes, kind: NodeKind, st: &FileStat, names: &mut OwnerNames) -> Node {
+pub fn node_from(name: RawBytes, kind: NodeKind, st: &FileStat, names: &OwnerNames) -> Node {
     let (size, mtime_ns, ctime_ns) = change_stamp(st);
     Node {
         name,
