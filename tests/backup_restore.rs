@@ -138,6 +138,69 @@ fn a_walk_on_several_threads_reports_in_tree_order() {
     drop(sockets);
 }
 
+/// `cmd` run with at most `limit` open files (soft and hard: the backup cannot raise it).
+fn with_open_file_limit(mut cmd: std::process::Command, limit: u64) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let rlimit = nix::libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit is async-signal-safe and only reads `rlimit`
+    unsafe {
+        cmd.pre_exec(
+            move || match nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &rlimit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            },
+        );
+    }
+    cmd.output().unwrap()
+}
+
+/// Makes `depth` nested folders `d` below `root`, with a file at the bottom.
+fn deep_branch(root: &std::path::Path, depth: usize) {
+    let bottom: std::path::PathBuf = std::iter::repeat_n("d", depth).collect();
+    std::fs::create_dir_all(root.join(&bottom)).unwrap();
+    std::fs::write(root.join(bottom).join("bottom"), root.to_str().unwrap()).unwrap();
+}
+
+/// Each walking thread holds a descriptor per folder of the chain it walks down: a backup walks
+/// on no more threads than its open-file limit lets hold them, and running out of descriptors
+/// fails it (with what to do) instead of storing the folders it could not open as empty.
+#[test]
+fn the_walk_fits_the_open_file_limit_or_fails_saying_so() {
+    let env = Env::new();
+    let src = env.path("src");
+    deep_branch(&src.join("a"), 400);
+    deep_branch(&src.join("b"), 400);
+    let out = with_open_file_limit(env.cmd(&["--json", "backup", src.to_str().unwrap()]), 700);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["dirs"], 1 + 2 * 401, "{report}");
+    let restored = env.path("restored");
+    env.ok(&["restore", "latest", "--target", restored.to_str().unwrap()]);
+    for branch in ["a", "b"] {
+        let bottom: std::path::PathBuf = std::iter::repeat_n("d", 400).collect();
+        let file = restored
+            .join("src")
+            .join(branch)
+            .join(bottom)
+            .join("bottom");
+        assert!(file.is_file(), "{} was not restored", file.display());
+    }
+
+    // deeper than the limit allows even on one thread
+    let deep = env.path("deep");
+    deep_branch(&deep, 600);
+    let out = with_open_file_limit(env.cmd(&["backup", deep.to_str().unwrap()]), 400);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("raise the open-file limit"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn unchanged_data_adds_almost_nothing_and_dedups_across_paths() {
     let env = Env::new();

@@ -179,14 +179,41 @@ impl Tally {
 }
 
 /// Folders this deep or less have their entries walked in parallel; deeper ones on the thread
-/// that reached them (each thread then holds at most this many waits for other threads' work
-/// on its stack below a sequential walk of at most [`MAX_DEPTH`] folders).
+/// that reached them, which then never waits for other threads' work, so that a thread's stack
+/// holds at most one walk [`MAX_DEPTH`] folders deep, below the shallow frames of the jobs it
+/// took over while waiting.
 const PARALLEL_DEPTH: usize = 16;
 
-/// Stack of each walking thread: room for a sequential walk [`MAX_DEPTH`] folders deep under
-/// each of the waits [`PARALLEL_DEPTH`] allows (reserved address space; only what is used is
-/// memory).
-const WALK_STACK: usize = 256 << 20;
+/// Stack of each walking thread: a walk [`MAX_DEPTH`] folders deep takes about 8 MiB, and each
+/// job taken over while waiting a few hundred KiB (reserved address space; only what is used
+/// is memory).
+const WALK_STACK: usize = 64 << 20;
+
+/// Descriptors a walking thread may hold: one per folder of a chain [`MAX_DEPTH`] deep, and
+/// those of the shallow jobs it took over while waiting.
+const DESCRIPTORS_PER_WALKER: u64 = MAX_DEPTH as u64 + 64;
+
+/// Descriptors kept for everything but the walk (the local index, packs being written, the
+/// store's connections).
+const DESCRIPTORS_KEPT: u64 = 512;
+
+/// How many threads walk: one per core, but no more than the open-file limit (raised as far as
+/// allowed) lets hold their folders, and at least one.
+fn walking_threads(cores: usize) -> usize {
+    let limit = dirfd::raise_open_file_limit();
+    let fit = limit.saturating_sub(DESCRIPTORS_KEPT) / DESCRIPTORS_PER_WALKER;
+    cores.min(usize::try_from(fit).unwrap_or(usize::MAX)).max(1)
+}
+
+/// The error that ends a backup when no descriptor is left to open `path`: the process's limit,
+/// not the entry, is at fault, and going on would leave folders out at random.
+fn out_of_descriptors(path: &Path, e: &std::io::Error) -> Error {
+    Error::Invalid(format!(
+        "{}: {e}: raise the open-file limit (ulimit -n; LimitNOFILE= for a service) and run the \
+         backup again",
+        path.display()
+    ))
+}
 
 /// What the threads of one walk share.
 struct Walk<'a, 'r> {
@@ -270,7 +297,7 @@ pub fn backup_sources(
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (tx, rx) = bounded::<Job>(workers * 2);
     let walkers = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
+        .num_threads(walking_threads(workers))
         .stack_size(WALK_STACK)
         .thread_name(|i| format!("cairn-walk-{i}"))
         .build()
@@ -637,6 +664,9 @@ impl Walk<'_, '_> {
                         }
                         t.summary.bytes += size;
                     }
+                    Err(Error::Io { source, .. }) if dirfd::out_of_descriptors(&source) => {
+                        return Err(out_of_descriptors(path, &source));
+                    }
                     Err(Error::Io { source, .. }) => {
                         self.warn(t, path, format!("cannot read: {source}"));
                         return Ok(None);
@@ -674,6 +704,9 @@ impl Walk<'_, '_> {
                             node.xattrs = metadata::read_xattrs(&dir);
                             let before = before.and_then(|b| b.subtree.as_ref());
                             self.directory(t, &dir, path, before, at.st.st_dev, depth + 1)?
+                        }
+                        Err(e) if dirfd::out_of_descriptors(&e) => {
+                            return Err(out_of_descriptors(path, &e));
                         }
                         // not a folder any more
                         Err(e) if e.raw_os_error().is_none() => {
@@ -729,6 +762,7 @@ impl Walk<'_, '_> {
         let before = before.and_then(|id| load_parent_tree(self.repo, id).map(|tree| (*id, tree)));
         let (mut names, error) = dirfd::list(dir);
         match error {
+            Some(e) if dirfd::out_of_descriptors(&e) => return Err(out_of_descriptors(path, &e)),
             Some(e) if names.is_empty() => self.warn(
                 t,
                 path,
@@ -743,23 +777,29 @@ impl Walk<'_, '_> {
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let tags = self.excludes.marking_tags(dir, path, &names);
-        let walk_one = |name: &OsString| {
-            let mut part = Tally::default();
+        let old = before.as_ref().map(|(_, tree)| tree);
+        // entries in order, each run of them with what it found: rayon folds runs and joins
+        // neighbouring runs in order, so the tree and the messages keep the order of the names
+        let walk_one = |(mut nodes, mut part): (Vec<Node>, Tally), name: &OsString| {
             let at = Named { dir, path, name };
-            let old = before.as_ref().map(|(_, tree)| tree);
-            let node = self.named(&mut part, &at, &tags, old, device, depth)?;
-            Ok::<_, Error>((node, part))
+            nodes.extend(self.named(&mut part, &at, &tags, old, device, depth)?);
+            Ok::<_, Error>((nodes, part))
         };
-        let walked: Vec<(Option<Node>, Tally)> = if depth <= PARALLEL_DEPTH {
-            names.par_iter().map(walk_one).collect::<Result<_>>()?
+        let (mut nodes, part): (Vec<Node>, Tally) = if depth <= PARALLEL_DEPTH {
+            names
+                .par_iter()
+                .try_fold(Default::default, walk_one)
+                .try_reduce(Default::default, |(mut nodes, mut part), (more, tally)| {
+                    nodes.extend(more);
+                    part.add(tally);
+                    Ok((nodes, part))
+                })?
         } else {
-            names.iter().map(walk_one).collect::<Result<_>>()?
+            names.iter().try_fold(Default::default(), walk_one)?
         };
-        let mut nodes = Vec::with_capacity(walked.len());
-        for (node, part) in walked {
-            nodes.extend(node);
-            t.add(part);
-        }
+        t.add(part);
+        // a tree's names must be sorted; they are, and checking costs one pass
+        nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         self.save_tree(Tree { nodes }, before.as_ref())
     }
 

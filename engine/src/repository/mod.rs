@@ -148,6 +148,9 @@ pub struct Repository {
     index: LocalIndex,
     /// Local copies of tree packs, for remote stores.
     tree_packs: Option<PackCache>,
+    /// How many times the local index was rebuilt after a failed read, guarding the rebuild
+    /// (one at a time; threads that failed before a rebuild finished only read again).
+    rebuilds: std::sync::Mutex<u64>,
 }
 
 impl Repository {
@@ -212,6 +215,7 @@ impl Repository {
             .then(|| PackCache::new(cache.join("tree-packs")));
         Ok(Repository {
             tree_packs,
+            rebuilds: std::sync::Mutex::new(0),
             location: location.clone(),
             store,
             keys,
@@ -433,11 +437,18 @@ impl Repository {
     /// place (stale after a gc elsewhere, damaged or tampered), the cache is rebuilt from the
     /// repository once and the read retried.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let rebuilds = *self.rebuilds.lock().expect("lock");
         match self.locate(id).and_then(|loc| self.read_blob_at(id, &loc)) {
             Ok(b) => Ok(b),
             Err(first) => {
-                tracing::warn!(blob = %id, error = %first, "blob read failed; re-reading the index from the repository");
-                self.rebuild_local_index()?;
+                let mut done = self.rebuilds.lock().expect("lock");
+                // another thread may have rebuilt it since this read began
+                if *done == rebuilds {
+                    tracing::warn!(blob = %id, error = %first, "blob read failed; re-reading the index from the repository");
+                    self.rebuild_local_index()?;
+                    *done += 1;
+                }
+                drop(done);
                 let loc = self.locate(id)?;
                 self.read_blob_at(id, &loc)
             }

@@ -312,7 +312,8 @@ fn open_folder(path: &std::path::Path, create: bool, lock: Option<&ObjectLock>) 
     }
     let folder: Arc<dyn ObjectStore> = Arc::new(folder::Folder::new(path)?);
     let mut store = Store::new(folder.clone(), folder, None, None, false)?;
-    store.folder = Some(path.to_owned());
+    // resolved once, as the folder store resolves its root
+    store.folder = Some(std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?);
     Ok(store)
 }
 
@@ -522,15 +523,27 @@ fn read_file_range(
     path: &ObjectPath,
     range: Range<u64>,
 ) -> Result<bytes::Bytes> {
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let file_path = folder.join(path.as_ref());
-    let file = std::fs::File::open(&file_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::Storage(object_store::Error::NotFound {
-            path: path.to_string(),
-            source: e.into(),
-        }),
-        _ => Error::io(&file_path, e),
-    })?;
+    // never through a symlink, never waiting on a FIFO planted in the folder
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(&file_path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Storage(object_store::Error::NotFound {
+                path: path.to_string(),
+                source: e.into(),
+            }),
+            _ => Error::io(&file_path, e),
+        })?;
+    if !file
+        .metadata()
+        .map_err(|e| Error::io(&file_path, e))?
+        .is_file()
+    {
+        return Err(Error::damaged("object", path, "not a regular file"));
+    }
     let mut buf = vec![0; range.end.saturating_sub(range.start) as usize];
     let mut filled = 0;
     while filled < buf.len() {

@@ -205,20 +205,41 @@ pub fn list(dir: &File) -> (Vec<OsString>, Option<io::Error>) {
 }
 
 /// Lets this process hold as many descriptors as it may (a restore holds every folder it makes
-/// open until it sets their metadata last). Best effort.
-pub fn raise_open_file_limit() {
-    use nix::libc::{RLIMIT_NOFILE, getrlimit, rlimit, setrlimit};
+/// open until it sets their metadata last; a backup a chain of folders per walking thread).
+/// Best effort; returns the limit now in force (`u64::MAX` if unlimited or unknown).
+pub fn raise_open_file_limit() -> u64 {
+    use nix::libc::{RLIM_INFINITY, RLIMIT_NOFILE, getrlimit, rlimit, setrlimit};
     let mut limit = rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: both calls only read or write the `rlimit` passed
     unsafe {
-        if getrlimit(RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            setrlimit(RLIMIT_NOFILE, &limit);
+        if getrlimit(RLIMIT_NOFILE, &mut limit) != 0 {
+            return u64::MAX;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if setrlimit(RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
         }
     }
+    match limit.rlim_cur {
+        RLIM_INFINITY => u64::MAX,
+        n => n,
+    }
+}
+
+/// Whether `e` says this process (or the system) has no descriptor left to open one more file.
+pub fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE)
+    )
 }
 
 #[cfg(test)]
