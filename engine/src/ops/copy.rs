@@ -1,6 +1,6 @@
 //! Copies snapshots into another repository (off-site replication). The source is only read.
-//! Only blobs the target lacks are uploaded, and each is read back and verified from the target
-//! before the snapshot that needs it is written there, so an interrupted copy resumes where it
+//! Only blobs the target lacks are uploaded, and each pack written is read back whole and every
+//! blob in it verified from the target before the snapshot that needs them is written there, so an interrupted copy resumes where it
 //! stopped and a snapshot in the target is always complete.
 //!
 //! Both repositories must name blobs alike (the target made with `cairn init
@@ -13,8 +13,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::blob::BlobKind;
+use crate::format::blob::{self, BlobKind};
 use crate::format::id::Id;
+use crate::format::pack;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::progress::Progress;
@@ -75,13 +76,13 @@ pub fn copy(
             continue;
         }
         let packer = Packer::in_session(target, &session);
-        let mut copied = vec![];
-        copy_tree(source, &packer, &snap.tree, &mut copied, progress)?;
+        copy_tree(source, &packer, &snap.tree, progress)?;
         let stats = packer.finish()?;
         // read back every new blob from the target before the snapshot points at it
-        copied
+        stats
+            .packs
             .par_iter()
-            .try_for_each(|blob| target.load_blob(blob).map(drop))?;
+            .try_for_each(|pack| read_back(target, pack))?;
         let copy = Snapshot {
             original: Some(original),
             ..snap.clone()
@@ -106,14 +107,13 @@ fn copy_tree(
     source: &Repository,
     packer: &Packer,
     tree_id: &Id,
-    copied: &mut Vec<Id>,
     progress: &Progress,
 ) -> Result<()> {
     let plain = source.load_blob(tree_id)?;
     let tree = Tree::decode(tree_id, &plain)?;
     for node in &tree.nodes {
         if let Some(sub) = &node.subtree {
-            copy_tree(source, packer, sub, copied, progress)?;
+            copy_tree(source, packer, sub, progress)?;
         }
     }
     let mut missing = vec![];
@@ -122,20 +122,28 @@ fn copy_tree(
             missing.push(*id);
         }
     }
-    let saved: Vec<(Id, bool)> = missing
-        .par_iter()
-        .map(|id| {
-            let data = source.load_blob(id)?;
-            progress.add_bytes(data.len() as u64);
-            Ok((*id, packer.save_with_id(BlobKind::Data, *id, &data)?))
-        })
-        .collect::<Result<_>>()?;
-    copied.extend(saved.into_iter().filter(|(_, new)| *new).map(|(id, _)| id));
-    if packer.save_with_id(BlobKind::Tree, *tree_id, &plain)? {
-        copied.push(*tree_id);
-    }
+    missing.par_iter().try_for_each(|id| {
+        let data = source.load_blob(id)?;
+        progress.add_bytes(data.len() as u64);
+        packer.save_with_id(BlobKind::Data, *id, &data).map(drop)
+    })?;
+    packer.save_with_id(BlobKind::Tree, *tree_id, &plain)?;
     for node in &tree.nodes {
         progress.entry_done(if node.subtree.is_some() { 0 } else { node.size });
+    }
+    Ok(())
+}
+
+/// Reads a pack the copy wrote back from the target, whole, and opens every blob in it: one
+/// pack in memory per thread, whatever the number of blobs copied.
+fn read_back(target: &Repository, pack: &Id) -> Result<()> {
+    let bytes = target.store().get_named(ObjectKind::Pack, pack)?;
+    for blob in pack::read_header(target.keys(), pack, &bytes)? {
+        let at = blob.offset as usize..blob.offset as usize + blob.length as usize;
+        let stored = bytes
+            .get(at)
+            .ok_or_else(|| Error::damaged("pack", pack, "a blob lies past its end"))?;
+        blob::open_blob(target.keys(), &blob.id, stored, blob.raw_len)?;
     }
     Ok(())
 }

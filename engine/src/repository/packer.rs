@@ -22,6 +22,11 @@ use crate::repository::store::ObjectKind;
 /// Stored packs gathered before an index segment is written.
 const PACKS_PER_SEGMENT: usize = 64;
 
+/// Blobs in stored packs gathered before an index segment is written, whatever the number of
+/// packs: small blobs fill a pack with hundreds of thousands, each held in memory (its id, and
+/// its entry for the segment) until its segment is written.
+const BLOBS_PER_SEGMENT: usize = 100_000;
+
 /// What a packer added to the repository.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PackerStats {
@@ -175,7 +180,8 @@ impl<'r> Packer<'r> {
         while uploads.running.len() > self.repo.store().connections() {
             self.settle_one(&mut uploads)?;
         }
-        if uploads.stored.len() >= PACKS_PER_SEGMENT {
+        let blobs: usize = uploads.stored.iter().map(|(_, blobs)| blobs.len()).sum();
+        if uploads.stored.len() >= PACKS_PER_SEGMENT || blobs >= BLOBS_PER_SEGMENT {
             self.write_segment(&mut uploads)?;
         }
         Ok(())
@@ -284,5 +290,25 @@ mod tests {
         for id in &ids {
             assert!(repo.index().contains(id).unwrap());
         }
+    }
+
+    #[test]
+    fn tiny_blobs_are_indexed_long_before_sixty_four_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2 MiB packs of 16-byte blobs: over 20 000 a pack, 250 000 in about ten packs
+        let repo = crate::repository::small_test_repository(dir.path(), 2 << 20);
+        let packer = Packer::new(&repo);
+        let count: u32 = 250_000;
+        for n in 0..count {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&n.to_le_bytes());
+            packer.save(BlobKind::Data, &b).unwrap();
+        }
+        let not_indexed = packer.seen.lock().unwrap().len();
+        assert!(
+            not_indexed <= BLOBS_PER_SEGMENT + 50_000,
+            "{not_indexed} blobs still held in memory"
+        );
+        assert_eq!(packer.finish().unwrap().blobs, u64::from(count));
     }
 }
