@@ -344,15 +344,17 @@ fn a_temporary_file_replaced_by_a_fifo_during_a_restore_is_never_opened_and_made
         while !stopped(child.id()) {
             std::thread::sleep(Duration::from_micros(100));
         }
+        // the big file's, not the small one's, which may be listed first
         let partial = std::fs::read_dir(target.join("src")).ok().and_then(|d| {
             d.map(|e| e.unwrap().path()).find(|p| {
                 p.file_name()
                     .unwrap()
                     .to_string_lossy()
                     .starts_with(".cairn-partial-")
+                    && std::fs::metadata(p).unwrap().len() > 1 << 20
             })
         });
-        if let Some(p) = partial.filter(|p| std::fs::metadata(p).unwrap().len() > 1 << 20) {
+        if let Some(p) = partial {
             std::fs::rename(&p, env.path("moved-away")).unwrap();
             nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
             kill(pid, Signal::SIGCONT).unwrap();

@@ -459,3 +459,68 @@ fn a_pack_that_comes_back_short_names_its_files_and_the_rest_is_restored() {
         );
     }
 }
+
+/// A restore works through files a batch at a time (a thousand or so): this tree holds several
+/// batches, with a hard link whose first name is in the first batch and its second name in the
+/// last, a name that looks temporary, and what an interrupted run left in a folder reached only
+/// after some batches were restored.
+#[test]
+fn a_restore_of_many_files_finishes_every_batch_links_across_them_and_cleans_late_folders() {
+    let env = Env::new();
+    let src = env.path("src");
+    for d in 0..25 {
+        let dir = src.join(format!("d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..120 {
+            std::fs::write(dir.join(format!("f{f:03}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    std::fs::hard_link(src.join("d00/f000"), src.join("d24/link")).unwrap();
+    let lookalike = format!("d24/{PARTIAL}abcdefABCDEF");
+    std::fs::write(src.join(&lookalike), b"not a left-over").unwrap();
+    let id = env.backup(&[&src]);
+    let target = env.path("t");
+    let t = target.to_str().unwrap();
+    // the last folder exists already, with what an interrupted run left in it
+    let late = target.join("src/d24");
+    std::fs::create_dir_all(&late).unwrap();
+    std::fs::write(late.join(format!("{PARTIAL}Zq0pLm8Kx1Ab")), b"half").unwrap();
+
+    let out = env.run(&["--json", "restore", &id, "--target", t]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let restored = target.join("src");
+    let diffs = diff_trees(&src, &restored, is_root());
+    assert!(diffs.is_empty(), "restore differs:\n{}", diffs.join("\n"));
+    let (result, _) = checked_result("restore", &out.stdout);
+    let outcome = &result["outcome"];
+    assert_eq!(outcome["leftovers_removed"], 1, "{outcome:#}");
+    assert_eq!(outcome["files"], 25 * 120 + 2, "{outcome:#}");
+    let inode = |p: &str| std::fs::metadata(restored.join(p)).unwrap().ino();
+    assert_eq!(inode("d00/f000"), inode("d24/link"));
+
+    // run again, keeping what holds the snapshot's contents: the look-alike is kept, as data;
+    // the hard-linked file is rewritten (a file with two names always is) and linked again
+    let out = env.run(&[
+        "--json",
+        "restore",
+        &id,
+        "--target",
+        t,
+        "--overwrite",
+        "if-changed",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (result, _) = checked_result("restore", &out.stdout);
+    let outcome = &result["outcome"];
+    assert_eq!(
+        (
+            &outcome["files"],
+            &outcome["unchanged"],
+            &outcome["leftovers_removed"]
+        ),
+        (&2.into(), &(25 * 120).into(), &0.into()),
+        "{outcome:#}"
+    );
+    let diffs = diff_trees(&src, &restored, is_root());
+    assert!(diffs.is_empty(), "restore differs:\n{}", diffs.join("\n"));
+}

@@ -1,18 +1,18 @@
-//! Fills restored files with their contents: reads each pack once (one ranged read covering the
-//! blobs needed from it), verifies and decompresses blobs on all cores, and writes each blob at
+//! Fills restored files with their contents: reads each run of nearby blobs needed from a pack
+//! once (one ranged read), verifies and decompresses blobs on all cores, and writes each blob at
 //! its offsets in every file that holds it, out of order. Files are created at their full size
-//! under a temporary name first ([`partial`]) and block-aligned runs of zeros are never written,
-//! so holes stay holes; a file is renamed into place as soon as its last blob is written.
+//! under a temporary name first ([`partial`]) and held open until they are complete, and
+//! block-aligned runs of zeros are never written, so holes stay holes; a file is renamed into
+//! place as soon as its last blob is written.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::fcntl::OFlag;
-use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::sys::stat::{Mode, fstat};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -28,6 +28,11 @@ use crate::sources::fs::dirfd::{self, Identity, Place};
 
 /// File-system block size for hole detection.
 const BLOCK: u64 = 4096;
+
+/// The largest gap between two blobs needed from a pack that is read through (and thrown away)
+/// rather than read as two ranges: blobs that other files brought into a pack long before
+/// cost a read of their own, never a read of the whole pack.
+const GAP: u64 = 1 << 20;
 
 /// A file to restore.
 #[derive(Clone, Debug)]
@@ -57,11 +62,15 @@ struct Need {
     targets: Vec<(usize, u64)>,
 }
 
+/// A file created, open, with its identity.
+type Opened = (File, Identity);
+
 /// The files being filled, under their temporary names.
 struct Partials<'a> {
     jobs: &'a [FileJob],
-    /// Temporary name and identity of each file created.
-    made: Vec<Option<(OsString, Identity)>>,
+    /// Each file created, open for writing until filling ends, with its identity: it is
+    /// written and given its metadata through this descriptor only, never reopened by name.
+    files: Vec<Option<Opened>>,
     /// Each file created, until it is put in place (dropping it removes it).
     entries: Vec<Mutex<Option<Partial>>>,
     /// Blob writes each file still waits for.
@@ -87,28 +96,22 @@ impl Partials<'_> {
         }
     }
 
-    /// Opens file `i` under its temporary name for writing: by name in its folder, and only
-    /// if it is still the file made.
-    fn open(&self, i: usize) -> std::result::Result<File, String> {
-        let Some((name, made)) = &self.made[i] else {
-            return Err("not created".into());
-        };
-        let at = &self.jobs[i].at;
-        dirfd::open_at(&at.dir, name, OFlag::O_WRONLY, SFlag::S_IFREG, Some(*made))
-            .map(|(file, _)| file)
-            .map_err(|e| Error::io(&at.path, e).to_string())
-    }
-
     fn complete(&self, i: usize) {
         let Some(entry) = self.entries[i].lock().expect("lock").take() else {
             return;
         };
-        let job = &self.jobs[i];
-        match self.open(i) {
-            Ok(file) => (self.finish)(&file, job),
-            // dropping the entry removes it
-            Err(why) => return self.fail(i, why),
+        let (job, file) = (&self.jobs[i], &self.files[i]);
+        let (file, made) = file
+            .as_ref()
+            .expect("an entry is kept only for a file created");
+        // the temporary name must still be the file made (not something put in its place,
+        // which would be renamed into place), else the file is made again
+        match dirfd::stat_at(entry.dir(), entry.name()) {
+            Ok(st) if dirfd::identity(&st) == *made => {}
+            // dropping the entry removes what is under its name
+            _ => return self.fail(i, Error::io(&job.at.path, dirfd::replaced()).to_string()),
         }
+        (self.finish)(file, job);
         if let Err(e) = entry.put_in_place(&job.at.name, job.replace) {
             self.fail(i, format!("cannot be put in place: {e}"));
         }
@@ -124,20 +127,20 @@ pub fn fill(
     progress: &Progress,
 ) -> Filled {
     // on all cores: creating many files is mostly file-system work (inode allocation)
-    let created: Vec<std::result::Result<(Partial, Identity), String>> =
+    let created: Vec<std::result::Result<(Partial, Opened), String>> =
         files.par_iter().map(create_sized).collect();
     let mut not_created = HashMap::new();
-    let mut made = vec![];
+    let mut opened = vec![];
     let mut entries = vec![];
     for (i, created) in created.into_iter().enumerate() {
         match created {
-            Ok((entry, identity)) => {
-                made.push(Some((entry.name().to_owned(), identity)));
+            Ok((entry, file)) => {
+                opened.push(Some(file));
                 entries.push(Mutex::new(Some(entry)));
             }
             Err(why) => {
                 not_created.insert(i, why);
-                made.push(None);
+                opened.push(None);
                 entries.push(Mutex::new(None));
             }
         }
@@ -181,7 +184,7 @@ pub fn fill(
     }
     let partials = Partials {
         jobs: files,
-        made,
+        files: opened,
         entries,
         remaining: files
             .iter()
@@ -196,12 +199,17 @@ pub fn fill(
         .enumerate()
         .filter(|(i, job)| job.node.content.is_empty() && !partials.has_failed(*i))
         .for_each(|(i, _)| partials.complete(i));
+    let runs: Vec<(Id, Vec<Need>)> = by_pack
+        .into_iter()
+        .flat_map(|(pack, needs)| {
+            let runs = runs(needs.into_values().collect());
+            runs.into_iter().map(move |run| (pack, run))
+        })
+        .collect();
     let fill = || -> u64 {
-        by_pack
-            .into_par_iter()
-            .map(|(pack, needs)| {
-                let needs: Vec<Need> = needs.into_values().collect();
-                match fill_from_pack(repo, &partials, &pack, &needs, progress) {
+        runs.into_par_iter()
+            .map(
+                |(pack, needs)| match fill_from_pack(repo, &partials, &pack, &needs, progress) {
                     Ok(n) => n,
                     Err(e) => {
                         for (i, _) in needs.iter().flat_map(|n| &n.targets) {
@@ -209,8 +217,8 @@ pub fn fill(
                         }
                         0
                     }
-                }
-            })
+                },
+            )
             .sum()
     };
     // from a remote store, one worker per connection (each waits on its download most of the
@@ -241,9 +249,9 @@ pub fn fill(
 }
 
 /// Creates a new file of the job's size (a hole, filled later) under a temporary name in its
-/// folder, never through a symlink; returns it with its identity. A file that cannot be sized
-/// is removed again.
-fn create_sized(job: &FileJob) -> std::result::Result<(Partial, Identity), String> {
+/// folder, never through a symlink; returns it, open for writing, with its identity. A file
+/// that cannot be sized is removed again.
+fn create_sized(job: &FileJob) -> std::result::Result<(Partial, Opened), String> {
     let fail = |e: std::io::Error| Error::io(&job.at.path, e).to_string();
     let flags = OFlag::O_WRONLY
         | OFlag::O_CREAT
@@ -258,10 +266,31 @@ fn create_sized(job: &FileJob) -> std::result::Result<(Partial, Identity), Strin
     .map_err(fail)?;
     file.set_len(job.node.size).map_err(fail)?;
     let st = fstat(&file).map_err(|e| fail(e.into()))?;
-    Ok((entry, dirfd::identity(&st)))
+    Ok((entry, (file, dirfd::identity(&st))))
 }
 
-/// Reads the span of `pack` that holds `needs` once, then verifies and writes each blob.
+/// Splits the blobs needed from one pack into runs in pack order, each read with one ranged
+/// read, a new run starting wherever more than [`GAP`] bytes lie between two blobs.
+fn runs(mut needs: Vec<Need>) -> Vec<Vec<Need>> {
+    needs.sort_by_key(|n| n.loc.blob.offset);
+    let mut runs: Vec<Vec<Need>> = vec![];
+    let mut end = 0u64;
+    for need in needs {
+        let (offset, length) = (
+            u64::from(need.loc.blob.offset),
+            u64::from(need.loc.blob.length),
+        );
+        match runs.last_mut() {
+            Some(run) if offset <= end.saturating_add(GAP) => run.push(need),
+            _ => runs.push(vec![need]),
+        }
+        end = end.max(offset + length);
+    }
+    runs
+}
+
+/// Reads the span of `pack` that holds `needs` once, then verifies and writes each blob, on
+/// all cores.
 fn fill_from_pack(
     repo: &Repository,
     partials: &Partials,
@@ -283,47 +312,44 @@ fn fill_from_pack(
         .store()
         .get_range(&ObjectKind::Pack.path(pack), start..end)
         .map_err(|e| Error::damaged("pack", pack, format!("cannot be read: {e}")))?;
-    let mut written = 0;
-    let mut handles: HashMap<usize, File> = HashMap::new();
-    for need in needs {
-        let b = &need.loc.blob;
-        // a store may return less than asked for (a truncated pack): an error, never a panic
-        let opened = pack::open_blob_in(repo.keys(), pack, &span, start, b);
-        let data = match opened {
-            Ok(d) => d,
-            Err(e) => {
-                for (i, _) in &need.targets {
-                    partials.fail(*i, e.to_string());
-                }
-                continue;
-            }
-        };
-        for (i, offset) in &need.targets {
-            if partials.has_failed(*i) || partials.made[*i].is_none() {
-                continue;
-            }
-            let path = &partials.jobs[*i].at.path;
-            let file = match handles.entry(*i) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => match partials.open(*i) {
-                    Ok(f) => v.insert(f),
-                    Err(why) => {
-                        partials.fail(*i, why);
-                        continue;
+    let written = needs
+        .par_iter()
+        .map(|need| {
+            let b = &need.loc.blob;
+            // a store may return less than asked for (a truncated pack): an error, never a panic
+            let data = match pack::open_blob_in(repo.keys(), pack, &span, start, b) {
+                Ok(d) => d,
+                Err(e) => {
+                    for (i, _) in &need.targets {
+                        partials.fail(*i, e.to_string());
                     }
-                },
-            };
-            match write_sparse_at(file, *offset, &data) {
-                Ok(n) => {
-                    written += n;
-                    start_writeback(file, *offset, data.len());
-                    partials.written(*i);
+                    return 0;
                 }
-                Err(e) => partials.fail(*i, Error::io(path, e).to_string()),
+            };
+            let mut written = 0;
+            for (i, offset) in &need.targets {
+                let Some((file, _)) = &partials.files[*i] else {
+                    continue;
+                };
+                if partials.has_failed(*i) {
+                    continue;
+                }
+                match write_sparse_at(file, *offset, &data) {
+                    Ok(n) => {
+                        written += n;
+                        start_writeback(file, *offset, data.len());
+                        partials.written(*i);
+                    }
+                    Err(e) => {
+                        let path = &partials.jobs[*i].at.path;
+                        partials.fail(*i, Error::io(path, e).to_string());
+                    }
+                }
             }
-        }
-        progress.add_bytes(data.len() as u64 * need.targets.len() as u64);
-    }
+            progress.add_bytes(data.len() as u64 * need.targets.len() as u64);
+            written
+        })
+        .sum();
     Ok(written)
 }
 
@@ -375,6 +401,43 @@ fn write_sparse_at(file: &File, pos: u64, data: &[u8]) -> std::io::Result<u64> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn blobs_far_apart_in_a_pack_are_read_as_separate_runs() {
+        let need = |offset: u32, length: u32| Need {
+            loc: BlobLocation {
+                pack: Id([1; 32]),
+                blob: crate::format::pack::PackedBlob {
+                    kind: crate::format::blob::BlobKind::Data,
+                    id: Id([offset as u8; 32]),
+                    offset,
+                    length,
+                    raw_len: length,
+                },
+            },
+            targets: vec![],
+        };
+        let gap = GAP as u32;
+        // out of order, as a hash map gives them
+        let needs = vec![
+            need(3 * gap + 10_000, 100),
+            need(0, 5000),
+            need(5000 + gap, 100),
+            need(5000 + gap + 100 + gap + 1, 100),
+        ];
+        let offsets: Vec<Vec<u32>> = runs(needs)
+            .iter()
+            .map(|run| run.iter().map(|n| n.loc.blob.offset).collect())
+            .collect();
+        assert_eq!(
+            offsets,
+            [
+                vec![0, 5000 + gap],
+                vec![5000 + gap + 100 + gap + 1],
+                vec![3 * gap + 10_000]
+            ]
+        );
+    }
 
     #[test]
     fn sparse_writes_at_offsets_keep_zero_blocks_as_holes() {

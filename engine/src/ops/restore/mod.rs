@@ -10,16 +10,18 @@
 //! Every entry is made, written and given its metadata by name in a folder held open, or
 //! through its own descriptor ([`dirfd`]), never by path: someone who owns a folder inside the
 //! target and swaps it for a symlink while the restore runs gets nothing written outside.
+//!
+//! Files are restored a batch at a time while the walk goes on ([`BATCH_FILES`]), so that a
+//! restore's memory grows with its folders and hard links, not with its files.
 
 pub mod fill;
 pub mod partial;
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -29,8 +31,9 @@ use nix::unistd::symlinkat;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{self, Node, NodeKind, RawBytes, SnapshotPath};
+use crate::format::tree::{self, Node, NodeKind, RawBytes, SnapshotPath, Tree};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::repository::trees;
@@ -90,12 +93,6 @@ pub struct RestoreOutcome {
     pub errors: Vec<String>,
 }
 
-fn os_path(target: &Path, rel: &[RawBytes]) -> PathBuf {
-    rel.iter().fold(target.to_owned(), |p, c| {
-        p.join(OsString::from_vec(c.0.clone()))
-    })
-}
-
 /// The paths a restore is limited to, looked up in time proportional to a path's depth (a
 /// drill may name many thousands of files).
 struct Includes<'a> {
@@ -150,6 +147,29 @@ impl<'a> Includes<'a> {
             .iter()
             .find(|p| !self.found.contains(p.as_slice()))
     }
+
+    /// The first included path that the tree `root` does not have, found by walking only the
+    /// folders on the way to the included paths (whose listings are kept as they are read).
+    fn missing_from(&mut self, repo: &Repository, root: &Id) -> Result<Option<&'a SnapshotPath>> {
+        if self.given.is_empty() {
+            return Ok(None);
+        }
+        trees::walk(
+            repo,
+            root,
+            &mut Vec::new(),
+            &mut |rel, _| {
+                self.visit(rel);
+                Ok(self.ancestors.contains(rel))
+            },
+            // an included path in a damaged listing is missing
+            &mut |_, e| match e {
+                Error::Damaged { .. } | Error::MissingBlob { .. } => Ok(()),
+                e => Err(e),
+            },
+        )?;
+        Ok(self.missing())
+    }
 }
 
 /// A hard link to make once files are restored.
@@ -163,20 +183,138 @@ struct Link {
 /// A folder held open, with its path (for messages and look-ups only).
 type HeldDir = (PathBuf, Arc<File>);
 
-#[derive(Default)]
-struct Plan {
-    files: Vec<FileJob>,
-    links: Vec<Link>,
-    /// Folders whose metadata is set last, in pre-order.
-    dirs: Vec<(HeldDir, Node)>,
-    /// Folders that existed already, where an interrupted restore may have left entries.
-    reused_dirs: Vec<HeldDir>,
-    /// Snapshot entries whose names look like temporary ones (never removed as left-overs).
-    lookalikes: HashSet<PathBuf>,
+/// Files waiting for the next batch, at most this many: a restore holds the state (and an open
+/// descriptor) of at most this many files at once, however many the snapshot holds.
+const BATCH_FILES: usize = 1024;
+
+/// Files are restored a batch at a time, in the order the walk finds them (which is the order
+/// a backup stored their blobs in), while the walk goes on: the memory a restore needs grows
+/// with its folders and hard links, never with its files.
+struct Files<'a> {
+    repo: &'a Repository,
+    options: &'a RestoreOptions,
+    progress: &'a Progress,
+    /// Files found by the walk and not restored yet (at most [`BATCH_FILES`]).
+    pending: Vec<FileJob>,
+    /// Whether the local index cache was reread from the repository after a file failed.
+    index_reread: bool,
     /// The entry each hard-link group's first name was made (or kept) as, held open until
     /// its later names are linked to that very inode (never to whatever has its name by then,
     /// nor to a new inode that got its number).
     firsts: HashMap<PathBuf, OwnedFd>,
+    /// Hard-linked files that could not be restored (their later names are not linked).
+    firsts_failed: HashSet<PathBuf>,
+}
+
+impl Files<'_> {
+    /// Adds a file to restore; restores the batch once it is full.
+    fn add(&mut self, job: FileJob, out: &mut RestoreOutcome) -> Result<()> {
+        self.pending.push(job);
+        if self.pending.len() >= BATCH_FILES {
+            self.restore_batch(out)?;
+        }
+        Ok(())
+    }
+
+    /// Restores the pending files (those that already hold the snapshot's contents are only
+    /// given their metadata, with [`Overwrite::IfChanged`]).
+    fn restore_batch(&mut self, out: &mut RestoreOutcome) -> Result<()> {
+        let (repo, options, progress) = (self.repo, self.options, self.progress);
+        let mut jobs = std::mem::take(&mut self.pending);
+        if options.overwrite == Overwrite::IfChanged {
+            // a file that holds the snapshot's contents gets its metadata at once, through the
+            // descriptor it was checked by; a hard-linked one stays open for its later names
+            let kept: Vec<Option<(Option<String>, Option<OwnedFd>)>> = jobs
+                .par_iter()
+                .map(|job| {
+                    let file = job
+                        .replace
+                        .then(|| holds(repo, &job.at, &job.node, options.chown))
+                        .flatten()?;
+                    let error = metadata::apply_to(&file, &job.node, options.chown)
+                        .err()
+                        .map(|e| metadata_failed(&job.at.path, e));
+                    Some((error, job.node.is_hardlinked().then(|| file.into())))
+                })
+                .collect();
+            let mut changed = vec![];
+            for (job, kept) in jobs.into_iter().zip(kept) {
+                if let Some((error, held)) = kept {
+                    out.unchanged += 1;
+                    out.errors.extend(error);
+                    progress.entry_done(job.node.size);
+                    self.firsts.extend(held.map(|held| (job.at.path, held)));
+                } else {
+                    changed.push(job);
+                }
+            }
+            jobs = changed;
+        }
+
+        // each file gets its metadata under its temporary name, so that it is complete when it
+        // appears under its own
+        let metadata_errors = Mutex::new(vec![]);
+        let firsts = Mutex::new(&mut self.firsts);
+        let finish = |file: &File, job: &FileJob| {
+            if job.node.is_hardlinked()
+                && let Ok(held) = file.try_clone()
+            {
+                let mut firsts = firsts.lock().expect("lock");
+                firsts.insert(job.at.path.clone(), held.into());
+            }
+            let applied = metadata::remove_inherited_acls(file)
+                .and_then(|()| metadata::apply_to(file, &job.node, options.chown));
+            if let Err(e) = applied {
+                metadata_errors
+                    .lock()
+                    .expect("lock")
+                    .push(metadata_failed(&job.at.path, e));
+            }
+        };
+        let mut filled = fill::fill(repo, &jobs, &finish, progress);
+        if !filled.failed.is_empty() {
+            // A damaged or stale local index cache may point at wrong places: reread the index
+            // from the repository (once per restore) and make those files once more.
+            if !self.index_reread {
+                self.index_reread = true;
+                repo.rebuild_local_index()?;
+            }
+            let retry: Vec<usize> = filled.failed.keys().copied().collect();
+            let subset: Vec<FileJob> = retry.iter().map(|&i| jobs[i].clone()).collect();
+            let again = fill::fill(repo, &subset, &finish, progress);
+            filled.bytes += again.bytes;
+            filled.failed = again
+                .failed
+                .into_iter()
+                .map(|(j, why)| (retry[j], why))
+                .collect();
+            filled.not_created.extend(
+                again
+                    .not_created
+                    .into_iter()
+                    .map(|(j, why)| (retry[j], why)),
+            );
+        }
+        out.bytes += filled.bytes;
+        for (i, job) in jobs.into_iter().enumerate() {
+            if let Some(why) = filled.not_created.get(&i) {
+                out.errors.push(format!("cannot create {why}"));
+            } else if let Some(why) = filled.failed.get(&i) {
+                out.errors
+                    .push(format!("{}: not restored: {why}", job.at.path.display()));
+            } else {
+                out.files += 1;
+                progress.entry_done(0);
+                continue;
+            }
+            if job.node.is_hardlinked() {
+                self.firsts_failed.insert(job.at.path);
+            }
+        }
+        out.errors
+            .extend(metadata_errors.into_inner().expect("lock"));
+        Ok(())
+    }
 }
 
 /// Which entry later links of each hard-linked file link to.
@@ -187,6 +325,13 @@ struct HardLinks {
     /// The entry of each group that existed and was skipped: later links link to it once it is
     /// found to hold the snapshot's contents.
     skipped: HashMap<(u64, u64), Place>,
+    /// The links to make once files are restored.
+    links: Vec<Link>,
+}
+
+/// The message for metadata that could not be set.
+fn metadata_failed(path: &Path, e: std::io::Error) -> String {
+    format!("{}: cannot set metadata: {e}", path.display())
 }
 
 /// Restores `snapshot` under `options.target`.
@@ -197,6 +342,11 @@ pub fn restore(
     progress: &Progress,
 ) -> Result<RestoreOutcome> {
     let target = &options.target;
+    // nothing is made when a path asked for is missing
+    let mut includes = Includes::new(&options.includes);
+    if let Some(p) = includes.missing_from(repo, &snapshot.tree)? {
+        return Err(Error::PathNotInSnapshot(tree::display_path(p)));
+    }
     std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     // every folder made stays open until its metadata is set, last
     dirfd::raise_open_file_limit();
@@ -205,30 +355,31 @@ pub fn restore(
         Arc::new(dirfd::open_dir(target).map_err(|e| Error::io(target, e))?),
     );
     let mut out = RestoreOutcome::default();
-    let mut plan = Plan {
-        reused_dirs: vec![root.clone()],
-        ..Plan::default()
-    };
+    remove_leftovers(repo, &root, Some(&snapshot.tree), &mut out);
+    // folders whose metadata is set last, in pre-order
+    let mut dirs: Vec<(HeldDir, Node)> = vec![];
     // the folders on the way to the entry visited: the target, then one per level
     let mut held = vec![root.clone()];
     let mut links = HardLinks::default();
-    let mut includes = Includes::new(&options.includes);
+    let mut files = Files {
+        repo,
+        options,
+        progress,
+        pending: Vec::with_capacity(BATCH_FILES),
+        index_reread: false,
+        firsts: HashMap::new(),
+        firsts_failed: HashSet::new(),
+    };
     let mut unreadable_dirs = vec![];
-    // folders whose listing cannot be read: what looks left over in them may be snapshot entries
-    let mut unlisted = HashSet::new();
 
     trees::walk(
         repo,
         &snapshot.tree,
         &mut Vec::new(),
         &mut |rel, node| {
-            if partial::is_partial_name(node.name.as_os()) {
-                plan.lookalikes.insert(os_path(target, rel));
-            }
             if !includes.wanted(rel) {
                 return Ok(false);
             }
-            includes.visit(rel);
             held.truncate(rel.len());
             let (dir_path, dir) = held.last().expect("the target is held");
             let at = Place::new(dir_path, dir, node.name.as_os());
@@ -236,7 +387,7 @@ pub fn restore(
             let shown = tree::display_path(rel);
             let inside = includes.inside(rel);
             if node.kind == NodeKind::Dir {
-                let made = make_dir(&at, node, inside, &shown, &mut out, &mut plan);
+                let made = make_dir(repo, &at, node, inside, &shown, &mut out, &mut dirs);
                 return Ok(made.map(|dir| held.push(dir)).is_some());
             }
             if !inside {
@@ -264,11 +415,11 @@ pub fn restore(
                 if let Some(first) = links.skipped.remove(&key)
                     && let Some(file) = holds(repo, &first, node, options.chown)
                 {
-                    plan.firsts.insert(first.path.clone(), file.into());
+                    files.firsts.insert(first.path.clone(), file.into());
                     links.first.insert(key, first);
                 }
                 if let Some(first) = links.first.get(&key) {
-                    plan.links.push(Link {
+                    links.links.push(Link {
                         at,
                         first: first.clone(),
                         replace,
@@ -278,12 +429,13 @@ pub fn restore(
                 links.first.insert(key, at.clone());
             }
             if node.kind == NodeKind::File {
-                // created by the fill step, on all cores
-                plan.files.push(FileJob {
+                // created by the fill step, a batch at a time, on all cores
+                let job = FileJob {
                     at,
                     node: node.clone(),
                     replace,
-                });
+                };
+                files.add(job, &mut out)?;
                 return Ok(false);
             }
             match make_other(&at, node, replace, options.chown) {
@@ -291,7 +443,7 @@ pub fn restore(
                     out.others += 1;
                     out.errors.extend(metadata_error);
                     if node.is_hardlinked() {
-                        plan.firsts.insert(at.path, made);
+                        files.firsts.insert(at.path, made);
                     }
                 }
                 Err(e) => out.errors.push(format!("{shown}: cannot create: {e}")),
@@ -301,7 +453,6 @@ pub fn restore(
         &mut |rel, e| match e {
             // a damaged directory listing: restore everything else, and name what is missing
             Error::Damaged { .. } | Error::MissingBlob { .. } => {
-                unlisted.insert(os_path(target, rel));
                 unreadable_dirs.push(format!(
                     "{}: contents not restored: {e}",
                     tree::display_path(rel)
@@ -311,117 +462,16 @@ pub fn restore(
             e => Err(e),
         },
     )?;
+    files.restore_batch(&mut out)?;
     out.errors.extend(unreadable_dirs);
-    if let Some(p) = includes.missing() {
-        return Err(Error::PathNotInSnapshot(tree::display_path(p)));
-    }
 
-    // what an interrupted restore left goes before any new partial file is made
-    let cleaned: Vec<(u64, Vec<String>)> = plan
-        .reused_dirs
-        .par_iter()
-        .filter(|(path, _)| !unlisted.contains(path))
-        .map(|(path, dir)| partial::remove_leftovers(dir, path, &plan.lookalikes))
-        .collect();
-    for (removed, errors) in cleaned {
-        out.leftovers_removed += removed;
-        out.errors.extend(errors);
-    }
-
-    let failed =
-        |path: &Path, e: std::io::Error| format!("{}: cannot set metadata: {e}", path.display());
-    if options.overwrite == Overwrite::IfChanged {
-        // a file that holds the snapshot's contents gets its metadata at once, through the
-        // descriptor it was checked by; a hard-linked one stays open for its later names
-        let kept: Vec<Option<(Option<String>, Option<OwnedFd>)>> = plan
-            .files
-            .par_iter()
-            .map(|job| {
-                let file = job
-                    .replace
-                    .then(|| holds(repo, &job.at, &job.node, options.chown))
-                    .flatten()?;
-                let error = metadata::apply_to(&file, &job.node, options.chown)
-                    .err()
-                    .map(|e| failed(&job.at.path, e));
-                Some((error, job.node.is_hardlinked().then(|| file.into())))
-            })
-            .collect();
-        let mut changed = vec![];
-        for (job, kept) in std::mem::take(&mut plan.files).into_iter().zip(kept) {
-            if let Some((error, held)) = kept {
-                out.unchanged += 1;
-                out.errors.extend(error);
-                progress.entry_done(job.node.size);
-                plan.firsts.extend(held.map(|held| (job.at.path, held)));
-            } else {
-                changed.push(job);
-            }
-        }
-        plan.files = changed;
-    }
-
-    // each file gets its metadata under its temporary name, so that it is complete when it
-    // appears under its own
-    let metadata_errors = Mutex::new(vec![]);
-    let firsts = Mutex::new(std::mem::take(&mut plan.firsts));
-    let finish = |file: &File, job: &FileJob| {
-        if job.node.is_hardlinked()
-            && let Ok(held) = file.try_clone()
-        {
-            let mut firsts = firsts.lock().expect("lock");
-            firsts.insert(job.at.path.clone(), held.into());
-        }
-        let applied = metadata::remove_inherited_acls(file)
-            .and_then(|()| metadata::apply_to(file, &job.node, options.chown));
-        if let Err(e) = applied {
-            metadata_errors.lock().expect("lock").push(format!(
-                "{}: cannot set metadata: {e}",
-                job.at.path.display()
-            ));
-        }
-    };
-    let mut filled = fill::fill(repo, &plan.files, &finish, progress);
-    if !filled.failed.is_empty() {
-        // A damaged or stale local index cache may point at wrong places: reread the index from
-        // the repository and make those files once more.
-        repo.rebuild_local_index()?;
-        let retry: Vec<usize> = filled.failed.keys().copied().collect();
-        let subset: Vec<FileJob> = retry.iter().map(|&i| plan.files[i].clone()).collect();
-        let again = fill::fill(repo, &subset, &finish, progress);
-        filled.bytes += again.bytes;
-        filled.failed = again
-            .failed
-            .into_iter()
-            .map(|(j, why)| (retry[j], why))
-            .collect();
-        filled.not_created.extend(
-            again
-                .not_created
-                .into_iter()
-                .map(|(j, why)| (retry[j], why)),
-        );
-    }
-    out.bytes = filled.bytes;
-    let mut not_restored = HashSet::new();
-    for (i, job) in plan.files.iter().enumerate() {
-        if let Some(why) = filled.not_created.get(&i) {
-            out.errors.push(format!("cannot create {why}"));
-        } else if let Some(why) = filled.failed.get(&i) {
-            out.errors
-                .push(format!("{}: not restored: {why}", job.at.path.display()));
-        } else {
-            out.files += 1;
-            progress.entry_done(0);
-            continue;
-        }
-        not_restored.insert(&job.at.path);
-    }
-    out.errors
-        .extend(metadata_errors.into_inner().expect("lock"));
-    let firsts = firsts.into_inner().expect("lock");
-    for link in &plan.links {
-        let restored = !not_restored.contains(&link.first.path);
+    let Files {
+        firsts,
+        firsts_failed,
+        ..
+    } = files;
+    for link in &links.links {
+        let restored = !firsts_failed.contains(&link.first.path);
         let Some(first) = firsts.get(&link.first.path).filter(|_| restored) else {
             let why = match restored {
                 false => "could not be restored",
@@ -452,10 +502,10 @@ pub fn restore(
     // own entries from being reached.
     drop(firsts);
     out.errors
-        .extend(plan.dirs.iter().rev().filter_map(|((path, dir), node)| {
+        .extend(dirs.iter().rev().filter_map(|((path, dir), node)| {
             metadata::apply_to(dir, node, options.chown)
                 .err()
-                .map(|e| failed(path, e))
+                .map(|e| metadata_failed(path, e))
         }));
     // One flush of the whole file system instead of one per file.
     let flush_started = std::time::Instant::now();
@@ -481,22 +531,49 @@ pub fn restore(
     Ok(out)
 }
 
+/// Removes what an interrupted restore left in the existing folder `dir`, before any new
+/// temporary entry is made in it. Its entries in the snapshot are those of the tree `subtree`
+/// (none without one): those whose names merely look temporary are kept. A folder whose tree
+/// cannot be loaded is left alone (the walk names it as unreadable), as what looks left over
+/// in it may be the snapshot's.
+fn remove_leftovers(
+    repo: &Repository,
+    (path, dir): &HeldDir,
+    subtree: Option<&Id>,
+    out: &mut RestoreOutcome,
+) {
+    let nodes = match subtree.map(|id| Tree::load(repo, id)) {
+        None => vec![],
+        Some(Ok(tree)) => tree.nodes,
+        Some(Err(_)) => return,
+    };
+    let lookalikes: HashSet<&OsStr> = nodes
+        .iter()
+        .map(|node| node.name.as_os())
+        .filter(|name| partial::is_partial_name(name))
+        .collect();
+    let (removed, errors) = partial::remove_leftovers(dir, path, &lookalikes);
+    out.leftovers_removed += removed;
+    out.errors.extend(errors);
+}
+
 /// Creates (or reuses) a directory; returns it, held open, if the walk descends into it. A
 /// reused directory gets the snapshot's metadata too when it is restored (not only on the way
 /// to an included path).
 fn make_dir(
+    repo: &Repository,
     at: &Place,
     node: &Node,
     inside: bool,
     shown: &str,
     out: &mut RestoreOutcome,
-    plan: &mut Plan,
+    dirs: &mut Vec<(HeldDir, Node)>,
 ) -> Option<HeldDir> {
     let opened = match at.stat() {
         Ok(st) if dirfd::kind(&st) == SFlag::S_IFDIR => {
             dirfd::open_dir_at(&at.dir, &at.name, Some(dirfd::identity(&st))).map(|dir| {
                 let dir = (at.path.clone(), Arc::new(dir));
-                plan.reused_dirs.push(dir.clone());
+                remove_leftovers(repo, &dir, node.subtree.as_ref(), out);
                 (dir, inside)
             })
         }
@@ -520,7 +597,7 @@ fn make_dir(
     match opened {
         Ok((dir, restored)) => {
             if restored {
-                plan.dirs.push((dir.clone(), node.clone()));
+                dirs.push((dir.clone(), node.clone()));
             }
             Some(dir)
         }

@@ -18,7 +18,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -258,7 +258,7 @@ fn remove_staged(dir: &File, name: &OsStr) -> io::Result<bool> {
 /// Removes the temporary entries an interrupted restore left in the open folder `dir` (at
 /// `path`; never folders, and never the entries named in `keep`: snapshot entries whose names
 /// merely look temporary). Returns how many were removed and what could not be.
-pub fn remove_leftovers(dir: &File, path: &Path, keep: &HashSet<PathBuf>) -> (u64, Vec<String>) {
+pub fn remove_leftovers(dir: &File, path: &Path, keep: &HashSet<&OsStr>) -> (u64, Vec<String>) {
     let (mut removed, mut errors) = (0, vec![]);
     let (names, unlisted) = dirfd::list(dir);
     if let Some(e) = unlisted {
@@ -269,10 +269,10 @@ pub fn remove_leftovers(dir: &File, path: &Path, keep: &HashSet<PathBuf>) -> (u6
         ));
     }
     for name in names {
-        let entry = path.join(&name);
-        if !is_partial_name(&name) || keep.contains(&entry) {
+        if !is_partial_name(&name) || keep.contains(name.as_os_str()) {
             continue;
         }
+        let entry = path.join(&name);
         // a folder is removed only if it is a private folder of a staged entry
         let outcome = match unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
             Err(Errno::EISDIR) => remove_staged(dir, &name).map(u64::from),
