@@ -17,8 +17,9 @@
 # Usage, as root: benches/compare.sh
 #   RUNS=3          runs (median reported)
 #   SIZE=full       full: mixed about 2.9 GB, small 300,000 files of 1.9 GB in all (about 2.5 h
-#                   here with RUNS=3, 12 GB of disk); quick: a few MB of each, to try the script
-#                   (it then writes /var/tmp/cairn-bench/RESULTS-quick.md)
+#                   here with RUNS=3, 25 GB of disk); quick: a few MB of each, to try the script
+#                   (in /var/tmp/cairn-bench-quick, leaving the full sets alone; it then writes
+#                   RESULTS-quick.md there)
 #   SETS="mixed small", SMALL_FILES, SMALL_MB, PG_SCALE, RANDOM_MB, SPARSE_MB override the sizes.
 # Data sets are built once under /var/tmp/cairn-bench (CAIRN_BENCH_DIR), keyed by their sizes;
 # sets of other sizes are deleted there. rustic is built once into /var/tmp/cairn-bench-tools
@@ -29,6 +30,7 @@ ROOT=$PWD
 RUNS=${RUNS:-3}
 SIZE=${SIZE:-full}
 BENCH=${CAIRN_BENCH_DIR:-/var/tmp/cairn-bench}
+[ "${SIZE:-full}" = full ] || BENCH=${CAIRN_BENCH_DIR:-/var/tmp/cairn-bench-quick}
 TOOLS=${CAIRN_BENCH_TOOLS:-/var/tmp/cairn-bench-tools}
 RUSTIC_VERSION=0.11.4
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cairn-target}
@@ -120,7 +122,7 @@ export HOME=$BENCH/home RESTIC_PASSWORD=bench RUSTIC_PASSWORD=bench BORG_PASSPHR
 export CAIRN_PASSWORD=bench BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 W=$BENCH/work      # the backed-up folder (always the same path)
-R=$BENCH/restore
+R=$BENCH/restore   # where the tool at work restores (restore-TOOL; see fresh)
 REPO=$BENCH/repo
 results=$BENCH/results.tsv
 : > "$results"
@@ -160,10 +162,20 @@ init() {
 }
 export -f backup restore init
 export CAIRN RUSTIC REPO W R
-fresh() { # fresh SET : W holds a copy of the set's base/, nothing else is left
-  rm -rf "$W" "$R" "$REPO" "$HOME"; mkdir -p "$R" "$HOME"
-  cp -a "$(base "$1")" "$W"
+# Deleting hundreds of thousands of files leaves ext4 slow to hand out new inodes for minutes
+# (about twice the time for a 300,000-file restore made right after): W is brought back to the
+# set's base/ by rsync (only what the day of changes touched), each tool restores into a folder
+# of its own, and those are deleted only between sets, followed by a pause.
+fresh() { # fresh SET TOOL : W holds the set's base/, R is restore-TOOL, empty; no repository
+  rm -rf "$REPO" "$HOME"; mkdir -p "$HOME"
+  R=$BENCH/restore-$2; rm -rf "$R"; mkdir -p "$R"; export R
+  rsync -a --delete "$(base "$1")/" "$W/"
   sync
+}
+SETTLE=${SETTLE:-300} # seconds of pause after deleting the restore folders
+restored_away() { # deletes every restore folder, then lets the file system settle
+  rm -rf "$BENCH"/restore-*; sync
+  sleep "$SETTLE"
 }
 changes() { # changes SET : a day of changes to W, the same on every call
   case $1 in
@@ -185,7 +197,7 @@ done
 for run in $(seq 1 "$RUNS"); do
   for set in $SETS; do
     echo "run $run/$RUNS, $set: floors" >&2
-    fresh "$set"
+    fresh "$set" cp
     find "$W" -printf '%s %T@ %i\n' >/dev/null # warm, like the re-backup after a backup
     timed "$set" floor "$run" find find "$W" -printf '%s %T@ %i\n'
     changes "$set"
@@ -195,7 +207,7 @@ for run in $(seq 1 "$RUNS"); do
     restored "$set" "cp -a"
     for tool in cairn restic rustic borg; do
       echo "run $run/$RUNS, $set: $tool" >&2
-      fresh "$set"
+      fresh "$set" "$tool"
       init "$tool" >/dev/null 2>&1
       timed "$set" "$tool" "$run" initial bash -c "backup $tool"
       timed "$set" "$tool" "$run" unchanged bash -c "backup $tool"
@@ -208,7 +220,12 @@ for run in $(seq 1 "$RUNS"); do
         record "$set" cairn "$run" flush "$(python3 "$ROOT/benches/table.py" --flush-seconds "$BENCH/cmd.err")"
       fi
     done
-    rm -rf "$W" "$R" "$REPO" "$HOME"
+    rm -rf "$REPO" "$HOME"
+    if [ "$run" = "$RUNS" ] && [ "$set" = "${SETS##* }" ]; then
+      rm -rf "$BENCH"/restore-* "$W"
+    else
+      restored_away
+    fi
     if [ "$set" = mixed ]; then # the machine's limit, in the same run
       read -r _ secs _ < <("$LIMIT" "$MIXED/base")
       record mixed limit "$run" limit "$secs"

@@ -59,12 +59,12 @@ def rows(s):
     mb, mb_after = sets[s]["mb"], sets[s]["mb_after"]
     unchanged_target = (
         "≤ 0.5× best peer, ≤ 2× `find`",
-        lambda peer, floor: peer <= 0.5 and floor <= 2,
+        lambda peer, floor: peer <= 0.5 and floor is not None and floor <= 2,
     )
     if s == "small":
         restore_target = (
             "≥ 1.5× best peer, ≥ 0.9× `cp -a` + `sync`",
-            lambda peer, floor: peer >= 1.5 and floor >= 0.9,
+            lambda peer, floor: peer >= 1.5 and floor is not None and floor >= 0.9,
         )
         initial_target = None
     else:
