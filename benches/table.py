@@ -130,7 +130,7 @@ out = [
     f"- Machine: {sh('nproc')} cores ({cpu}), {mem} GiB RAM, Linux {platform.release()}; "
     f"data on {fs}, warm page cache",
     f"- Tools: {'; '.join(versions)}; every tool with its default settings "
-    "(restic and rustic: repository v2, auto compression; Borg: `-e repokey`, lz4; Cairn: zstd 3), "
+    "(restic and rustic: repository v2, auto compression; Borg: `-e repokey`, lz4; Cairn: zstd 1), "
     "local repositories",
 ]
 for s, d in sets.items():
