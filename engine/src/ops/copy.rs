@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::blob::{self, BlobKind};
+use crate::format::blob::BlobKind;
 use crate::format::id::Id;
 use crate::format::pack;
 use crate::format::snapshot::Snapshot;
@@ -139,11 +139,7 @@ fn copy_tree(
 fn read_back(target: &Repository, pack: &Id) -> Result<()> {
     let bytes = target.store().get_named(ObjectKind::Pack, pack)?;
     for blob in pack::read_header(target.keys(), pack, &bytes)? {
-        let at = blob.offset as usize..blob.offset as usize + blob.length as usize;
-        let stored = bytes
-            .get(at)
-            .ok_or_else(|| Error::damaged("pack", pack, "a blob lies past its end"))?;
-        blob::open_blob(target.keys(), &blob.id, stored, blob.raw_len)?;
+        pack::open_blob_in(target.keys(), pack, &bytes, 0, &blob)?;
     }
     Ok(())
 }
