@@ -16,7 +16,7 @@
 #                                     left out, and SCALE.md says so
 #   BLOBS="1000000 3000000 10000000"  blob counts
 #   TIME_LIMIT=3600                   seconds per command
-#   PEERS="restic rustic"
+#   PEERS="restic rustic"             the peers measured beside Cairn ("" for Cairn alone)
 #   OUT=benches/SCALE.md
 # Work folder: /var/tmp/cairn-scale (CAIRN_SCALE_DIR), emptied at the start and the end.
 # Tools: as compare.sh (restic from Debian, rustic built once into /var/tmp/cairn-bench-tools).
@@ -26,20 +26,21 @@ ROOT=$PWD
 FILES=${FILES:-1000000 3000000 10000000}
 BLOBS=${BLOBS:-1000000 3000000 10000000}
 TIME_LIMIT=${TIME_LIMIT:-3600}
-PEERS=${PEERS:-restic rustic}
+PEERS=${PEERS-restic rustic}
 OUT=${OUT:-$ROOT/benches/SCALE.md}
 S=${CAIRN_SCALE_DIR:-/var/tmp/cairn-scale}
 TOOLS=${CAIRN_BENCH_TOOLS:-/var/tmp/cairn-bench-tools}
 RUSTIC_VERSION=0.11.4
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cairn-target}
 
-if ! command -v restic >/dev/null || ! [ -x /usr/bin/time ]; then
+peer() { [[ " $PEERS " == *" $1 "* ]]; } # peer TOOL : whether TOOL is measured
+if ! [ -x /usr/bin/time ] || { peer restic && ! command -v restic >/dev/null; }; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q restic time >/dev/null
 fi
 RUSTIC=$TOOLS/bin/rustic
-if ! [ -x "$RUSTIC" ] || ! "$RUSTIC" --version | grep -q "$RUSTIC_VERSION"; then
+if peer rustic && { ! [ -x "$RUSTIC" ] || ! "$RUSTIC" --version | grep -q "$RUSTIC_VERSION"; }; then
   cargo install --quiet --locked rustic-rs --version "$RUSTIC_VERSION" --root "$TOOLS" \
     --target-dir "$TOOLS/build"
   rm -rf "$TOOLS/build"
@@ -179,13 +180,15 @@ for n in $BLOBS; do
   rm -rf "$S/blobs"
 done
 
-python3 - "$results" "$TIME_LIMIT" "$("$CAIRN" --version)" "$(restic version | head -1)" \
-  "$("$RUSTIC" --version)" "${skipped[@]}" > "$OUT" <<'PY'
+versions=$("$CAIRN" --version)
+if peer restic; then versions+="; $(restic version | head -1)"; fi
+if peer rustic; then versions+="; $("$RUSTIC" --version)"; fi
+python3 - "$results" "$TIME_LIMIT" "$versions" "${skipped[@]}" > "$OUT" <<'PY'
 import platform, subprocess, sys
 from collections import defaultdict
 from datetime import datetime, timezone
 
-results, limit, versions, skipped = sys.argv[1], sys.argv[2], sys.argv[3:6], sys.argv[6:]
+results, limit, versions, skipped = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 cells = defaultdict(dict)
 for line in open(results):
     kind, count, tool, step, secs, rss, status = line.rstrip("\n").split("\t")
@@ -215,7 +218,7 @@ out = [
     f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
     f"- Machine: {sh('nproc')} cores, {sh('free -g | awk ' + repr('/Mem:/{print $2}'))} GiB RAM, "
     f"Linux {platform.release()}; repositories on {sh('df -T /var/tmp | awk ' + repr('NR==2{print $2}'))}",
-    f"- Tools: {'; '.join(versions)}; default settings, local repositories",
+    f"- Tools: {versions}; default settings, local repositories",
     f"- Each cell: peak RSS (`/usr/bin/time` %M), wall time. Every command ran under a limit of "
     f"{limit} s; a tool that went over it or failed is not run at larger counts (—).",
     "",

@@ -1,5 +1,5 @@
 //! The machine's own limit for new data: the throughput of one pass of chunk + keyed hash +
-//! zstd (the repository default, level 3) + AES-256-GCM over a folder's files held in memory,
+//! zstd (at the default level of new repositories) + AES-256-GCM over a folder's files held in memory,
 //! on all cores, with no I/O at all. A backup of new data cannot be faster than this; the
 //! side-by-side benchmark shows how close Cairn comes.
 //! Usage: `machine-limit FOLDER` — prints `bytes seconds MB/s`.
@@ -10,6 +10,7 @@ use std::time::Instant;
 use cairn_engine::format::blob;
 use cairn_engine::format::chunker::ChunkerParams;
 use cairn_engine::format::crypto::{Domain, MasterKeys};
+use cairn_engine::repository::DEFAULT_COMPRESSION_LEVEL;
 use rayon::prelude::*;
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -46,7 +47,7 @@ fn main() {
                 .map(|chunk| {
                     let chunk = chunk.expect("in-memory read");
                     std::hint::black_box(keys.blob_id(&chunk));
-                    blob::seal(&keys, Domain::Blob, 3, &chunk).len()
+                    blob::seal(&keys, Domain::Blob, DEFAULT_COMPRESSION_LEVEL, &chunk).len()
                 })
                 .sum::<usize>()
         })

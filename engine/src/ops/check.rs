@@ -165,18 +165,31 @@ pub fn check(repo: &Repository, subset: DataSubset, progress: &Progress) -> Resu
     let read_all = matches!(subset, DataSubset::All).then(|| pack_sizes.values().sum());
     progress.set_totals(pack_sizes.len() as u64, read_all.unwrap_or(0));
     let mut indexed = HashSet::new();
-    let mut segments = vec![];
+    // Segments are read one at a time, so that memory does not grow with the index: the
+    // rebuild just read every segment that opens and knows its lineage; one it does not know
+    // is damaged (or new), and is read here to say which.
+    let known = repo.index().known_segments()?;
+    let mut lineages = vec![];
     for seg_id in repo.store().ids(ObjectKind::Index)? {
         report.index_segments += 1;
-        match repo.load_index(&seg_id) {
-            Ok(s) => segments.push((seg_id, s)),
-            Err(e) => damage.add(format!("index {seg_id}"), e.to_string()),
+        match known.get(&seg_id) {
+            Some(k) => lineages.push((seg_id, k.lineage.clone())),
+            None => match repo.load_index(&seg_id) {
+                Ok(s) => lineages.push((seg_id, s.lineage)),
+                Err(e) => damage.add(format!("index {seg_id}"), e.to_string()),
+            },
         }
     }
     // retired segments linger under an object lock or come back stored again; their packs may be gone
-    let retired = index::retired(segments.iter().map(|(id, s)| (id, &s.lineage)));
-    segments.retain(|(id, _)| !retired.contains(id));
-    for (_, segment) in segments {
+    let retired = index::retired(lineages.iter().map(|(id, l)| (id, l)));
+    for (seg_id, _) in lineages.iter().filter(|(id, _)| !retired.contains(id)) {
+        let segment = match repo.load_index(seg_id) {
+            Ok(s) => s,
+            Err(e) => {
+                damage.add(format!("index {seg_id}"), e.to_string());
+                continue;
+            }
+        };
         let fresh: Vec<_> = segment
             .packs
             .into_iter()

@@ -34,6 +34,11 @@ const BLOCK: u64 = 4096;
 /// cost a read of their own, never a read of the whole pack.
 const GAP: u64 = 1 << 20;
 
+/// Files at least this large have each blob's range handed to the disk as soon as it is
+/// written ([`start_writeback`]); smaller ones are left to the final flush, which writes many
+/// at once (one write-back request per small file costs more than writing it).
+const WRITEBACK_FROM: u64 = 1 << 20;
+
 /// A file to restore.
 #[derive(Clone, Debug)]
 pub struct FileJob {
@@ -337,7 +342,9 @@ fn fill_from_pack(
                 match write_sparse_at(file, *offset, &data) {
                     Ok(n) => {
                         written += n;
-                        start_writeback(file, *offset, data.len());
+                        if partials.jobs[*i].node.size >= WRITEBACK_FROM {
+                            start_writeback(file, *offset, data.len());
+                        }
                         partials.written(*i);
                     }
                     Err(e) => {

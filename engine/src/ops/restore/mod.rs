@@ -11,8 +11,9 @@
 //! through its own descriptor ([`dirfd`]), never by path: someone who owns a folder inside the
 //! target and swaps it for a symlink while the restore runs gets nothing written outside.
 //!
-//! Files are restored a batch at a time while the walk goes on ([`BATCH_FILES`]), so that a
-//! restore's memory grows with its folders and hard links, not with its files.
+//! Files are restored a batch at a time while the walk goes on ([`BATCH_FILES`],
+//! [`BATCH_BLOBS`]), so that a restore's memory grows with its folders and hard links, not
+//! with its files or blobs.
 
 pub mod fill;
 pub mod partial;
@@ -187,6 +188,12 @@ type HeldDir = (PathBuf, Arc<File>);
 /// descriptor) of at most this many files at once, however many the snapshot holds.
 const BATCH_FILES: usize = 1024;
 
+/// Blobs the files waiting for the next batch hold, at most about this many (a file is never
+/// split): the fill step's plan keeps a location and its targets for each one (about 200
+/// bytes), so large files of many chunks go fewer to a batch and memory stays bounded however
+/// many blobs the snapshot holds.
+const BATCH_BLOBS: usize = 65_536;
+
 /// Files are restored a batch at a time, in the order the walk finds them (which is the order
 /// a backup stored their blobs in), while the walk goes on: the memory a restore needs grows
 /// with its folders and hard links, never with its files.
@@ -196,6 +203,8 @@ struct Files<'a> {
     progress: &'a Progress,
     /// Files found by the walk and not restored yet (at most [`BATCH_FILES`]).
     pending: Vec<FileJob>,
+    /// The blobs they hold (about [`BATCH_BLOBS`] at most).
+    pending_blobs: usize,
     /// Whether the local index cache was reread from the repository after a file failed.
     index_reread: bool,
     /// The entry each hard-link group's first name was made (or kept) as, held open until
@@ -209,8 +218,9 @@ struct Files<'a> {
 impl Files<'_> {
     /// Adds a file to restore; restores the batch once it is full.
     fn add(&mut self, job: FileJob, out: &mut RestoreOutcome) -> Result<()> {
+        self.pending_blobs += job.node.content.len();
         self.pending.push(job);
-        if self.pending.len() >= BATCH_FILES {
+        if self.pending.len() >= BATCH_FILES || self.pending_blobs >= BATCH_BLOBS {
             self.restore_batch(out)?;
         }
         Ok(())
@@ -221,6 +231,7 @@ impl Files<'_> {
     fn restore_batch(&mut self, out: &mut RestoreOutcome) -> Result<()> {
         let (repo, options, progress) = (self.repo, self.options, self.progress);
         let mut jobs = std::mem::take(&mut self.pending);
+        self.pending_blobs = 0;
         if options.overwrite == Overwrite::IfChanged {
             // a file that holds the snapshot's contents gets its metadata at once, through the
             // descriptor it was checked by; a hard-linked one stays open for its later names
@@ -366,6 +377,7 @@ pub fn restore(
         options,
         progress,
         pending: Vec::with_capacity(BATCH_FILES),
+        pending_blobs: 0,
         index_reread: false,
         firsts: HashMap::new(),
         firsts_failed: HashSet::new(),
