@@ -154,6 +154,10 @@ impl Damage {
     }
 }
 
+/// Listings of the index a check makes at most, while segments vanish under it (each one a gc
+/// that compacted the index meanwhile).
+const INDEX_LISTINGS: usize = 8;
+
 /// Runs the check; `progress` counts packs checked and bytes read.
 pub fn check(repo: &Repository, subset: DataSubset, progress: &Progress) -> Result<CheckReport> {
     let mut report = CheckReport::default();
@@ -167,65 +171,92 @@ pub fn check(repo: &Repository, subset: DataSubset, progress: &Progress) -> Resu
     let mut indexed = HashSet::new();
     // Segments are read one at a time, so that memory does not grow with the index: the
     // rebuild just read every segment that opens and knows its lineage; one it does not know
-    // is damaged (or new), and is read here to say which.
+    // is damaged (or new), and is read here to say which. A gc running meanwhile deletes the
+    // segments it compacted once its own is stored: a segment gone since it was listed is not
+    // damage, and the index is listed again for the one that replaced it (packs already
+    // checked are not checked again).
     let known = repo.index().known_segments()?;
     let mut lineages = vec![];
-    for seg_id in repo.store().ids(ObjectKind::Index)? {
-        report.index_segments += 1;
-        match known.get(&seg_id) {
-            Some(k) => lineages.push((seg_id, k.lineage.clone())),
-            None => match repo.load_index(&seg_id) {
-                Ok(s) => lineages.push((seg_id, s.lineage)),
-                Err(e) => damage.add(format!("index {seg_id}"), e.to_string()),
-            },
-        }
-    }
-    // retired segments linger under an object lock or come back stored again; their packs may be gone
-    let retired = index::retired(lineages.iter().map(|(id, l)| (id, l)));
-    for (seg_id, _) in lineages.iter().filter(|(id, _)| !retired.contains(id)) {
-        let segment = match repo.load_index(seg_id) {
-            Ok(s) => s,
-            Err(e) => {
-                damage.add(format!("index {seg_id}"), e.to_string());
+    let mut listed = HashSet::new();
+    for _ in 0..INDEX_LISTINGS {
+        let mut vanished = false;
+        let mut new = vec![];
+        for seg_id in repo.store().ids(ObjectKind::Index)? {
+            if !listed.insert(seg_id) {
                 continue;
             }
-        };
-        let fresh: Vec<_> = segment
-            .packs
-            .into_iter()
-            .filter(|(p, _)| indexed.insert(*p))
-            .collect();
-        let results: Vec<_> = fresh
-            .par_iter()
-            .map(|(pack_id, listed)| {
-                progress.set_current(format_args!("pack {pack_id}"));
-                let size = pack_sizes.get(pack_id).copied();
-                let result = check_pack(repo, pack_id, listed, size, subset);
-                let read = matches!(result, Ok(true) | Err(PackFault::Blobs(_)));
-                progress.entry_done(if read { size.unwrap_or(0) } else { 0 });
-                result
-            })
-            .collect();
-        for ((pack_id, listed), result) in fresh.iter().zip(results) {
-            report.packs += 1;
-            match result {
-                Ok(read) => report.packs_read += read as u64,
-                Err(PackFault::Whole(e)) => {
-                    let key = format!("pack {pack_id}");
-                    for b in listed {
-                        damage.blobs.insert(b.id, key.clone());
+            report.index_segments += 1;
+            let lineage = match known.get(&seg_id) {
+                Some(k) => k.lineage.clone(),
+                None => match repo.load_index(&seg_id) {
+                    Ok(s) => s.lineage,
+                    Err(Error::Missing { .. }) => {
+                        vanished = true;
+                        continue;
                     }
-                    damage.add(key, e.to_string());
+                    Err(e) => {
+                        damage.add(format!("index {seg_id}"), e.to_string());
+                        continue;
+                    }
+                },
+            };
+            new.push(seg_id);
+            lineages.push((seg_id, lineage));
+        }
+        // retired segments linger under an object lock or come back stored again; their packs may be gone
+        let retired = index::retired(lineages.iter().map(|(id, l)| (id, l)));
+        for seg_id in new.iter().filter(|id| !retired.contains(*id)) {
+            let segment = match repo.load_index(seg_id) {
+                Ok(s) => s,
+                Err(Error::Missing { .. }) => {
+                    vanished = true;
+                    continue;
                 }
-                Err(PackFault::Blobs(bad)) => {
-                    report.packs_read += 1;
-                    for (id, e) in bad {
-                        let key = format!("blob {id} in pack {pack_id}");
-                        damage.blobs.insert(id, key.clone());
+                Err(e) => {
+                    damage.add(format!("index {seg_id}"), e.to_string());
+                    continue;
+                }
+            };
+            let fresh: Vec<_> = segment
+                .packs
+                .into_iter()
+                .filter(|(p, _)| indexed.insert(*p))
+                .collect();
+            let results: Vec<_> = fresh
+                .par_iter()
+                .map(|(pack_id, listed)| {
+                    progress.set_current(format_args!("pack {pack_id}"));
+                    let size = pack_sizes.get(pack_id).copied();
+                    let result = check_pack(repo, pack_id, listed, size, subset);
+                    let read = matches!(result, Ok(true) | Err(PackFault::Blobs(_)));
+                    progress.entry_done(if read { size.unwrap_or(0) } else { 0 });
+                    result
+                })
+                .collect();
+            for ((pack_id, listed), result) in fresh.iter().zip(results) {
+                report.packs += 1;
+                match result {
+                    Ok(read) => report.packs_read += read as u64,
+                    Err(PackFault::Whole(e)) => {
+                        let key = format!("pack {pack_id}");
+                        for b in listed {
+                            damage.blobs.insert(b.id, key.clone());
+                        }
                         damage.add(key, e.to_string());
+                    }
+                    Err(PackFault::Blobs(bad)) => {
+                        report.packs_read += 1;
+                        for (id, e) in bad {
+                            let key = format!("blob {id} in pack {pack_id}");
+                            damage.blobs.insert(id, key.clone());
+                            damage.add(key, e.to_string());
+                        }
                     }
                 }
             }
+        }
+        if !vanished {
+            break;
         }
     }
     report.unindexed_packs = pack_sizes.keys().filter(|p| !indexed.contains(*p)).count() as u64;
