@@ -152,6 +152,16 @@ impl Damage {
     fn add(&mut self, key: String, reason: String) {
         self.reasons.entry(key).or_insert(reason);
     }
+
+    /// Notes an index segment that could not be read; returns whether it is gone since it was
+    /// listed (a gc replaced it), which is not damage.
+    fn unreadable_segment(&mut self, id: &Id, e: Error) -> bool {
+        if matches!(e, Error::Missing { .. }) {
+            return true;
+        }
+        self.add(format!("index {id}"), e.to_string());
+        false
+    }
 }
 
 /// Listings of the index a check makes at most, while segments vanish under it (each one a gc
@@ -190,12 +200,8 @@ pub fn check(repo: &Repository, subset: DataSubset, progress: &Progress) -> Resu
                 Some(k) => k.lineage.clone(),
                 None => match repo.load_index(&seg_id) {
                     Ok(s) => s.lineage,
-                    Err(Error::Missing { .. }) => {
-                        vanished = true;
-                        continue;
-                    }
                     Err(e) => {
-                        damage.add(format!("index {seg_id}"), e.to_string());
+                        vanished |= damage.unreadable_segment(&seg_id, e);
                         continue;
                     }
                 },
@@ -208,12 +214,8 @@ pub fn check(repo: &Repository, subset: DataSubset, progress: &Progress) -> Resu
         for seg_id in new.iter().filter(|id| !retired.contains(*id)) {
             let segment = match repo.load_index(seg_id) {
                 Ok(s) => s,
-                Err(Error::Missing { .. }) => {
-                    vanished = true;
-                    continue;
-                }
                 Err(e) => {
-                    damage.add(format!("index {seg_id}"), e.to_string());
+                    vanished |= damage.unreadable_segment(seg_id, e);
                     continue;
                 }
             };
