@@ -167,3 +167,74 @@ fn report_names_affected_snapshots_and_paths_and_restore_does_the_rest() {
         b"added later"
     );
 }
+
+/// A gc that compacts the index while `check --read-data` reads packs deletes the segments the
+/// check listed: they are gone, not damaged, and the check reads the segment that replaced them.
+/// Each round makes several segments (one per backup), starts a check slowed by a download
+/// limit, and runs gc (its own process and cache) once the check reports a pack done.
+#[test]
+fn a_gc_compacting_the_index_during_a_check_is_not_damage() {
+    use std::io::BufRead;
+    let env = Env::empty();
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let gc_env = env.sharing(env.path("gc-cache"));
+    let mut raced = 0;
+    for round in 0..3u64 {
+        for n in 0..3 {
+            let name = format!("f{round}-{n}");
+            std::fs::write(src.join(name), noise(10 * round + n, 3 << 20)).unwrap();
+            env.backup(&[&src]);
+        }
+        let segments = env.objects.names("index").len();
+        let mut check = env
+            .cmd(&[
+                "--json",
+                "--progress-interval",
+                "100ms",
+                "--limit-download",
+                "4096",
+            ])
+            .args(["check", "--read-data"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(check.stdout.take().unwrap()).lines();
+        let mut summary = None;
+        for line in lines.by_ref() {
+            let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if event["message_type"] == "summary" {
+                summary = Some(event);
+                break;
+            }
+            if event["entries_done"].as_u64() > Some(0) {
+                gc_env.ok(&["gc"]);
+                break;
+            }
+        }
+        let report = summary.unwrap_or_else(|| {
+            let rest: Vec<String> = lines.map(Result::unwrap).collect();
+            serde_json::from_str(rest.last().expect("a summary")).unwrap()
+        });
+        let out = check.wait_with_output().unwrap();
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        assert_eq!(
+            report["problems"].as_array().unwrap().len(),
+            0,
+            "round {round}: {report}"
+        );
+        assert_eq!(report["unindexed_packs"], 0, "round {round}: {report}");
+        assert_eq!(
+            report["packs_read"], report["packs"],
+            "round {round}: {report}"
+        );
+        // the listed segments, then the one gc wrote: gc landed inside the check's pack phase
+        raced += u32::from(report["index_segments"] == segments + 1);
+    }
+    assert!(
+        raced > 0,
+        "gc never ran while the check read packs: slow the check down"
+    );
+}

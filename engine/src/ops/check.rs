@@ -164,6 +164,60 @@ impl Damage {
     }
 }
 
+/// What checking the packs of one index segment needs.
+struct PackCheck<'a> {
+    repo: &'a Repository,
+    /// Every stored pack's size.
+    sizes: &'a HashMap<Id, u64>,
+    subset: DataSubset,
+    progress: &'a Progress,
+}
+
+impl PackCheck<'_> {
+    /// Checks packs in parallel against the blobs their segment lists, and notes what is
+    /// damaged: the whole pack, or single blobs in it.
+    fn check(
+        &self,
+        packs: Vec<(Id, Vec<PackedBlob>)>,
+        report: &mut CheckReport,
+        damage: &mut Damage,
+    ) {
+        let results: Vec<_> = packs
+            .par_iter()
+            .map(|(pack_id, listed)| {
+                self.progress.set_current(format_args!("pack {pack_id}"));
+                let size = self.sizes.get(pack_id).copied();
+                let result = check_pack(self.repo, pack_id, listed, size, self.subset);
+                let read = matches!(result, Ok(true) | Err(PackFault::Blobs(_)));
+                self.progress
+                    .entry_done(if read { size.unwrap_or(0) } else { 0 });
+                result
+            })
+            .collect();
+        for ((pack_id, listed), result) in packs.iter().zip(results) {
+            report.packs += 1;
+            match result {
+                Ok(read) => report.packs_read += read as u64,
+                Err(PackFault::Whole(e)) => {
+                    let key = format!("pack {pack_id}");
+                    for b in listed {
+                        damage.blobs.insert(b.id, key.clone());
+                    }
+                    damage.add(key, e.to_string());
+                }
+                Err(PackFault::Blobs(bad)) => {
+                    report.packs_read += 1;
+                    for (id, e) in bad {
+                        let key = format!("blob {id} in pack {pack_id}");
+                        damage.blobs.insert(id, key.clone());
+                        damage.add(key, e.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Listings of the index a check makes at most, while segments vanish under it (each one a gc
 /// that compacted the index meanwhile).
 const INDEX_LISTINGS: usize = 8;
@@ -178,6 +232,12 @@ pub fn check(repo: &Repository, subset: DataSubset, progress: &Progress) -> Resu
     let pack_sizes: HashMap<Id, u64> = repo.store().list(ObjectKind::Pack)?.into_iter().collect();
     let read_all = matches!(subset, DataSubset::All).then(|| pack_sizes.values().sum());
     progress.set_totals(pack_sizes.len() as u64, read_all.unwrap_or(0));
+    let packs = PackCheck {
+        repo,
+        sizes: &pack_sizes,
+        subset,
+        progress,
+    };
     let mut indexed = HashSet::new();
     // Segments are read one at a time, so that memory does not grow with the index: the
     // rebuild just read every segment that opens and knows its lineage; one it does not know
@@ -219,43 +279,11 @@ pub fn check(repo: &Repository, subset: DataSubset, progress: &Progress) -> Resu
                     continue;
                 }
             };
-            let fresh: Vec<_> = segment
+            let fresh = segment
                 .packs
                 .into_iter()
-                .filter(|(p, _)| indexed.insert(*p))
-                .collect();
-            let results: Vec<_> = fresh
-                .par_iter()
-                .map(|(pack_id, listed)| {
-                    progress.set_current(format_args!("pack {pack_id}"));
-                    let size = pack_sizes.get(pack_id).copied();
-                    let result = check_pack(repo, pack_id, listed, size, subset);
-                    let read = matches!(result, Ok(true) | Err(PackFault::Blobs(_)));
-                    progress.entry_done(if read { size.unwrap_or(0) } else { 0 });
-                    result
-                })
-                .collect();
-            for ((pack_id, listed), result) in fresh.iter().zip(results) {
-                report.packs += 1;
-                match result {
-                    Ok(read) => report.packs_read += read as u64,
-                    Err(PackFault::Whole(e)) => {
-                        let key = format!("pack {pack_id}");
-                        for b in listed {
-                            damage.blobs.insert(b.id, key.clone());
-                        }
-                        damage.add(key, e.to_string());
-                    }
-                    Err(PackFault::Blobs(bad)) => {
-                        report.packs_read += 1;
-                        for (id, e) in bad {
-                            let key = format!("blob {id} in pack {pack_id}");
-                            damage.blobs.insert(id, key.clone());
-                            damage.add(key, e.to_string());
-                        }
-                    }
-                }
-            }
+                .filter(|(p, _)| indexed.insert(*p));
+            packs.check(fresh.collect(), &mut report, &mut damage);
         }
         if !vanished {
             break;
