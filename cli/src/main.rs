@@ -158,7 +158,27 @@ fn init_logging(verbose: u8, format: LogFormat) {
     }
 }
 
+/// Has glibc give every buffer of 4 MiB or more back to the system when it is freed. By default
+/// glibc raises that threshold after the first such free, so that the 16 MiB packs read and
+/// written afterwards stay in per-thread arenas: peak memory then grows with the length of the
+/// run (`benches/SCALE.md`; on 3 M blobs gc's peak went from 409 to 313 MB, copy's from 429 to
+/// 286 MB). Freed memory below that size is trimmed only beyond 32 MiB, so that small buffers do
+/// not cost a system call each.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    use nix::libc::{M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, mallopt};
+    // SAFETY: runs first in `main`, before any other thread; it only sets two allocator limits
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 4 << 20);
+        mallopt(M_TRIM_THRESHOLD, 32 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.log_format);
     let g = &cli.global;
