@@ -72,8 +72,14 @@ fn cache_bytes() -> usize {
 /// blocks live in the one block cache (partitioned, so only their top level is pinned) rather
 /// than in memory that grows with the number of entries.
 fn db_options() -> Options {
+    db_options_within(cache_bytes(), 16 << 20)
+}
+
+/// [`db_options`] with a block cache of `cache` bytes and two memtables of `memtable` bytes
+/// each: the memory a database of any size holds.
+pub(crate) fn db_options_within(cache: usize, memtable: usize) -> Options {
     let mut table = BlockBasedOptions::default();
-    table.set_block_cache(&Cache::new_lru_cache(cache_bytes()));
+    table.set_block_cache(&Cache::new_lru_cache(cache));
     table.set_bloom_filter(10.0, false);
     table.set_partition_filters(true);
     table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
@@ -86,8 +92,8 @@ fn db_options() -> Options {
     o.set_block_based_table_factory(&table);
     // Keys and values are random hashes: compression would only cost time.
     o.set_compression_type(rocksdb::DBCompressionType::None);
-    // memtables: at most 2 x 16 MiB while a large index is written (a cache rebuild)
-    o.set_write_buffer_size(16 << 20);
+    // memtables: at most two while a large index is written (a cache rebuild)
+    o.set_write_buffer_size(memtable);
     o.set_max_write_buffer_number(2);
     o.set_max_open_files(256);
     o.set_keep_log_file_num(2);

@@ -33,6 +33,9 @@ use crate::repository::segments::{self, ActiveSegments};
 use crate::repository::session;
 use crate::repository::store::ObjectKind;
 
+mod live_set;
+use live_set::LiveSet;
+
 /// Settings of a gc run.
 #[derive(Clone, Copy, Debug)]
 pub struct GcOptions {
@@ -282,63 +285,48 @@ fn process_alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
-/// Every blob reachable from a snapshot: trees exactly (they steer the walk), data blobs by the
-/// first 8 bytes of their ids in a sorted vector — 8 bytes a blob instead of a hash set's ~100.
-/// A dead blob whose id shares those bytes with a live one (odds about n²/2⁶⁵) counts as live
-/// and is kept: an error that only ever keeps garbage.
-struct LiveSet {
-    trees: HashSet<Id>,
-    data: Vec<u64>,
-}
-
-fn id_prefix(id: &Id) -> u64 {
-    u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"))
-}
-
-impl LiveSet {
-    fn contains(&self, id: &Id) -> bool {
-        self.trees.contains(id) || self.data.binary_search(&id_prefix(id)).is_ok()
-    }
-
-    fn len(&self) -> usize {
-        self.trees.len() + self.data.len()
-    }
-}
-
 /// The live set of every snapshot listed now, reading one tree at a time. Any snapshot or tree
 /// that cannot be read stops the run: gc never deletes while unsure what is live.
-fn live_set(repo: &Repository, report: &mut GcReport, progress: &Progress) -> Result<LiveSet> {
-    let mut live = LiveSet {
-        trees: HashSet::new(),
-        data: vec![],
-    };
+/// At most `budget` data blobs are held in memory (see [`LiveSet`]).
+fn live_set(
+    repo: &Repository,
+    report: &mut GcReport,
+    progress: &Progress,
+    budget: usize,
+) -> Result<LiveSet> {
+    let mut live = LiveSet::new(budget);
+    // a large live set spills next to the local cache, on the disk that holds it already
+    let index = repo.index().path();
+    let spill_dir = index.parent().unwrap_or(index);
     let mut stack = vec![];
     for (id, _) in repo.store().list(ObjectKind::Snapshot)? {
         let snap = Snapshot::load(repo, &id)?;
         report.snapshots += 1;
         stack.push(snap.tree);
     }
-    let mut distinct = 0;
     while let Some(tree_id) = stack.pop() {
-        if !live.trees.insert(tree_id) {
+        if !live.add_tree(tree_id) {
             continue;
         }
         progress.entry_done(0);
         for node in Tree::load(repo, &tree_id)?.nodes {
-            live.data.extend(node.content.iter().map(id_prefix));
+            live.add_data(&node.content, spill_dir)?;
             stack.extend(node.subtree);
         }
-        // unchanged files of changed folders repeat across snapshots: drop repeats as they pile up
-        if live.data.len() > 2 * distinct + (1 << 20) {
-            live.data.sort_unstable();
-            live.data.dedup();
-            distinct = live.data.len();
+    }
+    live.finish();
+    report.live_blobs = live.len()?;
+    Ok(live)
+}
+
+/// Whether any of `blobs` is live.
+fn any_live(live: &LiveSet, blobs: &[PackedBlob]) -> Result<bool> {
+    for b in blobs {
+        if live.contains(&b.id)? {
+            return Ok(true);
         }
     }
-    live.data.sort_unstable();
-    live.data.dedup();
-    report.live_blobs = live.len() as u64;
-    Ok(live)
+    Ok(false)
 }
 
 /// How much later than a mark (or a pack) a writer session may have begun and still not have
@@ -376,7 +364,7 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
     let marks = load_marks(repo)?;
     let marked = marked_packs(&marks);
     progress.set_current("finding the data snapshots need (entries: trees read)");
-    let live = live_set(repo, &mut report, progress)?;
+    let live = live_set(repo, &mut report, progress, live_set::IN_MEMORY)?;
     progress.set_current("reading the index: live bytes per pack");
 
     // The index as the repository holds it now; segments written later by backups survive.
@@ -404,11 +392,16 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
     let mut at_risk: HashMap<Id, Vec<Id>> = HashMap::new();
     index.for_each_pack(|pack, blobs| {
         let total = blobs.iter().map(|b| b.length as u64).sum();
-        let live_blobs = blobs.iter().filter(|b| live.contains(&b.id));
-        let alive = live_blobs.clone().map(|b| b.length as u64).sum();
+        let mut live_blobs = vec![];
+        for b in blobs {
+            if live.contains(&b.id)? {
+                live_blobs.push(b);
+            }
+        }
+        let alive = live_blobs.iter().map(|b| b.length as u64).sum();
         figures.insert(*pack, (total, alive));
         if due_packs.contains(pack) {
-            at_risk.insert(*pack, live_blobs.map(|b| b.id).collect());
+            at_risk.insert(*pack, live_blobs.iter().map(|b| b.id).collect());
         }
         Ok(())
     })?;
@@ -476,14 +469,19 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
             continue;
         }
         // the whole pack, each blob verified: a planted or decayed pack must not count as a copy
-        match repair::read_pack(repo, pack).map(repair::PackRead::into_intact) {
+        let read = repair::read_pack(repo, pack).map(repair::PackRead::into_intact);
+        let holds_live = match &read {
+            Ok(blobs) => any_live(&live, blobs)?,
+            Err(_) => false,
+        };
+        match read {
             Err(e) => {
                 tracing::warn!(
                     "pack {pack} is in no index and its header cannot be read; it is kept: {e}"
                 );
                 report.packs_unreadable += 1;
             }
-            Ok(blobs) if blobs.iter().any(|b| live.contains(&b.id)) => {
+            Ok(blobs) if holds_live => {
                 report.packs_adopted += 1;
                 adopted.push((*pack, blobs));
             }
@@ -504,7 +502,10 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
                 .store()
                 .get_bounded(&ObjectKind::Pack.path(pack), ObjectKind::Pack.max_size())?
                 .ok_or_else(|| Error::damaged("pack", pack, "it is missing from the repository"))?;
-            for b in entries.iter().filter(|b| live.contains(&b.id)) {
+            for b in entries {
+                if !live.contains(&b.id)? {
+                    continue;
+                }
                 let plain = pack::open_blob_in(repo.keys(), pack, &bytes, 0, b)?;
                 packer.save_with_id(b.kind, b.id, &plain)?;
                 progress.add_bytes(plain.len() as u64);
@@ -804,30 +805,55 @@ mod tests {
     }
 
     #[test]
-    fn the_live_set_never_misses_a_live_blob() {
-        let id = |n: u8, tail: u8| {
-            let mut b = [0; 32];
-            b[0] = n;
-            b[31] = tail;
-            Id(b)
-        };
-        let mut data: Vec<u64> = [id(3, 0), id(1, 0), id(3, 0)]
-            .iter()
-            .map(id_prefix)
-            .collect();
-        data.sort_unstable();
-        data.dedup();
-        let live = LiveSet {
-            trees: HashSet::from([id(9, 9)]),
-            data,
-        };
-        assert_eq!(live.len(), 3);
-        for present in [id(1, 0), id(3, 0), id(9, 9)] {
-            assert!(live.contains(&present));
+    fn a_live_set_kept_on_disk_answers_as_the_one_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = small_packs_repo(dir.path());
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        for (name, seed) in [("a", 1), ("b", 2)] {
+            std::fs::write(data.join(name), noise(seed, 300_000)).unwrap();
         }
-        assert!(!live.contains(&id(2, 0)));
-        assert!(!live.contains(&id(9, 8)), "trees are matched exactly");
-        // a data blob sharing the first 8 bytes of a live one is kept: never the reverse
-        assert!(live.contains(&id(1, 7)));
+        let options = BackupOptions::default();
+        backup::backup(
+            &repo,
+            std::slice::from_ref(&data),
+            &options,
+            &Progress::default(),
+        )
+        .unwrap();
+        std::fs::write(data.join("b"), noise(3, 300_000)).unwrap();
+        backup::backup(&repo, &[data], &options, &Progress::default()).unwrap();
+
+        let walk = |budget| {
+            let mut report = GcReport::default();
+            let live = live_set(&repo, &mut report, &Progress::default(), budget).unwrap();
+            (live, report.live_blobs)
+        };
+        let (in_memory, count) = walk(live_set::IN_MEMORY);
+        let (on_disk, count_on_disk) = walk(1);
+        let cache = repo.index().path().parent().unwrap();
+        let spilled = || std::fs::read_dir(cache).unwrap().count();
+        assert_eq!(spilled(), 2, "the index cache and the spilled live set");
+        assert_eq!(count_on_disk, count);
+        let (mut indexed, mut live) = (0, 0);
+        let mut index = ActiveSegments::of(&repo, 0).unwrap();
+        index
+            .for_each_pack(|_, blobs| {
+                for b in blobs {
+                    let kept = in_memory.contains(&b.id)?;
+                    assert_eq!(on_disk.contains(&b.id)?, kept, "blob {}", b.id);
+                    indexed += 1;
+                    live += u64::from(kept);
+                }
+                Ok(())
+            })
+            .unwrap();
+        // both snapshots' blobs: the trees of each, and a, b and b's replacement
+        assert_eq!(live, count);
+        assert!(indexed > 60 && live == indexed, "{live} of {indexed}");
+        let unknown = Id([0xab; 32]);
+        assert!(!in_memory.contains(&unknown).unwrap() && !on_disk.contains(&unknown).unwrap());
+        drop(on_disk);
+        assert_eq!(spilled(), 1, "the spilled live set is deleted with it");
     }
 }
