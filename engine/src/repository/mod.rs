@@ -26,7 +26,7 @@ pub mod store;
 pub mod trees;
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use object_store::path::Path as ObjectPath;
@@ -146,6 +146,8 @@ pub struct Repository {
     key_id: Id,
     config: Config,
     index: LocalIndex,
+    /// This repository's folder in the cache base (`<cache>/<repository id>`).
+    cache: PathBuf,
     /// Local copies of tree packs, for remote stores.
     tree_packs: Option<PackCache>,
     /// How many times the local index was rebuilt after a failed read, guarding the rebuild
@@ -222,6 +224,7 @@ impl Repository {
             key_id,
             config,
             index,
+            cache,
         })
     }
 
@@ -292,6 +295,11 @@ impl Repository {
     /// The local index cache.
     pub fn index(&self) -> &LocalIndex {
         &self.index
+    }
+
+    /// This repository's folder in the local cache, for work files that outgrow memory.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
     }
 
     /// Seals `plaintext` and stores it under the hash of its stored bytes.

@@ -41,6 +41,25 @@ struct Spilled {
     dir: tempfile::TempDir,
 }
 
+/// The name of every spilled database's folder starts with this.
+const SPILL_PREFIX: &str = "gc-live-";
+
+/// Deletes the spilled databases of gc runs that were killed (only one gc runs at a time).
+pub fn remove_leftovers(spill_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(spill_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let leftover = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SPILL_PREFIX);
+        if leftover && let Err(e) = std::fs::remove_dir_all(entry.path()) {
+            tracing::warn!(folder = %entry.path().display(), error = %e, "cannot delete the live set of an interrupted gc; delete it by hand");
+        }
+    }
+}
+
 fn id_prefix(id: &Id) -> u64 {
     u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"))
 }
@@ -104,7 +123,7 @@ impl LiveSet {
             none => {
                 std::fs::create_dir_all(spill_dir).map_err(|e| Error::io(spill_dir, e))?;
                 let dir = tempfile::Builder::new()
-                    .prefix("gc-live-")
+                    .prefix(SPILL_PREFIX)
                     .tempdir_in(spill_dir)
                     .map_err(|e| Error::io(spill_dir, e))?;
                 tracing::info!(folder = %dir.path().display(), "the live set is large; keeping it on disk");
@@ -241,5 +260,21 @@ mod tests {
             0,
             "the database is deleted"
         );
+    }
+
+    #[test]
+    fn the_live_set_of_a_killed_gc_is_deleted_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut live = LiveSet::new(1);
+        live.add_data(&[id(1, 0)], dir.path()).unwrap();
+        live.add_data(&[id(2, 0)], dir.path()).unwrap();
+        std::mem::forget(live); // as a killed process leaves it
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        remove_leftovers(dir.path());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["index"], "only the spilled live set goes");
     }
 }

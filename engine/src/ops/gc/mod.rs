@@ -295,9 +295,9 @@ fn live_set(
     budget: usize,
 ) -> Result<LiveSet> {
     let mut live = LiveSet::new(budget);
-    // a large live set spills next to the local cache, on the disk that holds it already
-    let index = repo.index().path();
-    let spill_dir = index.parent().unwrap_or(index);
+    // a large live set spills into the local cache, on the disk that holds it already
+    let spill_dir = repo.cache_dir();
+    live_set::remove_leftovers(spill_dir);
     let mut stack = vec![];
     for (id, _) in repo.store().list(ObjectKind::Snapshot)? {
         let snap = Snapshot::load(repo, &id)?;
@@ -831,8 +831,7 @@ mod tests {
         };
         let (in_memory, count) = walk(live_set::IN_MEMORY);
         let (on_disk, count_on_disk) = walk(1);
-        let cache = repo.index().path().parent().unwrap();
-        let spilled = || std::fs::read_dir(cache).unwrap().count();
+        let spilled = || std::fs::read_dir(repo.cache_dir()).unwrap().count();
         assert_eq!(spilled(), 2, "the index cache and the spilled live set");
         assert_eq!(count_on_disk, count);
         let (mut indexed, mut live) = (0, 0);
