@@ -192,6 +192,10 @@ impl LiveSet {
 mod tests {
     use super::*;
 
+    fn entries(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
     fn id(n: u8, tail: u8) -> Id {
         let mut b = [0; 32];
         b[0] = n;
@@ -219,11 +223,7 @@ mod tests {
         );
         // a data blob sharing the first 8 bytes of a live one is kept: never the reverse
         assert!(live.contains(&id(1, 7)).unwrap());
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "nothing spilled"
-        );
+        assert_eq!(entries(dir.path()), 0, "nothing spilled");
     }
 
     #[test]
@@ -237,11 +237,7 @@ mod tests {
         }
         live.finish();
         assert!(live.data.len() <= 4, "memory holds at most the budget");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "one spill database"
-        );
+        assert_eq!(entries(dir.path()), 1, "one spill database");
         for n in 0..40u8 {
             assert!(live.contains(&id(n, 0)).unwrap(), "blob {n}");
             assert!(
@@ -255,11 +251,7 @@ mod tests {
         // 40 + 20 distinct blobs, counted once whether in memory, on disk or both
         assert_eq!(live.len().unwrap(), 60);
         drop(live);
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "the database is deleted"
-        );
+        assert_eq!(entries(dir.path()), 0, "the database is deleted");
     }
 
     #[test]
