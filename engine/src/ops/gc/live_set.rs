@@ -13,6 +13,7 @@ use rocksdb::{DB, IngestExternalFileOptions, SstFileWriter};
 
 use crate::error::{Error, Result};
 use crate::format::id::Id;
+use crate::format::pack::PackedBlob;
 use crate::repository::local_index;
 
 /// Data blobs held in memory before the live set moves to disk: 32 MiB of prefixes. Looking a
@@ -162,6 +163,17 @@ impl LiveSet {
             Some(s) => s.db.get_pinned(prefix.to_be_bytes())?.is_some(),
             None => false,
         })
+    }
+
+    /// The live ones of `blobs`.
+    pub fn live_in<'a>(&self, blobs: &'a [PackedBlob]) -> Result<Vec<&'a PackedBlob>> {
+        let mut live = vec![];
+        for b in blobs {
+            if self.contains(&b.id)? {
+                live.push(b);
+            }
+        }
+        Ok(live)
     }
 
     /// Live blobs counted: trees, and data blobs by their distinct prefixes.

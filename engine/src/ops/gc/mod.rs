@@ -319,16 +319,6 @@ fn live_set(
     Ok(live)
 }
 
-/// Whether any of `blobs` is live.
-fn any_live(live: &LiveSet, blobs: &[PackedBlob]) -> Result<bool> {
-    for b in blobs {
-        if live.contains(&b.id)? {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// How much later than a mark (or a pack) a writer session may have begun and still not have
 /// seen it: the slack for the different clocks behind those times.
 const SESSION_MARGIN: Duration = Duration::minutes(5);
@@ -392,12 +382,7 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
     let mut at_risk: HashMap<Id, Vec<Id>> = HashMap::new();
     index.for_each_pack(|pack, blobs| {
         let total = blobs.iter().map(|b| b.length as u64).sum();
-        let mut live_blobs = vec![];
-        for b in blobs {
-            if live.contains(&b.id)? {
-                live_blobs.push(b);
-            }
-        }
+        let live_blobs = live.live_in(blobs)?;
         let alive = live_blobs.iter().map(|b| b.length as u64).sum();
         figures.insert(*pack, (total, alive));
         if due_packs.contains(pack) {
@@ -471,7 +456,7 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
         // the whole pack, each blob verified: a planted or decayed pack must not count as a copy
         let read = repair::read_pack(repo, pack).map(repair::PackRead::into_intact);
         let holds_live = match &read {
-            Ok(blobs) => any_live(&live, blobs)?,
+            Ok(blobs) => !live.live_in(blobs)?.is_empty(),
             Err(_) => false,
         };
         match read {
@@ -502,10 +487,7 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
                 .store()
                 .get_bounded(&ObjectKind::Pack.path(pack), ObjectKind::Pack.max_size())?
                 .ok_or_else(|| Error::damaged("pack", pack, "it is missing from the repository"))?;
-            for b in entries {
-                if !live.contains(&b.id)? {
-                    continue;
-                }
+            for b in live.live_in(entries)? {
                 let plain = pack::open_blob_in(repo.keys(), pack, &bytes, 0, b)?;
                 packer.save_with_id(b.kind, b.id, &plain)?;
                 progress.add_bytes(plain.len() as u64);
@@ -707,6 +689,12 @@ mod tests {
         packs
     }
 
+    /// Backs `data` up with the default options.
+    fn back_up(repo: &Repository, data: &std::path::Path) {
+        let data = [data.to_owned()];
+        backup::backup(repo, &data, &BackupOptions::default(), &Progress::default()).unwrap();
+    }
+
     #[test]
     fn compaction_writes_bounded_segments_and_keeps_every_pack_reachable() {
         let dir = tempfile::tempdir().unwrap();
@@ -714,13 +702,7 @@ mod tests {
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("a"), noise(1, 600_000)).unwrap();
-        backup::backup(
-            &repo,
-            &[data],
-            &BackupOptions::default(),
-            &Progress::default(),
-        )
-        .unwrap();
+        back_up(&repo, &data);
         let packs = pack_count(&mut ActiveSegments::of(&repo, 0).unwrap());
         assert!(packs > 20, "{packs} packs");
 
@@ -768,8 +750,7 @@ mod tests {
             let data = dir.path().join(name);
             std::fs::create_dir(&data).unwrap();
             std::fs::write(data.join("f"), noise(seed, 100_000)).unwrap();
-            let options = BackupOptions::default();
-            backup::backup(&repo, &[data], &options, &Progress::default()).unwrap();
+            back_up(&repo, &data);
         };
         backup("a", 1);
         for _ in 0..2 {
@@ -813,16 +794,9 @@ mod tests {
         for (name, seed) in [("a", 1), ("b", 2)] {
             std::fs::write(data.join(name), noise(seed, 300_000)).unwrap();
         }
-        let options = BackupOptions::default();
-        backup::backup(
-            &repo,
-            std::slice::from_ref(&data),
-            &options,
-            &Progress::default(),
-        )
-        .unwrap();
+        back_up(&repo, &data);
         std::fs::write(data.join("b"), noise(3, 300_000)).unwrap();
-        backup::backup(&repo, &[data], &options, &Progress::default()).unwrap();
+        back_up(&repo, &data);
 
         let walk = |budget| {
             let mut report = GcReport::default();
