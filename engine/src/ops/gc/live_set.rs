@@ -9,7 +9,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use rocksdb::{DB, IngestExternalFileOptions, SstFileWriter};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, DEFAULT_COLUMN_FAMILY_NAME, IngestExternalFileOptions,
+    SstFileWriter,
+};
 
 use crate::error::{Error, Result};
 use crate::format::id::Id;
@@ -20,6 +23,13 @@ use crate::repository::local_index;
 /// blob up on disk costs a few microseconds (a gc of 3 M live blobs took 57 s with 2 M of them
 /// in memory, 35 s with all), so the budget is as large as the memory it saves is worth.
 pub const IN_MEMORY: usize = 1 << 22;
+
+/// Blobs looked up on disk together by a [`Sweep`]: 128 Ki blobs, about 7 MiB queued.
+pub const SWEEP_BATCH: usize = 1 << 17;
+
+/// Look-ups handed to the spilled database at once. In key order, the blocks one call reads
+/// are still cached for the next.
+const ASKED_AT_ONCE: usize = 1024;
 
 /// The spilled database's block cache. Its memtables stay empty: spills go in as table files.
 const SPILL_CACHE: usize = 8 << 20;
@@ -58,6 +68,54 @@ pub fn remove_leftovers(spill_dir: &Path) {
         if leftover && let Err(e) = std::fs::remove_dir_all(entry.path()) {
             tracing::warn!(folder = %entry.path().display(), error = %e, "cannot delete the live set of an interrupted gc; delete it by hand");
         }
+    }
+}
+
+/// See [`LiveSet::sweep`]; [`finish`](Self::finish) answers for the packs still queued.
+pub struct Sweep<'a, F> {
+    live: &'a LiveSet,
+    queued: Vec<(Id, Vec<PackedBlob>)>,
+    blobs: usize,
+    batch: usize,
+    f: F,
+}
+
+impl<F> Sweep<'_, F>
+where
+    F: FnMut(&Id, &[PackedBlob], Vec<&PackedBlob>) -> Result<()>,
+{
+    /// Adds one pack.
+    pub fn push(&mut self, pack: &Id, blobs: &[PackedBlob]) -> Result<()> {
+        // queued only to share reads with others, and then copied
+        if self.live.spilled.is_none() || (self.queued.is_empty() && blobs.len() >= self.batch) {
+            return (self.f)(pack, blobs, self.live.live_in(blobs)?);
+        }
+        self.queued.push((*pack, blobs.to_vec()));
+        self.blobs += blobs.len();
+        if self.blobs >= self.batch {
+            self.settle()?;
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        let ids = (self.queued.iter()).flat_map(|(_, blobs)| blobs.iter().map(|b| &b.id));
+        let mut live = self.live.which_live(ids)?.into_iter();
+        for (pack, blobs) in self.queued.drain(..) {
+            let live_blobs = (blobs.iter())
+                .zip(live.by_ref())
+                .filter(|(_, l)| *l)
+                .map(|(b, _)| b)
+                .collect();
+            (self.f)(&pack, &blobs, live_blobs)?;
+        }
+        self.blobs = 0;
+        Ok(())
+    }
+
+    /// Answers for the packs still queued.
+    pub fn finish(mut self) -> Result<()> {
+        self.settle()
     }
 }
 
@@ -128,7 +186,10 @@ impl LiveSet {
                     .tempdir_in(spill_dir)
                     .map_err(|e| Error::io(spill_dir, e))?;
                 tracing::info!(folder = %dir.path().display(), "the live set is large; keeping it on disk");
-                let db = DB::open(&options, dir.path().join("db"))?;
+                // opened by its column, whose handle batched look-ups need
+                let column =
+                    ColumnFamilyDescriptor::new(DEFAULT_COLUMN_FAMILY_NAME, options.clone());
+                let db = DB::open_cf_descriptors(&options, dir.path().join("db"), [column])?;
                 none.insert(Spilled { db, runs: 0, dir })
             }
         };
@@ -147,33 +208,78 @@ impl LiveSet {
         Ok(())
     }
 
-    /// Ends the adding: after this, [`contains`](Self::contains) answers for every blob added.
+    /// Ends the adding: after this, the set answers for every blob added.
     pub fn finish(&mut self) {
         self.sort();
         self.data.shrink_to_fit();
     }
 
-    /// Whether a blob is live (or shares its first 8 bytes with a live data blob).
+    /// Whether a blob is live (or shares its first 8 bytes with a live data blob); gc asks
+    /// for many at a time ([`live_in`](Self::live_in), [`sweep`](Self::sweep)).
+    #[cfg(test)]
     pub fn contains(&self, id: &Id) -> Result<bool> {
-        let prefix = id_prefix(id);
-        if self.trees.contains(id) || self.data.binary_search(&prefix).is_ok() {
-            return Ok(true);
+        Ok(self.which_live([id].into_iter())?[0])
+    }
+
+    /// Whether each of `ids` is live, in their order. The ones that only the disk can answer
+    /// are looked up there together, in key order, so that each block of the spilled database
+    /// is read once for all of them rather than once for each.
+    fn which_live<'a>(&self, ids: impl Iterator<Item = &'a Id>) -> Result<Vec<bool>> {
+        let mut live = vec![];
+        // (key on disk, index in `live`) of the blobs not found in memory
+        let mut asked: Vec<([u8; 8], usize)> = vec![];
+        for id in ids {
+            let prefix = id_prefix(id);
+            let known = self.trees.contains(id) || self.data.binary_search(&prefix).is_ok();
+            if !known && self.spilled.is_some() {
+                asked.push((prefix.to_be_bytes(), live.len()));
+            }
+            live.push(known);
         }
-        Ok(match &self.spilled {
-            Some(s) => s.db.get_pinned(prefix.to_be_bytes())?.is_some(),
-            None => false,
-        })
+        let Some(spilled) = &self.spilled else {
+            return Ok(live);
+        };
+        asked.sort_unstable();
+        let column = (spilled.db.cf_handle(DEFAULT_COLUMN_FAMILY_NAME)).ok_or_else(|| {
+            Error::Invalid("the live set kept on disk lost its column; run gc again".into())
+        })?;
+        // a few at a time: each answer pins its block in the cache until it is dropped
+        for chunk in asked.chunks(ASKED_AT_ONCE) {
+            let keys = chunk.iter().map(|(key, _)| key);
+            let answers = spilled.db.batched_multi_get_cf(column, keys, true);
+            for ((_, i), answer) in chunk.iter().zip(answers) {
+                live[*i] = answer?.is_some();
+            }
+        }
+        Ok(live)
     }
 
     /// The live ones of `blobs`.
     pub fn live_in<'a>(&self, blobs: &'a [PackedBlob]) -> Result<Vec<&'a PackedBlob>> {
-        let mut live = vec![];
-        for b in blobs {
-            if self.contains(&b.id)? {
-                live.push(b);
-            }
+        let live = self.which_live(blobs.iter().map(|b| &b.id))?;
+        Ok(blobs
+            .iter()
+            .zip(live)
+            .filter(|(_, l)| *l)
+            .map(|(b, _)| b)
+            .collect())
+    }
+
+    /// A sweep over many packs that calls `f` with each pack, its blobs and its live blobs.
+    /// While the set is on disk, packs are queued until they hold `batch` blobs (see
+    /// [`SWEEP_BATCH`]) and looked up together: packs of large chunks hold a few blobs each,
+    /// too few to share the reads of the database's blocks. Otherwise each is answered at once.
+    pub fn sweep<F>(&self, batch: usize, f: F) -> Sweep<'_, F>
+    where
+        F: FnMut(&Id, &[PackedBlob], Vec<&PackedBlob>) -> Result<()>,
+    {
+        Sweep {
+            live: self,
+            queued: vec![],
+            blobs: 0,
+            batch,
+            f,
         }
-        Ok(live)
     }
 
     /// Live blobs counted: trees, and data blobs by their distinct prefixes.
@@ -264,6 +370,65 @@ mod tests {
         assert_eq!(live.len().unwrap(), 60);
         drop(live);
         assert_eq!(entries(dir.path()), 0, "the database is deleted");
+    }
+
+    #[test]
+    fn a_sweep_finds_the_live_blobs_of_every_pack_whether_queued_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = |n: u8, tail: u8| PackedBlob {
+            kind: crate::format::blob::BlobKind::Data,
+            id: id(n, tail),
+            offset: 0,
+            length: u32::from(n),
+            raw_len: 0,
+        };
+        // packs of 0 to 4 blobs, live and dead, a tree among them
+        let packs: Vec<(Id, Vec<PackedBlob>)> = (0..20u8)
+            .map(|p| {
+                let blobs = (0..p % 5).map(|k| blob(p * 3 + k, 0)).collect();
+                (id(p, 99), blobs)
+            })
+            .chain([(id(99, 99), vec![blob(200, 1), blob(200, 2)])])
+            .collect();
+        // live: data blobs n and n + 1 for every third n below 60, and the tree
+        let is_live = |b: &PackedBlob| b.id == id(200, 1) || (b.id.0[0] < 60 && b.id.0[0] % 3 != 2);
+        let expected: Vec<(Id, Vec<Id>)> = (packs.iter())
+            .map(|(p, blobs)| {
+                (
+                    *p,
+                    blobs.iter().filter(|b| is_live(b)).map(|b| b.id).collect(),
+                )
+            })
+            .collect();
+        assert!(expected.iter().any(|(_, k)| k.is_empty()));
+        assert!(expected.iter().any(|(_, k)| k.len() < 3 && k.len() > 1));
+        for batch in [1, 3, 1000] {
+            for spilled in [false, true] {
+                let mut live = LiveSet::new(if spilled { 4 } else { IN_MEMORY });
+                for n in (0..60u8).step_by(3) {
+                    live.add_data(&[id(n, 0), id(n + 1, 0)], dir.path())
+                        .unwrap();
+                }
+                live.add_tree(id(200, 1));
+                live.finish();
+                assert_eq!(live.spilled.is_some(), spilled);
+                let mut seen = vec![];
+                let mut sweep = live.sweep(batch, |pack, blobs, kept| {
+                    assert_eq!(
+                        blobs,
+                        packs[seen.len()].1,
+                        "the blobs of the pack, in order"
+                    );
+                    seen.push((*pack, kept.iter().map(|b| b.id).collect()));
+                    Ok(())
+                });
+                for (pack, blobs) in &packs {
+                    sweep.push(pack, blobs).unwrap();
+                }
+                sweep.finish().unwrap();
+                assert_eq!(seen, expected, "batch {batch}, spilled {spilled}");
+            }
+        }
     }
 
     #[test]

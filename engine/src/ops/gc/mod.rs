@@ -380,16 +380,17 @@ pub fn run(repo: &Repository, options: GcOptions, progress: &Progress) -> Result
     // Pass 1: stored and live bytes of every pack; the live blobs of packs due for deletion.
     let mut figures: HashMap<Id, (u64, u64)> = HashMap::new();
     let mut at_risk: HashMap<Id, Vec<Id>> = HashMap::new();
-    index.for_each_pack(|pack, blobs| {
+    let mut sweep = live.sweep(live_set::SWEEP_BATCH, |pack, blobs, live_blobs| {
         let total = blobs.iter().map(|b| b.length as u64).sum();
-        let live_blobs = live.live_in(blobs)?;
         let alive = live_blobs.iter().map(|b| b.length as u64).sum();
         figures.insert(*pack, (total, alive));
         if due_packs.contains(pack) {
             at_risk.insert(*pack, live_blobs.iter().map(|b| b.id).collect());
         }
         Ok(())
-    })?;
+    });
+    index.for_each_pack(|pack, blobs| sweep.push(pack, blobs))?;
+    sweep.finish()?;
 
     // Mark: dead packs, and partly live packs after copying their live blobs elsewhere.
     let mut to_mark = vec![];
