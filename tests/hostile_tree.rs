@@ -441,6 +441,47 @@ fn acl_for_4242() -> Vec<u8> {
 }
 
 #[test]
+fn what_the_restore_makes_sheds_the_acls_a_default_acl_on_the_target_would_give_it() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("folder")).unwrap();
+    std::fs::write(src.join("file"), b"data").unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    std::fs::write(src.join("folder/inner"), b"more data").unwrap();
+    std::os::unix::fs::symlink("file", src.join("link")).unwrap();
+    let id = env.backup(&[&src]);
+
+    // a tenant's folders, already there, whose default ACL gives user 4242 read and write on
+    // all made in them: the restore makes folders in the first and files in the second
+    let target = env.path("t");
+    let restored = target.join("src");
+    std::fs::create_dir_all(restored.join("folder")).unwrap();
+    for folder in [&target, &restored] {
+        xattr::set(folder, "system.posix_acl_default", &acl_for_4242()).unwrap();
+    }
+    let probe = target.join("probe");
+    std::fs::create_dir(&probe).unwrap();
+    for acl in ["system.posix_acl_access", "system.posix_acl_default"] {
+        assert!(xattr::get(&probe, acl).unwrap().is_some(), "not inherited");
+    }
+    std::fs::remove_dir(&probe).unwrap();
+    std::fs::remove_dir(restored.join("folder")).unwrap();
+
+    env.ok(&["restore", &id, "--target", target.to_str().unwrap()]);
+    for name in ["file", "empty", "folder", "folder/inner"] {
+        let path = restored.join(name);
+        let folder = path.is_dir();
+        for acl in ["system.posix_acl_access", "system.posix_acl_default"] {
+            let kept = xattr::get(&path, acl).unwrap();
+            assert!(kept.is_none(), "{} kept {acl}", path.display());
+        }
+        assert!(folder || std::fs::read(&path).unwrap() == std::fs::read(src.join(name)).unwrap());
+    }
+    let diffs = diff_trees(&src, &restored, true);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
 fn a_kept_file_a_tenant_owns_or_has_an_acl_on_is_rewritten_so_their_open_handle_writes_elsewhere() {
     use std::io::Write;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

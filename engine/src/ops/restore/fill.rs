@@ -1,9 +1,9 @@
 //! Fills restored files with their contents: reads each run of nearby blobs needed from a pack
 //! once (one ranged read), verifies and decompresses blobs on all cores, and writes each blob at
-//! its offsets in every file that holds it, out of order. Files are created at their full size
-//! under a temporary name first ([`partial`]) and held open until they are complete, and
-//! block-aligned runs of zeros are never written, so holes stay holes; a file is renamed into
-//! place as soon as its last blob is written.
+//! its offsets in every file that holds it, out of order. Files are created empty under a
+//! temporary name first ([`partial`]) and held open until they are complete, and block-aligned
+//! runs of zeros are never written, so holes stay holes (a file that ends in one is extended to
+//! its size at the end); a file is renamed into place as soon as its last blob is written.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -111,10 +111,16 @@ impl Partials<'_> {
             .expect("an entry is kept only for a file created");
         // the temporary name must still be the file made (not something put in its place,
         // which would be renamed into place), else the file is made again
-        match dirfd::stat_at(entry.dir(), entry.name()) {
-            Ok(st) if dirfd::identity(&st) == *made => {}
+        let size = match dirfd::stat_at(entry.dir(), entry.name()) {
+            Ok(st) if dirfd::identity(&st) == *made => st.st_size as u64,
             // dropping the entry removes what is under its name
             _ => return self.fail(i, Error::io(&job.at.path, dirfd::replaced()).to_string()),
+        };
+        // a file that ends in a hole: written up to its last data, so far
+        if size != job.node.size
+            && let Err(e) = file.set_len(job.node.size)
+        {
+            return self.fail(i, Error::io(&job.at.path, e).to_string());
         }
         (self.finish)(file, job);
         if let Err(e) = entry.put_in_place(&job.at.name, job.replace) {
@@ -133,7 +139,7 @@ pub fn fill(
 ) -> Filled {
     // on all cores: creating many files is mostly file-system work (inode allocation)
     let created: Vec<std::result::Result<(Partial, Opened), String>> =
-        files.par_iter().map(create_sized).collect();
+        files.par_iter().map(create).collect();
     let mut not_created = HashMap::new();
     let mut opened = vec![];
     let mut entries = vec![];
@@ -253,10 +259,9 @@ pub fn fill(
     }
 }
 
-/// Creates a new file of the job's size (a hole, filled later) under a temporary name in its
-/// folder, never through a symlink; returns it, open for writing, with its identity. A file
-/// that cannot be sized is removed again.
-fn create_sized(job: &FileJob) -> std::result::Result<(Partial, Opened), String> {
+/// Creates a new empty file under a temporary name in its folder, never through a symlink;
+/// returns it, open for writing, with its identity.
+fn create(job: &FileJob) -> std::result::Result<(Partial, Opened), String> {
     let fail = |e: std::io::Error| Error::io(&job.at.path, e).to_string();
     let flags = OFlag::O_WRONLY
         | OFlag::O_CREAT
@@ -269,7 +274,6 @@ fn create_sized(job: &FileJob) -> std::result::Result<(Partial, Opened), String>
         Ok(File::from(fd))
     })
     .map_err(fail)?;
-    file.set_len(job.node.size).map_err(fail)?;
     let st = fstat(&file).map_err(|e| fail(e.into()))?;
     Ok((entry, (file, dirfd::identity(&st))))
 }

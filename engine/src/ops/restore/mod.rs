@@ -273,7 +273,7 @@ impl Files<'_> {
                 let mut firsts = firsts.lock().expect("lock");
                 firsts.insert(job.at.path.clone(), held.into());
             }
-            let applied = metadata::remove_inherited_acls(file)
+            let applied = metadata::remove_inherited_acls(file, false)
                 .and_then(|()| metadata::apply_to(file, &job.node, options.chown));
             if let Err(e) = applied {
                 metadata_errors
@@ -600,7 +600,7 @@ fn make_dir(
         )
         .map_err(std::io::Error::from)
         .and_then(|()| dirfd::open_dir_at(&at.dir, &at.name, None))
-        .and_then(|dir| metadata::remove_inherited_acls(&dir).map(|()| dir))
+        .and_then(|dir| metadata::remove_inherited_acls(&dir, true).map(|()| dir))
         .map(|dir| {
             out.dirs += 1;
             ((at.path.clone(), Arc::new(dir)), true)

@@ -209,7 +209,7 @@ pub fn make_staged(
     if !is_private(&st) || st.st_nlink != 2 || !dirfd::list(&inside).0.is_empty() {
         return Err(dirfd::replaced());
     }
-    metadata::remove_inherited_acls(&inside)?;
+    metadata::remove_inherited_acls(&inside, true)?;
     let mut staged = Staged {
         inside,
         folder,

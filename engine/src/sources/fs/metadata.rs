@@ -165,8 +165,9 @@ pub fn has_acl(file: &File) -> bool {
 /// Removes the ACLs an entry the restore made inherited from the default ACL of the folder it
 /// was made in (which belongs to whoever owns that folder): snapshots hold no ACLs, and an
 /// inherited one could give that owner rights on what is restored, or on what is made inside.
-pub fn remove_inherited_acls(file: &File) -> std::io::Result<()> {
-    for acl in ACLS {
+/// Only a folder can hold a default ACL, so a file (`folder` false) is spared that removal.
+pub fn remove_inherited_acls(file: &File, folder: bool) -> std::io::Result<()> {
+    for acl in &ACLS[..if folder { 2 } else { 1 }] {
         match file.remove_xattr(acl) {
             Err(e)
                 if matches!(
