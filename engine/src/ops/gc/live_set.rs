@@ -375,13 +375,7 @@ mod tests {
     #[test]
     fn a_sweep_finds_the_live_blobs_of_every_pack_whether_queued_or_not() {
         let dir = tempfile::tempdir().unwrap();
-        let blob = |n: u8, tail: u8| PackedBlob {
-            kind: crate::format::blob::BlobKind::Data,
-            id: id(n, tail),
-            offset: 0,
-            length: u32::from(n),
-            raw_len: 0,
-        };
+        let blob = |n: u8, tail: u8| packed(id(n, tail), u32::from(n));
         // packs of 0 to 4 blobs, live and dead, a tree among them
         let packs: Vec<(Id, Vec<PackedBlob>)> = (0..20u8)
             .map(|p| {
@@ -428,6 +422,67 @@ mod tests {
                 sweep.finish().unwrap();
                 assert_eq!(seen, expected, "batch {batch}, spilled {spilled}");
             }
+        }
+    }
+
+    fn packed(id: Id, length: u32) -> PackedBlob {
+        PackedBlob {
+            kind: crate::format::blob::BlobKind::Data,
+            id,
+            offset: 0,
+            length,
+            raw_len: 0,
+        }
+    }
+
+    #[test]
+    fn a_sweep_of_more_blobs_than_one_database_call_takes_misses_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let wide = |n: u16| {
+            let mut b = [0; 32];
+            b[..2].copy_from_slice(&n.to_be_bytes());
+            Id(b)
+        };
+        // live: every n below 5,000 but every third; all but 64 of them on disk
+        let is_live = |n: u16| n < 5000 && !n.is_multiple_of(3);
+        let mut live = LiveSet::new(64);
+        let ids: Vec<Id> = (0..5000).filter(|n| is_live(*n)).map(wide).collect();
+        for file in ids.chunks(7) {
+            live.add_data(file, dir.path()).unwrap();
+        }
+        live.finish();
+        // packs of 10 blobs up to 6,000, each with a blob of the pack before it again
+        let packs: Vec<(Id, Vec<(u16, PackedBlob)>)> = (0..600u16)
+            .map(|p| {
+                let repeat = p.checked_sub(1).map(|q| q * 10 + 5);
+                let ns = (p * 10..p * 10 + 10).chain(repeat);
+                (wide(p), ns.map(|n| (n, packed(wide(n), 1))).collect())
+            })
+            .collect();
+        for batch in [2500, SWEEP_BATCH] {
+            let (mut wrong, mut calls) = (vec![], 0);
+            let mut sweep = live.sweep(batch, |pack, blobs, kept| {
+                let (p, expected) = &packs[calls];
+                assert_eq!(p, pack, "packs in order, each once");
+                calls += 1;
+                for (n, b) in expected {
+                    if is_live(*n) != kept.iter().any(|k| k.id == b.id) {
+                        wrong.push(*n);
+                    }
+                }
+                assert_eq!(blobs.len(), expected.len());
+                Ok(())
+            });
+            for (pack, blobs) in &packs {
+                let blobs: Vec<PackedBlob> = blobs.iter().map(|(_, b)| *b).collect();
+                sweep.push(pack, &blobs).unwrap();
+            }
+            sweep.finish().unwrap();
+            assert_eq!(calls, packs.len());
+            assert!(
+                wrong.is_empty(),
+                "batch {batch}: wrong answers for {wrong:?}"
+            );
         }
     }
 

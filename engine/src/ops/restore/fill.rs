@@ -116,6 +116,11 @@ impl Partials<'_> {
             // dropping the entry removes what is under its name
             _ => return self.fail(i, Error::io(&job.at.path, dirfd::replaced()).to_string()),
         };
+        if size > job.node.size {
+            let why =
+                "it grew past its size while restored (someone else wrote into it); run again";
+            return self.fail(i, why.into());
+        }
         // a file that ends in a hole: written up to its last data, so far
         if size != job.node.size
             && let Err(e) = file.set_len(job.node.size)
