@@ -100,6 +100,10 @@ pub(crate) fn db_options_within(cache: usize, memtable: usize) -> Options {
     o
 }
 
+/// Entries of a segment written to the cache in one batch. A segment of 500 000 entries written
+/// whole took about 150 MB of batch and 67 MB of memtable at the peak of a check of 10 M blobs.
+pub const ENTRIES_PER_WRITE: usize = 1 << 16;
+
 /// What the cache remembers of a segment it has seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KnownSegment {
@@ -184,20 +188,8 @@ impl LocalIndex {
     }
 
     /// Remembers a stored segment and, if it is `active` (superseded by no listed segment),
-    /// adds its entries.
+    /// adds its entries, [`ENTRIES_PER_WRITE`] at a time.
     pub fn add_segment(&self, segment_id: &Id, segment: &IndexSegment, active: bool) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        if active {
-            for (pack, blobs) in &segment.packs {
-                for blob in blobs {
-                    let loc = BlobLocation {
-                        pack: *pack,
-                        blob: *blob,
-                    };
-                    batch.put(key(BLOB_PREFIX, &blob.id), loc.encode());
-                }
-            }
-        }
         let lineage = &segment.lineage;
         let mut value = vec![u8::from(active)];
         value.extend_from_slice(&lineage.epoch.to_le_bytes());
@@ -205,7 +197,27 @@ impl LocalIndex {
         for id in &lineage.supersedes {
             value.extend_from_slice(&id.0);
         }
-        batch.put(key(SEGMENT_PREFIX, segment_id), value);
+        // The segment is recorded before its entries: a run that stops between two writes
+        // leaves a known segment with entries missing, which costs a rebuild when a blob is
+        // not found (`Repository::load_blob`); never entries of an unknown segment, which
+        // the segment's retirement would not clear (`Repository::sync_index`).
+        self.db.put(key(SEGMENT_PREFIX, segment_id), value)?;
+        if !active {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for (pack, blobs) in &segment.packs {
+            for blob in blobs {
+                let loc = BlobLocation {
+                    pack: *pack,
+                    blob: *blob,
+                };
+                batch.put(key(BLOB_PREFIX, &blob.id), loc.encode());
+                if batch.len() >= ENTRIES_PER_WRITE {
+                    self.db.write(std::mem::take(&mut batch))?;
+                }
+            }
+        }
         Ok(self.db.write(batch)?)
     }
 
@@ -281,6 +293,40 @@ mod tests {
         idx.clear().unwrap();
         assert!(!idx.contains(&Id([3; 32])).unwrap());
         assert!(idx.known_segments().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_segment_larger_than_one_write_is_added_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = LocalIndex::open(dir.path()).unwrap();
+        let mut large = segment();
+        let blob_id = |n: usize| {
+            let mut b = [0xee; 32];
+            b[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            Id(b)
+        };
+        let blobs = (0..2 * ENTRIES_PER_WRITE + 3).map(|n| PackedBlob {
+            id: blob_id(n),
+            ..entry(4, BlobKind::Data)
+        });
+        large.packs.push((Id([4; 32]), blobs.collect()));
+        idx.add_segment(&Id([8; 32]), &large, true).unwrap();
+        assert_eq!(
+            idx.count().unwrap(),
+            (2 + 2 * ENTRIES_PER_WRITE as u64 + 3, 1)
+        );
+        for n in [
+            0,
+            ENTRIES_PER_WRITE - 1,
+            ENTRIES_PER_WRITE,
+            2 * ENTRIES_PER_WRITE + 2,
+        ] {
+            assert_eq!(idx.get(&blob_id(n)).unwrap().unwrap().pack, Id([4; 32]));
+        }
+        assert!(idx.known_segments().unwrap()[&Id([8; 32])].active);
+        // a retired one is known, with no entries
+        idx.add_segment(&Id([9; 32]), &segment(), false).unwrap();
+        assert!(!idx.known_segments().unwrap()[&Id([9; 32])].active);
     }
 
     #[test]
