@@ -13,8 +13,9 @@ use crate::format::id::Id;
 use crate::format::index::{IndexSegment, Lineage};
 use crate::format::pack::{PackedBlob, Reader};
 
-/// Version of the local cache layout; a cache of another version is rebuilt.
-const CACHE_VERSION: &[u8] = b"cairn-index-cache/3";
+/// Version of the local cache layout; a cache of another version is rebuilt (4: a segment can be
+/// recorded as being added, which an older cairn would take for retired).
+const CACHE_VERSION: &[u8] = b"cairn-index-cache/4";
 
 /// Where a blob is: its pack and its place there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,11 +105,20 @@ pub(crate) fn db_options_within(cache: usize, memtable: usize) -> Options {
 /// whole took about 150 MB of batch and 67 MB of memtable at the peak of a check of 10 M blobs.
 pub const ENTRIES_PER_WRITE: usize = 1 << 16;
 
+/// The states of a segment's record: retired (no entries), active (all entries in), and
+/// active with its entries being added.
+const RETIRED: u8 = 0;
+const ACTIVE: u8 = 1;
+const ADDING: u8 = 2;
+
 /// What the cache remembers of a segment it has seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KnownSegment {
     /// Whether its entries are in the cache (it was not [`retired`](crate::format::index::retired) when added).
     pub active: bool,
+    /// Whether all of them are: false while they are being added, and after a run that stopped
+    /// midway (the cache must then be rebuilt).
+    pub complete: bool,
     /// What it replaces, and its epoch.
     pub lineage: Lineage,
 }
@@ -190,21 +200,14 @@ impl LocalIndex {
     /// Remembers a stored segment and, if it is `active` (superseded by no listed segment),
     /// adds its entries, [`ENTRIES_PER_WRITE`] at a time.
     pub fn add_segment(&self, segment_id: &Id, segment: &IndexSegment, active: bool) -> Result<()> {
-        let lineage = &segment.lineage;
-        let mut value = vec![u8::from(active)];
-        value.extend_from_slice(&lineage.epoch.to_le_bytes());
-        value.extend_from_slice(&lineage.retires_below.to_le_bytes());
-        for id in &lineage.supersedes {
-            value.extend_from_slice(&id.0);
-        }
-        // The segment is recorded before its entries: a run that stops between two writes
-        // leaves a known segment with entries missing, which costs a rebuild when a blob is
-        // not found (`Repository::load_blob`); never entries of an unknown segment, which
-        // the segment's retirement would not clear (`Repository::sync_index`).
-        self.db.put(key(SEGMENT_PREFIX, segment_id), value)?;
+        // The segment is recorded as being added before its entries, and as active after the
+        // last: a run that stops between two writes leaves it incomplete, and the next
+        // `Repository::sync_index` rebuilds the cache; never entries of an unknown segment,
+        // which the segment's retirement would not clear.
         if !active {
-            return Ok(());
+            return self.record(segment_id, &segment.lineage, RETIRED);
         }
+        self.record(segment_id, &segment.lineage, ADDING)?;
         let mut batch = WriteBatch::default();
         for (pack, blobs) in &segment.packs {
             for blob in blobs {
@@ -218,7 +221,26 @@ impl LocalIndex {
                 }
             }
         }
-        Ok(self.db.write(batch)?)
+        self.db.write(batch)?;
+        self.record(segment_id, &segment.lineage, ACTIVE)
+    }
+
+    /// Leaves the cache as a run that stopped adding `segment_id` leaves it, without `lost`.
+    #[cfg(test)]
+    pub(crate) fn stop_adding(&self, segment_id: &Id, lineage: &Lineage, lost: &Id) -> Result<()> {
+        self.db.delete(key(BLOB_PREFIX, lost))?;
+        self.record(segment_id, lineage, ADDING)
+    }
+
+    /// Records a segment in `state`.
+    fn record(&self, segment_id: &Id, lineage: &Lineage, state: u8) -> Result<()> {
+        let mut value = vec![state];
+        value.extend_from_slice(&lineage.epoch.to_le_bytes());
+        value.extend_from_slice(&lineage.retires_below.to_le_bytes());
+        for id in &lineage.supersedes {
+            value.extend_from_slice(&id.0);
+        }
+        Ok(self.db.put(key(SEGMENT_PREFIX, segment_id), value)?)
     }
 
     /// The segments already seen by this cache.
@@ -231,11 +253,13 @@ impl LocalIndex {
             }
             let mut r = Reader(&v);
             let known = (|| {
-                let active = r.u8()? == 1;
+                let state = r.u8()?;
+                let (active, complete) = (state != RETIRED, state != ADDING);
                 let (epoch, retires_below) = (r.u64()?, r.u64()?);
                 let supersedes = r.0.chunks_exact(32).filter_map(Id::from_slice).collect();
                 Some(KnownSegment {
                     active,
+                    complete,
                     lineage: Lineage {
                         supersedes,
                         epoch,
@@ -324,9 +348,15 @@ mod tests {
             assert_eq!(idx.get(&blob_id(n)).unwrap().unwrap().pack, Id([4; 32]));
         }
         assert!(idx.known_segments().unwrap()[&Id([8; 32])].active);
+        assert!(idx.known_segments().unwrap()[&Id([8; 32])].complete);
         // a retired one is known, with no entries
         idx.add_segment(&Id([9; 32]), &segment(), false).unwrap();
         assert!(!idx.known_segments().unwrap()[&Id([9; 32])].active);
+        // one whose adding stopped midway is known as incomplete
+        idx.record(&Id([10; 32]), &segment().lineage, ADDING)
+            .unwrap();
+        let stopped = &idx.known_segments().unwrap()[&Id([10; 32])];
+        assert!(stopped.active && !stopped.complete);
     }
 
     #[test]

@@ -351,7 +351,8 @@ impl Repository {
     pub fn sync_index(&self) -> Result<()> {
         let listed: HashSet<Id> = self.store.ids(ObjectKind::Index)?.into_iter().collect();
         let mut known = self.index.known_segments()?;
-        if !known.keys().all(|id| listed.contains(id)) {
+        // a segment gone, or one whose entries a run stopped adding: start over
+        if !known.keys().all(|id| listed.contains(id)) || known.values().any(|k| !k.complete) {
             self.index.clear()?;
             known.clear();
         }
@@ -604,5 +605,45 @@ fn unlock(store: &Store, password: &[u8]) -> Result<(MasterKeys, Id)> {
     match first_damage {
         Some(e) if ids.len() == 1 => Err(e),
         _ => Err(Error::WrongPassword { keys: ids.len() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::blob::BlobKind;
+    use crate::repository::packer::Packer;
+
+    #[test]
+    fn a_segment_a_run_stopped_adding_to_the_cache_makes_the_next_sync_rebuild_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = small_test_repository(dir.path(), 16 * 1024);
+        let packer = Packer::new(&repo);
+        let ids: Vec<Id> = (0..20)
+            .map(|n| {
+                packer
+                    .save(BlobKind::Data, &test_noise(n + 1, 3000))
+                    .unwrap()
+            })
+            .collect();
+        packer.finish().unwrap();
+        repo.sync_index().unwrap();
+        let known = repo.index().known_segments().unwrap();
+        let (segment, k) = known.iter().find(|(_, k)| k.active).unwrap();
+        repo.index()
+            .stop_adding(segment, &k.lineage, &ids[7])
+            .unwrap();
+        assert!(repo.index().get(&ids[7]).unwrap().is_none());
+        repo.sync_index().unwrap();
+        for id in &ids {
+            assert!(repo.index().get(id).unwrap().is_some(), "blob {id}");
+        }
+        assert!(
+            repo.index()
+                .known_segments()
+                .unwrap()
+                .values()
+                .all(|k| k.complete)
+        );
     }
 }
