@@ -103,7 +103,7 @@ pub(crate) fn db_options_within(cache: usize, memtable: usize) -> Options {
 
 /// Entries of a segment written to the cache in one batch. A segment of 500 000 entries written
 /// whole took about 150 MB of batch and 67 MB of memtable at the peak of a check of 10 M blobs.
-pub const ENTRIES_PER_WRITE: usize = 1 << 16;
+const ENTRIES_PER_WRITE: usize = 1 << 16;
 
 /// The states of a segment's record: retired (no entries), active (all entries in), and
 /// active with its entries being added.
@@ -198,7 +198,7 @@ impl LocalIndex {
     }
 
     /// Remembers a stored segment and, if it is `active` (superseded by no listed segment),
-    /// adds its entries, [`ENTRIES_PER_WRITE`] at a time.
+    /// adds its entries, 65,536 to a write.
     pub fn add_segment(&self, segment_id: &Id, segment: &IndexSegment, active: bool) -> Result<()> {
         // The segment is recorded as being added before its entries, and as active after the
         // last: a run that stops between two writes leaves it incomplete, and the next
@@ -347,8 +347,8 @@ mod tests {
         ] {
             assert_eq!(idx.get(&blob_id(n)).unwrap().unwrap().pack, Id([4; 32]));
         }
-        assert!(idx.known_segments().unwrap()[&Id([8; 32])].active);
-        assert!(idx.known_segments().unwrap()[&Id([8; 32])].complete);
+        let added = &idx.known_segments().unwrap()[&Id([8; 32])];
+        assert!(added.active && added.complete);
         // a retired one is known, with no entries
         idx.add_segment(&Id([9; 32]), &segment(), false).unwrap();
         assert!(!idx.known_segments().unwrap()[&Id([9; 32])].active);

@@ -102,12 +102,7 @@ where
         let ids = (self.queued.iter()).flat_map(|(_, blobs)| blobs.iter().map(|b| &b.id));
         let mut live = self.live.which_live(ids)?.into_iter();
         for (pack, blobs) in self.queued.drain(..) {
-            let live_blobs = (blobs.iter())
-                .zip(live.by_ref())
-                .filter(|(_, l)| *l)
-                .map(|(b, _)| b)
-                .collect();
-            (self.f)(&pack, &blobs, live_blobs)?;
+            (self.f)(&pack, &blobs, kept(&blobs, live.by_ref()))?;
         }
         self.blobs = 0;
         Ok(())
@@ -117,6 +112,14 @@ where
     pub fn finish(mut self) -> Result<()> {
         self.settle()
     }
+}
+
+/// The blobs whose answer in `live` (one for each, in order) is true.
+fn kept(blobs: &[PackedBlob], live: impl Iterator<Item = bool>) -> Vec<&PackedBlob> {
+    (blobs.iter().zip(live))
+        .filter(|(_, l)| *l)
+        .map(|(b, _)| b)
+        .collect()
 }
 
 fn id_prefix(id: &Id) -> u64 {
@@ -257,12 +260,7 @@ impl LiveSet {
     /// The live ones of `blobs`.
     pub fn live_in<'a>(&self, blobs: &'a [PackedBlob]) -> Result<Vec<&'a PackedBlob>> {
         let live = self.which_live(blobs.iter().map(|b| &b.id))?;
-        Ok(blobs
-            .iter()
-            .zip(live)
-            .filter(|(_, l)| *l)
-            .map(|(b, _)| b)
-            .collect())
+        Ok(kept(blobs, live.into_iter()))
     }
 
     /// A sweep over many packs that calls `f` with each pack, its blobs and its live blobs.
