@@ -394,14 +394,14 @@ fn write_sparse_at(file: &File, pos: u64, data: &[u8]) -> std::io::Result<u64> {
     };
     while at < data.len() {
         let end = boundary(at).min(data.len());
-        if data[at..end].iter().all(|&b| b == 0) {
+        if all_zero(&data[at..end]) {
             at = end;
             continue;
         }
         let mut stop = end;
         while stop < data.len() {
             let next = boundary(stop).min(data.len());
-            if data[stop..next].iter().all(|&b| b == 0) {
+            if all_zero(&data[stop..next]) {
                 break;
             }
             stop = next;
@@ -411,6 +411,17 @@ fn write_sparse_at(file: &File, pos: u64, data: &[u8]) -> std::io::Result<u64> {
         at = stop;
     }
     Ok(written)
+}
+
+/// Whether every byte is zero, looked at 64 bytes at a time: a byte-by-byte test that stops at
+/// the first non-zero byte cannot be vectorised, and took a tenth of a restore's time on data
+/// with many zero blocks (a sparse disk image, a database's empty pages).
+fn all_zero(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(64);
+    chunks
+        .by_ref()
+        .all(|chunk| chunk.iter().fold(0, |acc, &b| acc | b) == 0)
+        && chunks.remainder().iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]
@@ -453,6 +464,19 @@ mod tests {
                 vec![3 * gap + 10_000]
             ]
         );
+    }
+
+    #[test]
+    fn a_single_non_zero_byte_anywhere_is_seen() {
+        for len in [0, 1, 63, 64, 65, 200, 4096] {
+            let mut data = vec![0u8; len];
+            assert!(all_zero(&data), "{len} zeros");
+            for at in 0..len {
+                data[at] = 0x80;
+                assert!(!all_zero(&data), "byte {at} of {len}");
+                data[at] = 0;
+            }
+        }
     }
 
     #[test]
