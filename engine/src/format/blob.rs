@@ -54,10 +54,7 @@ pub fn seal(keys: &MasterKeys, domain: Domain, level: i32, plaintext: &[u8]) -> 
         Some(c) => (ZSTD, c.as_slice()),
         None => (RAW, plaintext),
     };
-    let mut framed = Vec::with_capacity(body.len() + 1);
-    framed.push(tag);
-    framed.extend_from_slice(body);
-    keys.seal(domain, &framed)
+    keys.seal_parts(domain, &[&[tag], body])
 }
 
 /// Opens and unframes a sealed object. `kind` and `id` only name it in errors; `size_hint`

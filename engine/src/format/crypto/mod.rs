@@ -8,7 +8,7 @@
 
 pub mod keys;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key};
 use zeroize::Zeroize;
 
@@ -126,20 +126,28 @@ impl MasterKeys {
 
     /// Encrypts `plaintext` into a new sealed box.
     pub fn seal(&self, domain: Domain, plaintext: &[u8]) -> Vec<u8> {
+        self.seal_parts(domain, &[plaintext])
+    }
+
+    /// Seals the concatenation of `parts` as [`MasterKeys::seal`] seals one plaintext, written
+    /// once into the box and encrypted there (no copy of the whole plaintext is made first).
+    pub fn seal_parts(&self, domain: Domain, parts: &[&[u8]]) -> Vec<u8> {
         let salt: [u8; SALT_LEN] = random_bytes();
-        let ct = self
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut out = Vec::with_capacity(OVERHEAD + len);
+        out.extend_from_slice(&salt);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+        let tag = self
             .cipher(&salt)
-            .encrypt(
+            .encrypt_inout_detached(
                 &Default::default(),
-                Payload {
-                    msg: plaintext,
-                    aad: domain.aad(),
-                },
+                domain.aad(),
+                (&mut out[SALT_LEN..]).into(),
             )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-        let mut out = Vec::with_capacity(SALT_LEN + ct.len());
-        out.extend_from_slice(&salt);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&tag);
         out
     }
 
@@ -193,6 +201,15 @@ mod tests {
             assert!(k.open(Domain::Blob, &bad).is_none(), "flip at {i} passed");
         }
         assert!(k.open(Domain::Blob, &sealed[..sealed.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn sealing_in_parts_seals_their_concatenation() {
+        let k = MasterKeys::generate();
+        let sealed = k.seal_parts(Domain::Index, &[b"he", b"", b"llo"]);
+        assert_eq!(sealed.len(), 5 + OVERHEAD);
+        assert_eq!(k.open(Domain::Index, &sealed).unwrap(), b"hello");
+        assert!(k.open(Domain::Blob, &sealed).is_none());
     }
 
     #[test]
