@@ -3,7 +3,10 @@
 use std::borrow::Cow;
 use std::io::Read;
 
-use fastcdc::v2020::{FastCDC, Normalization, cut_gear, get_gear_with_seed, select_masks};
+use fastcdc::v2020::{
+    AVERAGE_MAX, AVERAGE_MIN, FastCDC, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+    Normalization, cut_gear, get_gear_with_seed, select_masks,
+};
 use serde::{Deserialize, Serialize};
 
 /// Chunker parameters, fixed per repository in its config so that every writer cuts the same
@@ -31,11 +34,13 @@ impl ChunkerParams {
         }
     }
 
-    /// Checks the sizes against FastCDC's limits.
+    /// Checks the sizes against FastCDC 2020's limits (larger averages have no mask: the
+    /// chunker would panic).
     pub fn validate(&self) -> Result<(), String> {
-        let ok = (64..=67_108_864).contains(&self.min_size)
-            && (256..=268_435_456).contains(&self.avg_size)
-            && (1024..=1_073_741_824).contains(&self.max_size)
+        let within = |size: u32, min: usize, max: usize| (min..=max).contains(&(size as usize));
+        let ok = within(self.min_size, MINIMUM_MIN, MINIMUM_MAX)
+            && within(self.avg_size, AVERAGE_MIN, AVERAGE_MAX)
+            && within(self.max_size, MAXIMUM_MIN, MAXIMUM_MAX)
             && self.min_size <= self.avg_size
             && self.avg_size <= self.max_size;
         ok.then_some(()).ok_or_else(|| {
@@ -239,7 +244,8 @@ mod tests {
         }
     }
 
-    /// Yields its bytes in reads of the given sizes, in turn (0 is taken as 1).
+    /// Yields its bytes in reads of the given sizes, in turn; a size of 0 is a read
+    /// interrupted by a signal.
     struct Trickle<'a> {
         data: &'a [u8],
         sizes: Vec<usize>,
@@ -248,8 +254,11 @@ mod tests {
 
     impl Read for Trickle<'_> {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let size = self.sizes[self.reads % self.sizes.len()].max(1);
+            let size = self.sizes[self.reads % self.sizes.len()];
             self.reads += 1;
+            if size == 0 {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
             let n = size.min(buf.len()).min(self.data.len());
             buf[..n].copy_from_slice(&self.data[..n]);
             self.data = &self.data[n..];
@@ -281,16 +290,64 @@ mod tests {
         #[test]
         fn streaming_cuts_where_the_whole_input_in_memory_is_cut(
             data in runs_and_noise(),
-            sizes in proptest::collection::vec(0usize..2500, 1..8),
+            sizes in proptest::collection::vec(0usize..2500, 2..8)
+                .prop_filter("some read yields bytes", |s| s.iter().any(|&n| n > 0)),
+            (min_size, avg_size, max_size) in prop_oneof![
+                Just((64, 256, 1024)),
+                Just((64, 512, 1024)),   // twice the average is the maximum
+                Just((300, 700, 1024)),  // more than half of it, and not powers of two
+                Just((256, 256, 1024)),  // min == avg
+                Just((1024, 1024, 1024)),
+                Just((100, 1000, 5000)),
+            ],
             seed: u64,
         ) {
-            // many buffers' worth, read in pieces of any size: the same chunks as FastCDC
-            // over the whole input
-            let p = small(seed);
+            // many buffers' worth, read in pieces of any size, with interrupted reads: the
+            // same chunks as FastCDC over the whole input
+            let p = ChunkerParams { min_size, avg_size, max_size, gear_seed: seed };
+            prop_assert!(p.validate().is_ok());
             let source = Trickle { data: &data, sizes, reads: 0 };
             let streamed: Vec<Vec<u8>> = p.stream(source).map(Result::unwrap).collect();
             prop_assert_eq!(streamed, p.cut(&data));
         }
+    }
+
+    #[test]
+    fn at_the_default_sizes_streaming_cuts_as_fastcdcs_own_streaming_chunker() {
+        // what repositories written before this chunker hold: StreamCDC's cuts of a file
+        // read in pieces, over 64 MiB of noise around 12 MiB of zeros (a chunk of the maximum
+        // size)
+        let p = ChunkerParams::new_default();
+        let mut data = vec![0u8; 64 << 20];
+        let mut x = p.gear_seed | 1;
+        for (i, byte) in data.iter_mut().enumerate() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if !(20..32).contains(&(i >> 20)) {
+                *byte = x as u8;
+            }
+        }
+        let source = || Trickle {
+            data: &data,
+            // (no interrupted read: StreamCDC gives those up as errors)
+            sizes: vec![65_536, 1 << 20, 4097],
+            reads: 0,
+        };
+        let theirs: Vec<Vec<u8>> = fastcdc::v2020::StreamCDC::with_level_and_seed(
+            source(),
+            p.min_size as usize,
+            p.avg_size as usize,
+            p.max_size as usize,
+            Normalization::Level1,
+            p.gear_seed,
+        )
+        .map(|c| c.unwrap().data)
+        .collect();
+        let ours: Vec<Vec<u8>> = p.stream(source()).map(Result::unwrap).collect();
+        assert!(theirs.len() > 30, "{} chunks", theirs.len());
+        assert!(theirs.iter().any(|c| c.len() == p.max_size as usize));
+        assert!(ours == theirs, "the cuts differ");
     }
 
     #[test]
@@ -338,6 +395,10 @@ mod tests {
         assert!(ChunkerParams::new_default().validate().is_ok());
         let mut p = ChunkerParams::new_default();
         p.min_size = p.max_size + 1;
+        assert!(p.validate().is_err());
+        // FastCDC 2020 has no mask for so large an average: it would panic
+        let mut p = ChunkerParams::new_default();
+        (p.avg_size, p.max_size) = (32 << 20, 64 << 20);
         assert!(p.validate().is_err());
     }
 }

@@ -210,6 +210,19 @@ mod tests {
         assert_eq!(sealed.len(), 5 + OVERHEAD);
         assert_eq!(k.open(Domain::Index, &sealed).unwrap(), b"hello");
         assert!(k.open(Domain::Blob, &sealed).is_none());
+        // byte for byte the box that encrypting the whole plaintext at once gives
+        let (salt, boxed) = sealed.split_at(SALT_LEN);
+        let whole = k
+            .cipher(salt.try_into().unwrap())
+            .encrypt(
+                &Default::default(),
+                Payload {
+                    msg: b"hello",
+                    aad: Domain::Index.aad(),
+                },
+            )
+            .unwrap();
+        assert_eq!(boxed, whole);
     }
 
     #[test]
