@@ -166,7 +166,7 @@ if "mixed" in sets:
         f"**{flush:.2f} s** (median); without that wait and the `sync` after it: "
         f"**{unflushed:.2f} MB/s**.",
         "",
-        f"Machine limit (chunk + keyed hash + zstd 3 + AES-256-GCM over the mixed data held in "
+        f"Machine limit (chunk + keyed hash + zstd at the default level + AES-256-GCM over the mixed data held in "
         f"memory, all cores, no I/O): **{limit:.0f} MB/s**. Cairn's initial backup reaches "
         f"**{100 * initial / limit:.0f} %** of it (target ≥ 70 %).",
         "",
