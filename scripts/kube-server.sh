@@ -1,7 +1,10 @@
 #!/bin/bash
 # Starts a real etcd and kube-apiserver (+ kube-controller-manager, for namespace deletion and
 # Deployment → ReplicaSet) on 127.0.0.1 for the Kubernetes tests; no kubelet, no scheduler, so
-# pods never run. Builds the binaries first if they are not cached (scripts/kube-build.sh).
+# pods never run. The pod garbage collector is off: tests put pods on nodes that have no Node
+# object, and it force-deletes such pods about 40 s after it first sees them (a test still
+# using its pod then fails with "Pod … does not exist"). Builds the binaries first if they are
+# not cached (scripts/kube-build.sh).
 # Usage: scripts/kube-server.sh PORT   — prints the kubeconfig's path when the server is ready.
 # Stop: kill $(cat /tmp/cairn-kube-PORT/*.pid)
 set -euo pipefail
@@ -71,7 +74,7 @@ for _ in $(seq 1 600); do
     "$BIN/kube-controller-manager" --kubeconfig "$RUN/kubeconfig" --leader-elect=false \
       --bind-address 127.0.0.1 --secure-port 0 --port 0 \
       --service-account-private-key-file sa.key --root-ca-file certs/ca.crt \
-      --use-service-account-credentials=false --controllers '*' \
+      --use-service-account-credentials=false --controllers '*,-podgc' \
       > kube-controller-manager.log 2>&1 &
     echo $! > kube-controller-manager.pid
     echo "$RUN/kubeconfig"
