@@ -210,11 +210,16 @@ pub fn open_blob_in(
     start: u64,
     b: &PackedBlob,
 ) -> Result<Vec<u8>> {
+    blob::open_blob(keys, &b.id, stored_in(pack, bytes, start, b)?, b.raw_len)
+}
+
+/// The stored (sealed) form of blob `b` of `pack` in `bytes`, read from offset `start` of the
+/// pack; an error if it lies outside them.
+pub fn stored_in<'a>(pack: &Id, bytes: &'a [u8], start: u64, b: &PackedBlob) -> Result<&'a [u8]> {
     let at = (b.offset as u64)
         .checked_sub(start)
         .and_then(|at| usize::try_from(at).ok());
-    let stored = at
-        .and_then(|at| bytes.get(at..at.checked_add(b.length as usize)?))
+    at.and_then(|at| bytes.get(at..at.checked_add(b.length as usize)?))
         .ok_or_else(|| {
             Error::damaged(
                 "pack",
@@ -227,8 +232,7 @@ pub fn open_blob_in(
                     bytes.len()
                 ),
             )
-        })?;
-    blob::open_blob(keys, &b.id, stored, b.raw_len)
+        })
 }
 
 /// Parses a pack header's plaintext and checks that every blob lies before `blobs_end`.

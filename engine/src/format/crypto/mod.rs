@@ -8,7 +8,7 @@
 
 pub mod keys;
 
-use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Key};
 use zeroize::Zeroize;
 
@@ -154,19 +154,36 @@ impl MasterKeys {
     /// Decrypts and authenticates a sealed box; `None` if it was altered, truncated, sealed
     /// for another domain or with other keys.
     pub fn open(&self, domain: Domain, sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < OVERHEAD {
-            return None;
-        }
-        let (salt, ct) = sealed.split_at(SALT_LEN);
-        self.cipher(salt.try_into().ok()?)
-            .decrypt(
+        let mut plain = Vec::new();
+        self.open_into(domain, sealed, &mut plain).then_some(plain)
+    }
+
+    /// Opens a sealed box as [`MasterKeys::open`] does, into `plain` (its contents replaced,
+    /// its memory reused); `false`, with `plain` holding nothing of use, if it does not open.
+    pub fn open_into(&self, domain: Domain, sealed: &[u8], plain: &mut Vec<u8>) -> bool {
+        plain.clear();
+        let Some(ct_len) = sealed.len().checked_sub(OVERHEAD) else {
+            return false;
+        };
+        let (salt, rest) = sealed.split_at(SALT_LEN);
+        let (ct, tag) = rest.split_at(ct_len);
+        let (Ok(salt), Ok(tag)) = (salt.try_into(), tag.try_into()) else {
+            return false;
+        };
+        plain.extend_from_slice(ct);
+        let opened = self
+            .cipher(salt)
+            .decrypt_inout_detached(
                 &Default::default(),
-                Payload {
-                    msg: ct,
-                    aad: domain.aad(),
-                },
+                domain.aad(),
+                plain.as_mut_slice().into(),
+                tag,
             )
-            .ok()
+            .is_ok();
+        if !opened {
+            plain.clear();
+        }
+        opened
     }
 
     fn cipher(&self, salt: &[u8; SALT_LEN]) -> Aes256Gcm {
@@ -185,6 +202,7 @@ impl MasterKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes_gcm::aead::{Aead, Payload};
 
     #[test]
     fn seal_open_round_trip_and_tamper() {
@@ -223,6 +241,26 @@ mod tests {
             )
             .unwrap();
         assert_eq!(boxed, whole);
+    }
+
+    #[test]
+    fn opening_into_a_used_buffer_gives_exactly_the_plaintext() {
+        let k = MasterKeys::generate();
+        let long = k.seal(Domain::Blob, &[7; 300]);
+        let short = k.seal(Domain::Blob, b"hi");
+        let mut plain = Vec::new();
+        assert!(k.open_into(Domain::Blob, &long, &mut plain));
+        assert_eq!(plain, [7; 300]);
+        assert!(k.open_into(Domain::Blob, &short, &mut plain));
+        assert_eq!(plain, b"hi");
+        // a box that does not open leaves nothing behind, whatever the buffer held
+        let mut bad = long.clone();
+        bad[SALT_LEN] ^= 1;
+        assert!(!k.open_into(Domain::Blob, &bad, &mut plain));
+        assert!(plain.is_empty());
+        assert!(!k.open_into(Domain::Blob, &long[..OVERHEAD - 1], &mut plain));
+        assert!(k.open_into(Domain::Blob, &k.seal(Domain::Blob, b""), &mut plain));
+        assert!(plain.is_empty());
     }
 
     #[test]

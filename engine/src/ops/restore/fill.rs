@@ -16,6 +16,7 @@ use nix::sys::stat::{Mode, fstat};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::format::blob::{self, Scratch};
 use crate::format::id::Id;
 use crate::format::pack;
 use crate::format::tree::Node;
@@ -65,6 +66,29 @@ pub struct Filled {
 struct Need {
     loc: BlobLocation,
     targets: Vec<(usize, u64)>,
+}
+
+/// Buffers kept for use again, as many as were ever in use at once: a fresh buffer of 4 MiB or
+/// more costs a page fault for every 4 KiB written to it (the allocator maps each afresh), and
+/// pack spans and blobs are that large.
+#[derive(Default)]
+struct Pool<T>(Mutex<Vec<T>>);
+
+impl<T: Default> Pool<T> {
+    /// Calls `f` with a buffer of the pool (a new one if none is free), then gives it back.
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut buf = self.0.lock().expect("lock").pop().unwrap_or_default();
+        let r = f(&mut buf);
+        self.0.lock().expect("lock").push(buf);
+        r
+    }
+}
+
+/// The buffers filling reads pack spans into and opens blobs into.
+#[derive(Default)]
+struct Buffers {
+    spans: Pool<Vec<u8>>,
+    blobs: Pool<Scratch>,
 }
 
 /// A file created, open, with its identity.
@@ -222,10 +246,11 @@ pub fn fill(
             runs.into_iter().map(move |run| (pack, run))
         })
         .collect();
+    let buffers = Buffers::default();
     let fill = || -> u64 {
         runs.into_par_iter()
-            .map(
-                |(pack, needs)| match fill_from_pack(repo, &partials, &pack, &needs, progress) {
+            .map(|(pack, needs)| {
+                match fill_from_pack(repo, &partials, &buffers, &pack, &needs, progress) {
                     Ok(n) => n,
                     Err(e) => {
                         for (i, _) in needs.iter().flat_map(|n| &n.targets) {
@@ -233,8 +258,8 @@ pub fn fill(
                         }
                         0
                     }
-                },
-            )
+                }
+            })
             .sum()
     };
     // from a remote store, one worker per connection (each waits on its download most of the
@@ -308,6 +333,7 @@ fn runs(mut needs: Vec<Need>) -> Vec<Vec<Need>> {
 fn fill_from_pack(
     repo: &Repository,
     partials: &Partials,
+    buffers: &Buffers,
     pack: &Id,
     needs: &[Need],
     progress: &Progress,
@@ -322,51 +348,64 @@ fn fill_from_pack(
         .map(|n| u64::from(n.loc.blob.offset) + u64::from(n.loc.blob.length))
         .max()
         .unwrap_or(0);
-    let span = repo
-        .store()
-        .get_range(&ObjectKind::Pack.path(pack), start..end)
-        .map_err(|e| Error::damaged("pack", pack, format!("cannot be read: {e}")))?;
-    let written = needs
-        .par_iter()
-        .map(|need| {
-            let b = &need.loc.blob;
-            // a store may return less than asked for (a truncated pack): an error, never a panic
-            let data = match pack::open_blob_in(repo.keys(), pack, &span, start, b) {
-                Ok(d) => d,
-                Err(e) => {
-                    for (i, _) in &need.targets {
-                        partials.fail(*i, e.to_string());
-                    }
-                    return 0;
-                }
-            };
-            let mut written = 0;
-            for (i, offset) in &need.targets {
-                let Some((file, _)) = &partials.files[*i] else {
-                    continue;
-                };
-                if partials.has_failed(*i) {
-                    continue;
-                }
-                match write_sparse_at(file, *offset, &data) {
-                    Ok(n) => {
-                        written += n;
-                        if partials.jobs[*i].node.size >= WRITEBACK_FROM {
-                            start_writeback(file, *offset, data.len());
+    buffers.spans.with(|span| {
+        let span = repo
+            .store()
+            .get_range_into(&ObjectKind::Pack.path(pack), start..end, span)
+            .map_err(|e| Error::damaged("pack", pack, format!("cannot be read: {e}")))?;
+        let span = &*span;
+        let written = needs
+            .par_iter()
+            .map(|need| {
+                buffers.blobs.with(|scratch| {
+                    let b = &need.loc.blob;
+                    // a store may return less than asked for (a truncated pack): an error,
+                    // never a panic
+                    let opened = pack::stored_in(pack, span, start, b).and_then(|stored| {
+                        blob::open_blob_into(repo.keys(), &b.id, stored, b.raw_len, scratch)
+                    });
+                    match opened {
+                        Ok(data) => write_blob(partials, need, data, progress),
+                        Err(e) => {
+                            for (i, _) in &need.targets {
+                                partials.fail(*i, e.to_string());
+                            }
+                            0
                         }
-                        partials.written(*i);
                     }
-                    Err(e) => {
-                        let path = &partials.jobs[*i].at.path;
-                        partials.fail(*i, Error::io(path, e).to_string());
-                    }
+                })
+            })
+            .sum();
+        Ok(written)
+    })
+}
+
+/// Writes a verified blob at its offsets in every file that holds it; the bytes written.
+fn write_blob(partials: &Partials, need: &Need, data: &[u8], progress: &Progress) -> u64 {
+    let mut written = 0;
+    for (i, offset) in &need.targets {
+        let Some((file, _)) = &partials.files[*i] else {
+            continue;
+        };
+        if partials.has_failed(*i) {
+            continue;
+        }
+        match write_sparse_at(file, *offset, data) {
+            Ok(n) => {
+                written += n;
+                if partials.jobs[*i].node.size >= WRITEBACK_FROM {
+                    start_writeback(file, *offset, data.len());
                 }
+                partials.written(*i);
             }
-            progress.add_bytes(data.len() as u64 * need.targets.len() as u64);
-            written
-        })
-        .sum();
-    Ok(written)
+            Err(e) => {
+                let path = &partials.jobs[*i].at.path;
+                partials.fail(*i, Error::io(path, e).to_string());
+            }
+        }
+    }
+    progress.add_bytes(data.len() as u64 * need.targets.len() as u64);
+    written
 }
 
 /// Starts writing a just-written range to disk without waiting, so that the disk works while
