@@ -93,6 +93,7 @@ fn open_into(
     size_hint: Option<usize>,
     scratch: &mut Scratch,
 ) -> Result<()> {
+    scratch.plain.clear();
     if !keys.open_into(domain, stored, &mut scratch.framed) {
         return Err(Error::damaged(
             kind,
@@ -101,7 +102,6 @@ fn open_into(
         ));
     }
     let out = &mut scratch.plain;
-    out.clear();
     match scratch.framed.split_first() {
         Some((&RAW, body)) => out.extend_from_slice(body),
         Some((&ZSTD, body)) => match size_hint {
@@ -146,7 +146,9 @@ fn decompress(body: &[u8], limit: usize, out: &mut Vec<u8>) -> std::io::Result<(
         // larger blob may hold more than `limit`, hence the check after
         let room = zstd::bulk::Decompressor::upper_bound(body).map_or(limit, |n| n.min(limit));
         out.clear();
-        out.reserve(room);
+        out.try_reserve_exact(room).map_err(|e| {
+            std::io::Error::other(format!("cannot set aside {room} bytes for it: {e}"))
+        })?;
         let decompressor = context.as_mut().expect("made above");
         decompressor.decompress_to_buffer(body, out)?;
         if out.len() > limit {
