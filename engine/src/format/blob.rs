@@ -101,8 +101,31 @@ fn open_into(
             "authentication failed (altered, truncated or foreign data)",
         ));
     }
-    let out = &mut scratch.plain;
-    match scratch.framed.split_first() {
+    unframe_into(&scratch.framed, kind, id, size_hint, &mut scratch.plain)
+}
+
+/// Removes the compression framing of an opened sealed box (see [`seal`]).
+pub fn unframe(
+    framed: &[u8],
+    kind: &'static str,
+    id: &dyn std::fmt::Display,
+    size_hint: Option<usize>,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    unframe_into(framed, kind, id, size_hint, &mut out)?;
+    Ok(out)
+}
+
+/// [`unframe`] into `out` (its contents replaced, its memory reused).
+fn unframe_into(
+    framed: &[u8],
+    kind: &'static str,
+    id: &dyn std::fmt::Display,
+    size_hint: Option<usize>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
+    match framed.split_first() {
         Some((&RAW, body)) => out.extend_from_slice(body),
         Some((&ZSTD, body)) => match size_hint {
             Some(n) => decompress(body, n, out),
