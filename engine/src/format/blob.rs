@@ -67,12 +67,22 @@ pub fn open(
     id: &dyn std::fmt::Display,
     size_hint: Option<usize>,
 ) -> Result<Vec<u8>> {
-    let mut scratch = Scratch::default();
-    open_into(keys, domain, stored, kind, id, size_hint, &mut scratch)?;
-    Ok(scratch.plain)
+    let framed = keys
+        .open(domain, stored)
+        .ok_or_else(|| unopened(kind, id))?;
+    unframe(&framed, kind, id, size_hint)
 }
 
-/// Buffers that [`open_blob_into`] reuses from one object to the next. Fresh buffers cost a
+/// The error for a sealed box that does not open.
+fn unopened(kind: &'static str, id: &dyn std::fmt::Display) -> Error {
+    Error::damaged(
+        kind,
+        id,
+        "authentication failed (altered, truncated or foreign data)",
+    )
+}
+
+/// Buffers that [`open_blob_into`] reuses from one blob to the next. Fresh buffers cost a
 /// page fault for every 4 KiB the first time they are written: with blobs of up to 16 MiB,
 /// which the allocator maps afresh each time, that was a tenth of a restore's CPU.
 #[derive(Default)]
@@ -81,27 +91,6 @@ pub struct Scratch {
     framed: Vec<u8>,
     /// The payload.
     plain: Vec<u8>,
-}
-
-/// [`open`] into `scratch`; the payload is left in `scratch.plain`.
-fn open_into(
-    keys: &MasterKeys,
-    domain: Domain,
-    stored: &[u8],
-    kind: &'static str,
-    id: &dyn std::fmt::Display,
-    size_hint: Option<usize>,
-    scratch: &mut Scratch,
-) -> Result<()> {
-    scratch.plain.clear();
-    if !keys.open_into(domain, stored, &mut scratch.framed) {
-        return Err(Error::damaged(
-            kind,
-            id,
-            "authentication failed (altered, truncated or foreign data)",
-        ));
-    }
-    unframe_into(&scratch.framed, kind, id, size_hint, &mut scratch.plain)
 }
 
 /// Removes the compression framing of an opened sealed box (see [`seal`]).
@@ -200,15 +189,12 @@ pub fn open_blob_into<'s>(
     raw_len: u32,
     scratch: &'s mut Scratch,
 ) -> Result<&'s [u8]> {
-    open_into(
-        keys,
-        Domain::Blob,
-        stored,
-        "blob",
-        id,
-        Some(raw_len as usize),
-        scratch,
-    )?;
+    scratch.plain.clear();
+    if !keys.open_into(Domain::Blob, stored, &mut scratch.framed) {
+        return Err(unopened("blob", id));
+    }
+    let (framed, plain) = (&scratch.framed, &mut scratch.plain);
+    unframe_into(framed, "blob", id, Some(raw_len as usize), plain)?;
     let plain = &scratch.plain;
     if plain.len() != raw_len as usize || keys.blob_id(plain) != *id {
         return Err(Error::damaged(
