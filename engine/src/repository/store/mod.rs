@@ -852,17 +852,13 @@ impl Store {
     /// Reads part of an object (as the store returned it: no copy). A store shortens a range
     /// that runs past the end of the object without complaint: that is an error here.
     pub fn get_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<bytes::Bytes> {
-        let got = match &self.folder {
-            Some(folder) if Self::reads_files() => {
-                let mut buf = Vec::new();
-                let n = read_file_range(folder, path, range.clone(), &mut buf)?;
-                buf.truncate(n);
-                buf.into()
-            }
-            _ => self.get_range_remote(path, range.clone())?,
+        let mut buf = Vec::new();
+        let n = match self.get_range_into(path, range, &mut buf)? {
+            RangeRead::Store(got) => return Ok(got),
+            RangeRead::Buffer(got) => got.len(),
         };
-        whole_range(path, &range, got.len())?;
-        Ok(got)
+        buf.truncate(n);
+        Ok(buf.into())
     }
 
     /// Reads part of an object as [`Store::get_range`] does. A folder's files are read straight
