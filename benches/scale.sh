@@ -18,6 +18,10 @@
 #   TIME_LIMIT=3600                   seconds per command
 #   PEERS="restic rustic"             the peers measured beside Cairn ("" for Cairn alone)
 #   OUT=benches/SCALE.md
+#   SETTLE=60                         seconds of pause after deleting a tree before a restore
+#                                     (ext4 passes over every inode freed in the last ~35 s, one
+#                                     at a time, when it allocates one: a restore right after
+#                                     deleting millions of files would measure that)
 # Work folder: /var/tmp/cairn-scale (CAIRN_SCALE_DIR), emptied at the start and the end.
 # Tools: as compare.sh (restic from Debian, rustic built once into /var/tmp/cairn-bench-tools).
 set -euo pipefail
@@ -27,6 +31,7 @@ FILES=${FILES:-1000000 3000000 10000000}
 BLOBS=${BLOBS:-1000000 3000000 10000000}
 TIME_LIMIT=${TIME_LIMIT:-3600}
 PEERS=${PEERS-restic rustic}
+SETTLE=${SETTLE:-60}
 OUT=${OUT:-$ROOT/benches/SCALE.md}
 S=${CAIRN_SCALE_DIR:-/var/tmp/cairn-scale}
 TOOLS=${CAIRN_BENCH_TOOLS:-/var/tmp/cairn-bench-tools}
@@ -122,7 +127,7 @@ export -f step
 export CAIRN RUSTIC COPY R
 restores_then_the_rest() { # restores_then_the_rest KIND COUNT TOOL FILES : restore, check, copy, gc
   local kind=$1 count=$2 tool=$3 expect=$4
-  rm -rf "$R"; mkdir -p "$R"
+  rm -rf "$R"; mkdir -p "$R"; sync; sleep "$SETTLE"
   if measure "$kind" "$count" "$tool" restore; then
     local got; got=$(find "$R" -type f | wc -l)
     [ "$got" -eq "$expect" ] || { echo "$tool restored $got files of $expect" >&2; exit 1; }
