@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building Cairn needs on a fresh Debian machine (idempotent): libclang for the
-# RocksDB bindings. With --tests, also what the tests need: setpriv, curl, a Prometheus
+# RocksDB bindings. With --tests, also what the tests need: setpriv and fincore (util-linux), curl, a Prometheus
 # Pushgateway and promtool (the alert rules' tests), a headless Chromium (the HTML report's test), libfaketime (a clock that is
 # wrong on purpose), and Azurite (Microsoft's Azure Storage emulator, from the npm registry,
 # into CAIRN_AZURITE_DIR, else /var/tmp/cairn-azurite; Node.js and npm from Debian if missing).
@@ -9,7 +9,7 @@ set -euo pipefail
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 if [ "${1:-}" = --tests ]; then
-  command -v setpriv >/dev/null || need+=(util-linux)
+  { command -v setpriv && command -v fincore; } >/dev/null || need+=(util-linux)
   command -v curl >/dev/null || need+=(curl)
   command -v prometheus-pushgateway >/dev/null || need+=(prometheus-pushgateway)
   command -v promtool >/dev/null || need+=(prometheus)

@@ -27,6 +27,7 @@ const ROOT_ITEMS: &[&str] = &[
     "host_name",
     "user_name",
     "env_number",
+    "drop_from_page_cache",
 ];
 
 /// The layer of module path `path` (segments joined by `::`), if it has one.

@@ -79,3 +79,17 @@ pub(crate) fn env_number(
         .filter(|n| allowed.contains(n))
         .unwrap_or(default)
 }
+
+/// Asks the kernel to start writing the `len` bytes of `file` at `pos` to disk, without waiting,
+/// and to drop from the page cache those of them already written. The kernel never drops a page
+/// that is not yet on disk, so this is advice only: it changes no data, and an error is ignored.
+/// Pages dropped this way hold the next writes: new pages cost more than reused ones (several
+/// times more in a VM whose balloon hands freed memory back to the host).
+pub(crate) fn drop_from_page_cache(file: &std::fs::File, pos: u64, len: u64) {
+    let _ = nix::fcntl::posix_fadvise(
+        file,
+        i64::try_from(pos).unwrap_or(i64::MAX),
+        i64::try_from(len).unwrap_or(i64::MAX),
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+}

@@ -410,15 +410,9 @@ fn write_blob(partials: &Partials, need: &Need, data: &[u8], progress: &Progress
 
 /// Starts writing a just-written range to disk without waiting, so that the disk works while
 /// the restore goes on and the final flush has little left to do; the kernel drops the range
-/// from the page cache once written, rather than evicting other data. Advice only: an error
-/// changes nothing.
+/// from the page cache once written, rather than evicting other data.
 fn start_writeback(file: &File, pos: u64, len: usize) {
-    let _ = nix::fcntl::posix_fadvise(
-        file,
-        pos as i64,
-        len as i64,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
+    crate::drop_from_page_cache(file, pos, len as u64);
 }
 
 /// Writes `data` at `pos`, skipping every block-aligned run of zeros (the file was sized

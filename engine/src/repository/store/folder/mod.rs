@@ -38,6 +38,10 @@ macro_rules! disk {
     }};
 }
 
+/// Objects at least this large (packs) leave the page cache once on disk: a backup rarely reads
+/// them again soon, and their pages then hold the next pack.
+const DROP_FROM: usize = 1 << 20;
+
 /// A repository folder as an object store whose writes and deletes are durable on return.
 #[derive(Clone, Debug)]
 pub struct Folder {
@@ -70,6 +74,9 @@ impl Folder {
         )
         .and_then(|()| disk!(power_cut::Op::SyncFile(staging.clone()), file.sync_all()))
         .and_then(|()| {
+            if payload.content_length() >= DROP_FROM {
+                crate::drop_from_page_cache(&file, 0, payload.content_length() as u64);
+            }
             drop(file);
             if create {
                 let linked = disk!(
@@ -337,5 +344,43 @@ impl MultipartUpload for Upload {
     async fn abort(&mut self) -> object_store::Result<()> {
         self.parts.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes of `path` in the page cache, by util-linux's `fincore`.
+    fn cached(path: &Path) -> u64 {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(path)
+            .output()
+            .expect("fincore (util-linux) runs");
+        assert!(out.status.success(), "fincore: {out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Needs a disk file system under the temporary folder (tmpfs keeps every page).
+    #[test]
+    fn packs_leave_the_page_cache_once_on_disk_and_small_objects_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = Folder::new(dir.path()).unwrap();
+        let pack = dir.path().join("data/ab/pack");
+        let small = dir.path().join("snapshots/small");
+        folder
+            .write(&pack, &PutPayload::from(vec![7u8; 4 << 20]), true)
+            .unwrap();
+        folder
+            .write(&small, &PutPayload::from(vec![7u8; 64 << 10]), true)
+            .unwrap();
+        assert_eq!(cached(&pack), 0, "a flushed pack leaves the page cache");
+        assert_eq!(cached(&small), 64 << 10, "a small object stays");
+        assert_eq!(std::fs::read(&pack).unwrap(), vec![7u8; 4 << 20]);
     }
 }
