@@ -8,7 +8,9 @@
 #   cannot be made that way, and 10 M real chunks are 10 TB): backup of a small folder into it,
 #   restore of the whole snapshot, check, copy, gc.
 # Every command runs under `timeout TIME_LIMIT`; a tool that exceeds it or fails at a count is
-# shown so and not run at larger counts. Peak RSS is /usr/bin/time's %M.
+# shown so and not run at larger counts, nor is one with a step whose time at the last file count,
+# in proportion to the files, would exceed it (SCALE.md says which step and by how much). Peak RSS
+# is /usr/bin/time's %M.
 #
 # Usage, as root: benches/scale.sh
 #   FILES="1000000 3000000 10000000"  file counts; a count whose tree does not fit in the free
@@ -82,6 +84,16 @@ use() { # use TOOL : its repository and home folder (cache, configuration)
   export REPO=$S/repo-$1 HOME=$S/home/$1
 }
 free_inodes() { df --output=iavail "$S" | tail -1 | tr -d ' '; }
+over_limit() { # over_limit TOOL LAST N : the step of TOOL whose time at LAST files, in proportion
+  # to N files, would exceed TIME_LIMIT (the slowest such), said in words; nothing if none would
+  awk -F'\t' -v t="$1" -v last="$2" -v n="$3" -v limit="$TIME_LIMIT" '
+    function count(c) { return c >= 1e6 ? sprintf("%g M", c / 1e6) : sprintf("%g k", c / 1e3) }
+    $1 == "files" && $2 == last && $3 == t && $7 == "ok" && $5 * n / last > limit \
+      && $5 * n / last > worst { worst = $5 * n / last; step = $4; secs = $5 }
+    step == "rebackup" { step = "unchanged re-backup" }
+    END { if (step) printf "%s at %s files: its %s took %.0f s at %s, %.0f s at %s in proportion, " \
+      "over the %d s limit", t, count(n), step, secs, count(last), worst, count(n), limit }' "$results"
+}
 
 # what each tool runs for each step (REPO: its repository; COPY: the copy's; R: restore target)
 init() {
@@ -143,16 +155,25 @@ restores_then_the_rest() { # restores_then_the_rest KIND COUNT TOOL FILES : rest
 # ---- files -------------------------------------------------------------------------------------
 skipped=()
 have=0 # files in the tree
+last=0 # the last file count measured
 for n in $FILES; do
   if [ $((n - have + 1000000)) -gt "$(free_inodes)" ]; then
     skipped+=("$n files: $(free_inodes) free inodes, $((n - have + 1000000)) needed")
     continue
   fi
+  tools=()
+  for tool in cairn $PEERS; do
+    [ -n "${gone[$tool]:-}" ] && continue
+    if [ "$last" -gt 0 ] && why=$(over_limit "$tool" "$last" "$n") && [ -n "$why" ]; then
+      echo "$(date +%T) left out: $why" >&2
+      skipped+=("$why"); gone[$tool]=1; continue
+    fi
+    tools+=("$tool")
+  done
+  last=$n
   echo "$(date +%T) tree of $n files" >&2
   "$DATA" tree "$TREE" "$n" >/dev/null
   have=$n
-  tools=()
-  for tool in cairn $PEERS; do [ -n "${gone[$tool]:-}" ] || tools+=("$tool"); done
   for tool in "${tools[@]}"; do
     use "$tool"; rm -rf "$REPO" "$HOME"; mkdir -p "$HOME"
     init "$tool"
@@ -225,7 +246,8 @@ out = [
     f"Linux {platform.release()}; repositories on {sh('df -T /var/tmp | awk ' + repr('NR==2{print $2}'))}",
     f"- Tools: {versions}; default settings, local repositories",
     f"- Each cell: peak RSS (`/usr/bin/time` %M), wall time. Every command ran under a limit of "
-    f"{limit} s; a tool that went over it or failed is not run at larger counts (—).",
+    f"{limit} s; a tool that went over it or failed is not run at larger counts (—), nor is one "
+    f"with a step that, in proportion to the files, would go over it (said below the table).",
     "",
     "## Files",
     "",
