@@ -90,8 +90,8 @@ over_limit() { # over_limit TOOL LAST N : the step of TOOL whose time at LAST fi
     function count(c) { return c >= 1e6 ? sprintf("%g M", c / 1e6) : sprintf("%g k", c / 1e3) }
     $1 == "files" && $2 == last && $3 == t && $7 == "ok" && $5 * n / last > limit \
       && $5 * n / last > worst { worst = $5 * n / last; step = $4; secs = $5 }
-    step == "rebackup" { step = "unchanged re-backup" }
-    END { if (step) printf "%s at %s files: its %s took %.0f s at %s, %.0f s at %s in proportion, " \
+    END { if (step == "rebackup") step = "unchanged re-backup"
+      if (step) printf "%s at %s files: its %s took %.0f s at %s, %.0f s at %s in proportion, " \
       "over the %d s limit", t, count(n), step, secs, count(last), worst, count(n), limit }' "$results"
 }
 
